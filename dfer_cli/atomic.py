@@ -1,0 +1,46 @@
+"""Atomic file writes: a reader (or an interrupted run) sees the old file or the new one, never half of one.
+
+The new content goes to a temporary file in the target's own directory (so the final rename stays on one
+filesystem) and `os.replace` swaps it in. No fsync: the goal is never exposing partial files, not
+surviving power loss.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a not-yet-existing temporary path beside `path`; on success it replaces `path`.
+
+    The caller writes the whole file to the yielded path. If the block raises, the temporary file is
+    removed and `path` is left untouched. The parent directory is created if needed. The temporary name
+    keeps the target's suffix, so writers that pick a format from the extension still work.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh random name rather than mkstemp: the writer creates the file itself, so it gets the usual
+    # umask-based permissions instead of mkstemp's 0600.
+    tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{target.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    """Write `text` to `path` atomically (no newline translation: what you pass is what lands on disk)."""
+    atomic_write_bytes(path, text.encode(encoding))

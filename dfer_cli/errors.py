@@ -1,0 +1,14 @@
+"""Errors that dfer reports to the user as a message instead of a traceback."""
+
+
+class DferError(Exception):
+    """Bad input or environment: the message says what was wrong and what was expected."""
+
+
+class MediaError(DferError):
+    """A media file that cannot be read or decoded."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
