@@ -12,3 +12,7 @@ class MediaError(DferError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class UsageError(DferError):
+    """The command cannot run as asked (missing weights, conflicting options): exit code 2."""

@@ -48,7 +48,7 @@ class ModelDims:
     @classmethod
     def tiny(cls, **overrides: int) -> ModelDims:
         """A narrow, shallow configuration for tests and CPU demos (no pretrained encoders fit it)."""
-        base = cls(image_size=32, width=64, depth=2, heads=2, bottleneck=16,
+        base = cls(image_size=32, width=64, depth=4, heads=2, bottleneck=16,
                    temporal_dim=32, temporal_heads=2, temporal_mlp=64)
         return replace(base, **overrides)
 
@@ -142,7 +142,8 @@ class Encoder(nn.Module):
         self.prompts = nn.Parameter(torch.zeros(dims.prompts, d))
         self.progressive_prompts = nn.ParameterList(
             nn.Parameter(torch.zeros(self.per_stage, d)) for _ in range(dims.prompt_stages))
-        rates = torch.linspace(0, dims.drop_path, dims.depth).tolist()
+        # Stochastic depth grows linearly with depth, as in timm's VisionTransformer.
+        rates = [dims.drop_path * i / max(dims.depth - 1, 1) for i in range(dims.depth)]
         self.blocks = nn.ModuleList(Block(d, dims.heads, dims.mlp_ratio, r) for r in rates)
         self.norm = LayerNorm(d)
 

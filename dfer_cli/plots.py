@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.colors import Colormap, to_rgba
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from dfer_cli.atomic import atomic_path
@@ -48,8 +48,7 @@ def plot_confusion(report: Report, path: str | os.PathLike[str]) -> None:
         rows = 100.0 * report.confusion / report.counts[:, None]
     fig = Figure(figsize=CONFUSION_SIZE_IN, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    cmap = _colormap("Blues")
-    cmap.set_bad("#e6e6e6")  # a class without samples has no row to normalise
+    cmap = colormaps["Blues"].with_extremes(bad="#e6e6e6")  # grey: a class without samples has no row
     image = ax.imshow(np.ma.masked_invalid(rows), cmap=cmap, vmin=0.0, vmax=100.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label="% of the true class")
     font = 9 if len(names) <= 8 else 7
@@ -110,12 +109,12 @@ def plot_training_curves(log_records: Sequence[Mapping[str, Any]], path: str | o
     epochs = [float(r.get("epoch", i + 1)) for i, r in enumerate(log_records)]
     keys = sorted({k for r in log_records for k in r})
     panels = (
-        ("loss", [k for k in keys if k.endswith("loss")], False),
-        ("learning rate", [k for k in keys if k == "lr"], True),
-        ("validation metrics (%)", [k for k in keys if k.endswith(("uar", "war"))], False),
+        ("loss", [k for k in keys if k.endswith("loss")]),
+        ("learning rate", [k for k in keys if k == "lr"]),
+        ("UAR / WAR (%)", [k for k in keys if k.endswith(("uar", "war"))]),
     )
     fig = Figure(figsize=CURVES_SIZE_IN, dpi=DPI, layout="constrained")
-    for ax, (title, panel_keys, log_scale) in zip(fig.subplots(1, len(panels)), panels, strict=True):
+    for ax, (title, panel_keys) in zip(fig.subplots(1, len(panels)), panels, strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -130,23 +129,16 @@ def plot_training_curves(log_records: Sequence[Mapping[str, Any]], path: str | o
         if not plotted:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
             continue
-        if log_scale and all(line.get_ydata().min() > 0 for line in ax.get_lines()):
-            ax.set_yscale("log")
         ax.legend(fontsize=8)
     _save(fig, path)
 
 
 def _class_colours(names: Sequence[str]) -> list[tuple[float, float, float, float]]:
-    fallback = _colormap("tab20")
+    fallback = colormaps["tab20"]
     return [
         to_rgba(_EMOTION_COLOURS[name.lower()]) if name.lower() in _EMOTION_COLOURS else fallback(i % 20)
         for i, name in enumerate(names)
     ]
-
-
-def _colormap(name: str) -> Colormap:
-    # A copy, because set_bad would otherwise change the colormap registered for everyone.
-    return colormaps[name].copy()
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> None:

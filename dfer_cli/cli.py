@@ -1,0 +1,189 @@
+"""The `dfer` command line. Commands parse options into config objects and hand over to the
+pipeline modules; all user-facing errors become one line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import DferError, UsageError
+
+app = typer.Typer(
+    name="dfer",
+    help="Audio-visual emotion recognition for videos (MMA-DFER: face + voice).\n\n"
+         "Examples:\n\n"
+         "  dfer weights import mma_dfer_dfew_fold1.pth --name dfew-160\n\n"
+         "  dfer predict interview.mp4\n\n"
+         "  dfer predict --json videos/ > emotions.json\n\n"
+         "  dfer predict talk.mkv --window 5 --plot timeline.png\n\n"
+         "  dfer train --dataset dfew --data ~/DFEW --fold 1\n\n"
+         "  dfer evaluate --dataset dfew --data ~/DFEW --fold 1 --out report/",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+weights_app = typer.Typer(
+    help="Manage model weights (official MMA-DFER checkpoints and dfer's own).\n\n"
+         "Examples:\n\n"
+         "  dfer weights import DFEW_fold1_160.pth --name dfew-160\n\n"
+         "  dfer weights list\n\n"
+         "  dfer weights default dfew-160",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+F = TypeVar("F", bound=Callable)
+
+
+def reports_errors(fn: F) -> F:
+    """DferError -> one line on stderr; exit 2 for usage problems, 1 for bad input."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as e:
+            err.print(f"dfer: error: {e}", markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except DferError as e:
+            err.print(f"dfer: error: {e}", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@app.command()
+@reports_errors
+def info() -> None:
+    """Versions, device, media and face-detection back ends, weights directory, model size.
+
+    Example:
+
+      dfer info
+    """
+    import av
+    import imageio_ffmpeg
+    import torch
+
+    from . import store
+    from .model import MMADFER, ModelDims, count_parameters
+    from .runtime import pick_device
+
+    with torch.device("meta"):
+        model = MMADFER(ModelDims())
+    trainable, total = count_parameters(model)
+    device = pick_device("auto")
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    ffmpeg_libs = av.library_versions.get("libavformat", ())
+    rows = [
+        ("dfer", __version__),
+        ("python", platform.python_version()),
+        ("torch", torch.__version__),
+        ("timm", f"{_version('timm')} (dfer uses its own timm-compatible ViT blocks)"),
+        ("device", f"{device}{gpu}"),
+        ("decoder", f"PyAV {av.__version__}, bundled FFmpeg libavformat "
+                    f"{'.'.join(map(str, ffmpeg_libs))}"),
+        ("ffmpeg binary", imageio_ffmpeg.get_ffmpeg_exe()),
+        ("face detector", f"mediapipe {_version('mediapipe')} (BlazeFace short/full range, bundled)"),
+        ("weights dir", str(store.weights_dir())),
+        ("default weights", store.default_name() or "none (see `dfer weights import`)"),
+        ("model (default)", f"MMA-DFER ViT-B/16 x 2, {ModelDims().image_size} px, 7 classes: "
+                            f"{trainable:,} trainable / {total:,} parameters"),
+    ]
+    table = Table(show_header=False, box=None)
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+
+
+@weights_app.command("import")
+@reports_errors
+def weights_import(
+    path: Annotated[Path, typer.Argument(help="official MMA-DFER .pth, bare state dict, or dfer folder")],
+    name: Annotated[str | None, typer.Option(help="entry name (default: the file's stem)")] = None,
+    default: Annotated[bool | None, typer.Option(
+        "--default/--no-default", help="make it the default entry (the first import is)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset it was trained on, for the record")] = None,
+    fold: Annotated[int | None, typer.Option(help="fold it was trained on, for the record")] = None,
+) -> None:
+    """Convert a checkpoint into the weights directory (safely: no pickled code runs).
+
+    Example:
+
+      dfer weights import MMA-DFER_DFEW_fold1.pth --name dfew-160-f1
+    """
+    from . import store
+
+    entry = store.import_weights(path, name, default, dataset, fold)
+    dims = entry.config.dims
+    err.print(f"imported {path} as '{entry.name}' ({dims.image_size} px, {dims.num_classes} classes)"
+              f"{' [default]' if entry.is_default else ''} -> {entry.path}")
+
+
+@weights_app.command("list")
+@reports_errors
+def weights_list() -> None:
+    """Show the installed weights.
+
+    Example:
+
+      dfer weights list
+    """
+    from . import store
+
+    entries = store.entries()
+    if not entries:
+        err.print(f"no weights in {store.weights_dir()}; import some with `dfer weights import PATH`")
+        return
+    table = Table("name", "default", "size", "classes", "dataset", "fold", "source")
+    for e in entries:
+        table.add_row(e.name, "*" if e.is_default else "", f"{e.config.dims.image_size} px",
+                      ", ".join(e.config.class_names), e.config.dataset or "", str(e.config.fold or ""),
+                      e.config.provenance.get("imported_from", e.config.provenance.get("source", "")))
+    out.print(table)
+
+
+@weights_app.command("default")
+@reports_errors
+def weights_default(
+    name: Annotated[str, typer.Argument(help="entry to use when --weights is not given")],
+) -> None:
+    """Choose the default weights entry.
+
+    Example:
+
+      dfer weights default dfew-160
+    """
+    from . import store
+
+    store.set_default(name)
+    err.print(f"default weights: {name}")
+
+
+def main() -> None:
+    app(prog_name="dfer")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

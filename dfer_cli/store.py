@@ -1,0 +1,105 @@
+"""The weights directory: named dfer weights folders, one of them the default.
+
+Location: $DFER_HOME/weights when DFER_HOME is set, else the platform's user data folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from platformdirs import user_data_path
+
+from .atomic import atomic_write_text
+from .checkpoints import CONFIG_FILE, LoadedWeights, WeightsConfig, load_any, load_dfer, save_dfer
+from .errors import DferError, UsageError
+
+DEFAULT_FILE = "DEFAULT"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def home() -> Path:
+    env = os.environ.get("DFER_HOME")
+    return Path(env).expanduser() if env else user_data_path("dfer", appauthor=False)
+
+
+def weights_dir() -> Path:
+    return home() / "weights"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: Path
+    config: WeightsConfig
+    is_default: bool
+
+
+def default_name() -> str | None:
+    marker = weights_dir() / DEFAULT_FILE
+    if not marker.is_file():
+        return None
+    return marker.read_text().strip() or None
+
+
+def set_default(name: str) -> None:
+    if not (weights_dir() / name / CONFIG_FILE).is_file():
+        raise DferError(f"{name}: no such weights entry in {weights_dir()} (see `dfer weights list`)")
+    atomic_write_text(weights_dir() / DEFAULT_FILE, name + "\n")
+
+
+def entries() -> list[Entry]:
+    root = weights_dir()
+    if not root.is_dir():
+        return []
+    default = default_name()
+    found = []
+    for cfg in sorted(root.glob(f"*/{CONFIG_FILE}")):
+        config = WeightsConfig.from_json(cfg.read_text(), cfg)
+        found.append(Entry(cfg.parent.name, cfg.parent, config, cfg.parent.name == default))
+    return found
+
+
+def import_weights(source: Path, name: str | None = None, make_default: bool | None = None,
+                   dataset: str | None = None, fold: int | None = None) -> Entry:
+    """Converts any checkpoint that `load_any` reads into a named entry; the first entry becomes the
+    default unless told otherwise."""
+    if name is None:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", source.stem if source.is_file() else source.name).strip("-.")
+    if not _NAME.match(name or ""):
+        raise DferError(f"{name!r}: a weights name uses letters, digits, '_', '.' and '-' (64 at most)")
+    loaded = load_any(source)
+    config = loaded.config
+    config.dataset = dataset or config.dataset
+    config.fold = fold or config.fold
+    config.provenance.setdefault("imported_from", str(source.resolve()))
+    target = weights_dir() / name
+    staging = weights_dir() / f".{name}.importing"
+    shutil.rmtree(staging, ignore_errors=True)
+    save_dfer(staging, loaded.model, config)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    if make_default or (make_default is None and default_name() is None):
+        set_default(name)
+    return Entry(name, target, config, default_name() == name)
+
+
+def resolve(spec: str | None) -> LoadedWeights:
+    """`--weights` value (an entry name or a path) or, when None, the default entry."""
+    if spec is None:
+        spec = default_name()
+        if spec is None:
+            raise UsageError(
+                f"no weights installed in {weights_dir()}. Import the official MMA-DFER checkpoint with "
+                "`dfer weights import PATH/TO/checkpoint.pth` (or pass --weights PATH).")
+    named = weights_dir() / spec
+    if _NAME.match(spec) and (named / CONFIG_FILE).is_file():
+        return load_dfer(named)
+    path = Path(spec).expanduser()
+    if path.exists():
+        return load_any(path)
+    raise DferError(f"{spec}: neither a weights entry in {weights_dir()} nor an existing file "
+                    "(see `dfer weights list`)")
