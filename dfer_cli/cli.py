@@ -7,7 +7,8 @@ import functools
 import importlib.metadata
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -115,6 +116,119 @@ def info() -> None:
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
+
+
+@app.command()
+@reports_errors
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="video files and/or folders", show_default=False)],
+    weights: Annotated[str | None, typer.Option(
+        help="weights entry name or path (default: the default entry); 'untrained' runs random "
+             "weights to check the pipeline, and says so")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="a JSON array on stdout")] = False,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="one JSON object per line, streamed")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="CSV on stdout")] = False,
+    window: Annotated[float | None, typer.Option(
+        help="timeline: one prediction per WINDOW seconds", min=0.5)] = None,
+    plot: Annotated[Path | None, typer.Option(help="with --window: draw the timeline to this PNG")] = None,
+    clips: Annotated[int, typer.Option(help="clips per file, averaged", min=1)] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="clips per model call", min=1)] = 8,
+    workers: Annotated[int | None, typer.Option(
+        help="decoding processes (default: 0 for 1-2 files, else up to 4)", min=0)] = None,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="walk sub-folders")] = True,
+    ext: Annotated[str | None, typer.Option(
+        help="comma-separated extensions to pick from folders, e.g. mp4,mkv")] = None,
+) -> None:
+    """Recognise the emotion in videos from the face and the voice.
+
+    Examples:
+
+      dfer predict interview.mp4
+
+      dfer predict --json clips/ > emotions.json
+
+      dfer predict --jsonl --ext mp4,mov phone_videos/ | jq .label
+
+      dfer predict lecture.mkv --window 5 --plot timeline.png
+
+    Exit codes: 0 all files analysed, 1 some files failed (each has an error record), 2 usage error.
+    """
+
+    from . import predict as pipeline
+    from . import store
+    from .checkpoints import LoadedWeights, WeightsConfig
+    from .clips import ClipConfig
+    from .labels import default_class_names
+    from .model import MMADFER, ModelDims
+    from .runtime import pick_device
+    from .writers import make_writer
+
+    formats = [f for f, on in (("json", json_out), ("jsonl", jsonl), ("csv", csv_out)) if on]
+    if len(formats) > 1:
+        raise UsageError("choose one of --json, --jsonl, --csv")
+    if plot and not window:
+        raise UsageError("--plot draws a timeline: add --window SECONDS")
+    if plot:
+        pipeline.ensure_writable_parent(plot)
+    extensions = tuple("." + e.strip().lstrip(".").lower() for e in ext.split(",")) if ext else None
+    paths = pipeline.collect_inputs(inputs, recursive, extensions or pipeline.VIDEO_EXTENSIONS)
+    torch_device = pick_device(device)
+    if weights == "untrained":
+        dims = ModelDims()
+        loaded = LoadedWeights(MMADFER(dims).eval(), WeightsConfig(
+            dims, list(default_class_names(dims.num_classes)), provenance={"source": "untrained"}))
+        err.print("[bold yellow]warning:[/bold yellow] untrained random weights: the pipeline runs, "
+                  "the emotions are meaningless. Import real weights with `dfer weights import`.")
+    else:
+        loaded = store.resolve(weights)
+    class_names = list(loaded.config.class_names)
+    if workers is None:
+        workers = pipeline.default_workers(len(paths))
+    config = pipeline.PredictConfig(clips=ClipConfig(clips=clips), window=window, batch_size=batch_size,
+                                    workers=workers)
+    classifier = pipeline.Classifier(loaded.model, torch_device, batch_size)
+    writer = make_writer(formats[0] if formats else "table", sys.stdout, class_names, window is not None)
+    failures = 0
+    with _progress(len(paths)) as advance:
+        def emit(result) -> None:
+            nonlocal failures
+            if result.status == "error":
+                failures += 1
+                err.print(f"dfer: {result.path}: {result.error}", markup=False, soft_wrap=True)
+            writer.write(result)
+            advance(result.path)
+
+        try:
+            size = loaded.model.dims.image_size
+            results = pipeline.predict(paths, classifier, class_names, config, size, emit)
+        finally:
+            writer.close()
+    if plot:
+        from .plots import plot_timeline
+
+        shown = next((r for r in results if r.probabilities), None)
+        if shown is None:
+            raise DferError(f"{plot}: nothing to plot (no file had a face)")
+        times, probs = pipeline.timeline_arrays(shown, class_names)
+        plot_timeline(times, probs, class_names, plot, title=shown.path)
+        err.print(f"timeline of {shown.path} -> {plot}", markup=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr while files are analysed (silent when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if not err.is_terminal:
+        yield lambda _name: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=True) as progress:
+        task = progress.add_task("analysing", total=total)
+        yield lambda name: progress.update(task, advance=1, description=name[-40:])
 
 
 @weights_app.command("import")

@@ -1,0 +1,58 @@
+"""What `dfer predict` reports per file: plain records that the writers turn into text."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ClipResult:
+    index: int
+    start: float
+    end: float
+    audio_start: float
+    audio_end: float
+    faces_found: int
+    frames: int
+    probabilities: dict[str, float] | None = None  # None: no face in this clip, nothing classified
+
+    @property
+    def label(self) -> str | None:
+        return max(self.probabilities, key=self.probabilities.get) if self.probabilities else None
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str = "ok"  # ok | no_face | error
+    error: str | None = None
+    label: str | None = None
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
+    clips: list[ClipResult] = field(default_factory=list)
+    flags: dict[str, object] = field(default_factory=dict)
+    media: dict[str, object] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, path: str, error: str) -> FileResult:
+        return cls(path=path, status="error", error=error)
+
+    def finish(self, class_names: list[str]) -> None:
+        """Averages the classified clips' probabilities into the file's label."""
+        probs = [[c.probabilities[n] for n in class_names] for c in self.clips if c.probabilities]
+        if not probs:
+            self.status = "no_face"
+            return
+        mean = np.mean(probs, axis=0)
+        self.probabilities = {n: round(float(p), 6) for n, p in zip(class_names, mean, strict=True)}
+        best = int(np.argmax(mean))
+        self.label, self.confidence = class_names[best], round(float(mean[best]), 6)
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        for clip, raw in zip(self.clips, record["clips"], strict=True):
+            raw["label"] = clip.label
+        return record
