@@ -94,10 +94,7 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.Fa
         plans = plan_windows(info.start_time, info.duration, config.window, config.clips)
     else:
         plans = plan_clips(info.start_time, info.duration, config.clips)
-    times = np.concatenate([p.frame_times for p in plans])
-    order = np.argsort(times, kind="stable")
-    frames, _ = media.read_frames(path, times[order], info)
-    frames = frames[np.argsort(order, kind="stable")]
+    frames, _ = media.read_frames(path, np.concatenate([p.frame_times for p in plans]))
     clock.lap("decode")
     result.media = {"duration": round(info.duration, 3), "width": info.width, "height": info.height,
                     "rotation": info.rotation, "frame_rate": round(info.frame_rate or 0.0, 3),

@@ -1,0 +1,348 @@
+"""Training MMA-DFER with the paper's recipe (spec section 6), as one plain loop.
+
+Each epoch: shuffled batches of (video (B, 16, 3, S, S) in [0, 1], audio (B, 1, 512, 128), label),
+cross-entropy, AdamW on the adapters only (the encoders are frozen by the model itself), and one
+cosine-schedule step at the end. The final epoch's model is the reported one.
+
+After every epoch RUN_DIR/last/ holds the model in dfer's weights format (so `--weights RUN_DIR/last`
+works anywhere) plus train_state.pt: optimizer, scheduler, every RNG stream, the epoch and the log.
+The folder is written aside and swapped in whole, so a killed run resumes bit for bit from its last
+finished epoch: the shuffle order and the data loader's worker seeds are functions of (seed, epoch),
+and the only other randomness (drop-path in the frozen encoders) comes from the saved RNG streams.
+
+Under torchrun each rank trains on its share of every global batch: DistributedSampler deals the same
+shuffled order as a single process, so rank r's step-i batch plus the other ranks' make up exactly the
+single process's step-i batch, and DDP's gradient average equals the single process's batch mean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .atomic import atomic_path, atomic_write_text
+from .checkpoints import LoadedWeights, WeightsConfig, load_dfer, load_encoders, save_dfer
+from .errors import DferError
+from .evaluate import predict_probs
+from .metrics import evaluate_predictions
+from .model import MMADFER, ModelDims
+from .plots import plot_training_curves
+from .runtime import autocast, pick_device
+
+CHECKPOINT_DIR = "last"
+STATE_FILE = "train_state.pt"
+LOG_FILE = "log.jsonl"
+CURVES_FILE = "curves.png"
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """The paper's recipe; `batch_size` is the global batch, split evenly over torchrun's ranks."""
+
+    epochs: int = 25
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how a run executes; none of it changes what is learned."""
+
+    out: Path
+    device: str = "auto"
+    workers: int = 4
+    compile: bool = False
+    resume: bool = False
+    log_every: int = 50  # steps between intra-epoch loss / throughput records
+    progress: bool = False  # rich progress bar on stderr (rank 0)
+    eval_batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def build_model(dims: ModelDims, seed: int, image_encoder: Path | None = None,
+                audio_encoder: Path | None = None) -> MMADFER:
+    """A fresh model (adapters drawn from `seed`) with the MAE-Face / AudioMAE encoders loaded."""
+    torch.manual_seed(seed)
+    model = MMADFER(dims)
+    if image_encoder is not None or audio_encoder is not None:
+        untouched = load_encoders(model, image_encoder, audio_encoder, seed)
+        branches = {"image"} if audio_encoder is None else {"audio"} if image_encoder is None else set()
+        missing = [k for k in untouched if k.split(".")[0] not in branches]
+        if missing:
+            raise DferError(f"the encoder checkpoints lack {len(missing)} frozen tensors, e.g. {missing[0]}")
+    return model
+
+
+def finetune_model(loaded: LoadedWeights, num_classes: int, seed: int) -> MMADFER:
+    """A trained model as the starting point; a new classifier when the class count differs."""
+    model = loaded.model
+    if loaded.config.dims.num_classes != num_classes:
+        torch.manual_seed(seed)
+        model.dims = ModelDims(**{**loaded.config.dims.to_dict(), "num_classes": num_classes})
+        model.classifier = torch.nn.Linear(model.dims.temporal_dim, num_classes)
+    return model
+
+
+def train(model: MMADFER, train_set: Dataset, weights: WeightsConfig, recipe: TrainRecipe, run: RunConfig,
+          val_set: Dataset | None = None,
+          on_epoch: Callable[[dict], None] | None = None) -> Path:
+    """Train `model` in place and return the final checkpoint folder (RUN_DIR/last).
+
+    `weights` names the classes and the data set for the saved checkpoints. `on_epoch` sees each
+    epoch's log record after its checkpoint is written (on every rank). Launched by torchrun
+    (WORLD_SIZE > 1), it joins the process group itself: nccl on CUDA, gloo on CPU.
+    """
+    ranks, device, owns_group = _init_distributed(run.device)
+    try:
+        return _train(model, train_set, weights, recipe, run, val_set, on_epoch, ranks, device)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _train(model: MMADFER, train_set: Dataset, weights: WeightsConfig, recipe: TrainRecipe, run: RunConfig,
+           val_set: Dataset | None, on_epoch: Callable[[dict], None] | None, ranks: Ranks,
+           device: torch.device) -> Path:
+    if recipe.batch_size % ranks.world:
+        raise DferError(f"batch size {recipe.batch_size} does not split evenly over {ranks.world} processes")
+    if len(train_set) < recipe.batch_size:
+        raise DferError(f"{len(train_set)} training clips: fewer than one batch of {recipe.batch_size}")
+    cuda = device.type == "cuda"
+    checkpoint = run.out / CHECKPOINT_DIR
+    state = _load_state(run.out, model, recipe, ranks) if run.resume else None
+    if state is None and ranks.main and (checkpoint / STATE_FILE).exists():
+        raise DferError(f"{run.out} already holds a run: pass --resume to continue it, or another --out")
+
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=cuda)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs, eta_min=0.0)
+    net: torch.nn.Module = model
+    if ranks.world > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    if run.compile:
+        net = torch.compile(net)
+
+    sampler = DistributedSampler(train_set, num_replicas=ranks.world, rank=ranks.rank, shuffle=True,
+                                 seed=recipe.seed, drop_last=True)
+    # The loader's own generator (reseeded per epoch) seeds its workers, so no draw is taken from
+    # the global stream that drop-path uses.
+    loader_rng = torch.Generator()
+    loader = DataLoader(train_set, batch_size=recipe.batch_size // ranks.world, sampler=sampler,
+                        drop_last=True, num_workers=run.workers, pin_memory=cuda, generator=loader_rng)
+    steps = len(loader)
+
+    if state is None:
+        start, log = 0, []
+        _seed_everything(recipe.seed + ranks.rank)
+    else:
+        start, log = state["epoch"], state["log"]
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"][ranks.rank], device)
+
+    with _progress(run.progress and ranks.main, steps * recipe.batch_size, recipe.epochs, start) as advance:
+        for epoch in range(start, recipe.epochs):
+            sampler.set_epoch(epoch)
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+            loader_rng.manual_seed(recipe.seed * 1_000_003 + epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            total = torch.zeros((), device=device)
+            interval = torch.zeros((), device=device)
+            started = tick = time.perf_counter()
+            for step, (video, audio, label) in enumerate(loader, start=1):
+                video = video.to(device, non_blocking=True)
+                audio = audio.to(device, non_blocking=True)
+                label = label.to(device, non_blocking=True)
+                with autocast(device):
+                    logits = net(video, audio)
+                loss = F.cross_entropy(logits.float(), label)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                # Summed on the device: the host reads a loss only once per log interval.
+                total += loss.detach()
+                interval += loss.detach()
+                advance(recipe.batch_size, f"epoch {epoch + 1}/{recipe.epochs}")
+                if ranks.main and (step % run.log_every == 0 or step == steps):
+                    count = step % run.log_every or run.log_every
+                    now = time.perf_counter()
+                    log.append({"epoch": round(epoch + step / steps, 4), "step": epoch * steps + step,
+                                "loss": interval.item() / count,
+                                "samples_per_s": count * recipe.batch_size / (now - tick)})
+                    interval.zero_()
+                    tick = now
+            scheduler.step()
+            if ranks.world > 1:
+                dist.all_reduce(total)
+                total /= ranks.world
+            elapsed = time.perf_counter() - started
+            record = {"epoch": epoch + 1, "train_loss": total.item() / steps, "lr": lr,
+                      "samples_per_s": steps * recipe.batch_size / elapsed, "epoch_time_s": elapsed}
+            if val_set is not None and ranks.main:
+                record.update(_validate(model, val_set, weights.class_names, device, run))
+            log.append(record)
+            rng = _gather(_rng_state(device), ranks)
+            if ranks.main:
+                _save(run, model, weights, recipe, epoch + 1, optimizer, scheduler, rng, log)
+            if on_epoch is not None:
+                on_epoch(record)
+    return checkpoint
+
+
+def _validate(model: MMADFER, val_set: Dataset, class_names: list[str], device: torch.device,
+              run: RunConfig) -> dict:
+    # predict_probs leaves the model in eval mode; training picks up again in train mode.
+    probs, labels = predict_probs(model, val_set, device, run.eval_batch_size, run.workers)
+    model.train()
+    report = evaluate_predictions(labels, probs, class_names)
+    return {"val_uar": report.uar, "val_war": report.war}
+
+
+def _save(run: RunConfig, model: MMADFER, weights: WeightsConfig, recipe: TrainRecipe, epoch: int,
+          optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+          rng: list[dict], log: list[dict]) -> None:
+    staging = run.out / f".{CHECKPOINT_DIR}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    provenance = {**weights.provenance, "epoch": epoch, "epochs": recipe.epochs, "recipe": asdict(recipe)}
+    save_dfer(staging, model, WeightsConfig(model.dims, list(weights.class_names), weights.dataset,
+                                            weights.fold, provenance))
+    with atomic_path(staging / STATE_FILE) as tmp:
+        torch.save({"epoch": epoch, "recipe": asdict(recipe), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": rng, "log": log}, tmp)
+    _swap_in(staging, run.out / CHECKPOINT_DIR)
+    atomic_write_text(run.out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
+    plot_training_curves(log, run.out / CURVES_FILE)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace `target` by the fully written `staging` folder. A kill between the two renames leaves
+    the previous checkpoint complete at `.last.old`, which resuming puts back."""
+    old = _old(target)
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _old(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def _load_state(out: Path, model: MMADFER, recipe: TrainRecipe, ranks: Ranks) -> dict | None:
+    """The model weights go into `model`; the rest is returned. None: nothing to resume."""
+    checkpoint = out / CHECKPOINT_DIR
+    if ranks.main and not checkpoint.exists() and _old(checkpoint).exists():
+        _old(checkpoint).rename(checkpoint)
+    if ranks.world > 1:
+        dist.barrier()
+    if not (checkpoint / STATE_FILE).is_file():
+        raise DferError(f"nothing to resume: {checkpoint / STATE_FILE} does not exist")
+    state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    if state["recipe"] != asdict(recipe):
+        raise DferError(f"{checkpoint} was trained with {state['recipe']}; resuming needs the same "
+                        f"recipe (asked for {asdict(recipe)})")
+    if len(state["rng"]) != ranks.world:
+        raise DferError(f"{checkpoint} was written by {len(state['rng'])} processes; resume it with as "
+                        f"many (now {ranks.world})")
+    saved = load_dfer(checkpoint).model
+    model.load_state_dict(saved.state_dict())
+    return state
+
+
+def _init_distributed(device_spec: str) -> tuple[Ranks, torch.device, bool]:
+    """Rank, world size and device from torchrun's environment; joins the process group if needed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_spec)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    if world == 1:
+        return Ranks(), device, False
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(rank, world), device, owns
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state(device: torch.device) -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            # Plain lists: train_state.pt is read back with the weights-only unpickler.
+            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+            "python": random.getstate()}
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _gather(obj: dict, ranks: Ranks) -> list[dict]:
+    if ranks.world == 1:
+        return [obj]
+    gathered: list = [None] * ranks.world
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.1f} samples/s" if task.speed else "")
+
+
+@contextmanager
+def _progress(enabled: bool, per_epoch: int, epochs: int, start: int) -> Iterator[Callable[[int, str], None]]:
+    """One bar for the whole run on stderr: its ETA covers every remaining epoch."""
+    if not enabled:
+        yield lambda _n, _text: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), _Rate(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("training", total=per_epoch * epochs, completed=per_epoch * start)
+        yield lambda n, text: bar.update(task, advance=n, description=text)
