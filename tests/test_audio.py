@@ -92,3 +92,21 @@ def test_silence_detection():
     assert is_silent(np.zeros(rate))
     assert is_silent(None)
     assert rms_dbfs(np.zeros(0)) == float("-inf")
+
+
+def test_fbank_agrees_with_kaldi_native_fbank(golden):
+    """An independent Kaldi implementation (kaldi-native-fbank) as a second witness at 44.1 kHz;
+    it refuses 128 mel bins at 16 kHz, which is why dfer computes the fbank itself."""
+    knf = pytest.importorskip("kaldi_native_fbank")
+    opts = knf.FbankOptions()
+    opts.frame_opts.dither = 0.0
+    opts.frame_opts.window_type = "hanning"
+    opts.frame_opts.samp_freq = 44100
+    opts.mel_opts.num_bins = MEL_BINS
+    opts.use_energy, opts.htk_compat = False, True
+    wave = golden["wave_44100"]
+    extractor = knf.OnlineFbank(opts)
+    extractor.accept_waveform(44100, (wave - wave.mean()).tolist())
+    extractor.input_finished()
+    theirs = np.stack([extractor.get_frame(i) for i in range(extractor.num_frames_ready)])
+    np.testing.assert_allclose(fbank(wave, 44100), theirs, rtol=0, atol=2e-3)
