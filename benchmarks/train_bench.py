@@ -84,7 +84,8 @@ def bench(size: int, batch: int, steps: int, warmup: int, device: torch.device, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="160,224", help="face sizes in px, comma-separated")
     parser.add_argument("--batches", default="8,16,32,64", help="batch sizes, comma-separated")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per case")
@@ -95,7 +96,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = pick_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     precision = "bf16 autocast" if device.type == "cuda" else "fp32"
     print(f"# MMA-DFER train step, {name}, {precision}, torch {torch.__version__}"
           f"{', compiled' if args.compile else ''}; {args.steps} timed steps after {args.warmup} warm-up")

@@ -97,18 +97,24 @@ def mean_over_folds(evaluations: Sequence[Evaluation]) -> dict:
     return out
 
 
-def write_outputs(evaluations: Sequence[Evaluation], out: Path, provenance: dict) -> list[Path]:
-    """report.json (+ the fold means when there are several) and one confusion PNG per fold and
-    protocol: confusion.png is the 1-clip matrix, confusion_2clip.png the 2-clip one."""
+def report_dict(evaluations: Sequence[Evaluation], weights: Sequence[dict]) -> dict:
+    """The JSON report: one evaluation as it is, several (folds) with their means; `weights`
+    describes the model of each."""
+    if len(evaluations) == 1:
+        return {"weights": weights[0], **evaluations[0].to_dict()}
+    return {"weights": list(weights), "folds": [e.to_dict() for e in evaluations],
+            "mean": mean_over_folds(evaluations)}
+
+
+def write_outputs(evaluations: Sequence[Evaluation], report: dict, out: Path) -> list[Path]:
+    """report.json and one confusion PNG per fold and protocol: confusion.png is the 1-clip matrix,
+    confusion_2clip.png the 2-clip one (prefixed fold<k>_ when there are several folds)."""
     if out.exists() and not out.is_dir():
         raise DferError(f"--out {out}: exists and is not a folder")
-    single = len(evaluations) == 1
-    report = {"weights": provenance, **(evaluations[0].to_dict() if single else {
-        "folds": [e.to_dict() for e in evaluations], "mean": mean_over_folds(evaluations)})}
     written = [out / "report.json"]
     atomic_write_text(written[0], json.dumps(report, indent=2) + "\n")
     for i, evaluation in enumerate(evaluations, start=1):
-        prefix = "" if single else f"fold{i}_"
+        prefix = "" if len(evaluations) == 1 else f"fold{i}_"
         for protocol, rep in evaluation.protocols().items():
             path = out / f"{prefix}confusion{'' if protocol == '1-clip' else '_2clip'}.png"
             plot_confusion(rep, path)

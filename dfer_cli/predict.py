@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import audio, faces, media
-from .clips import ClipConfig, plan_clips, plan_windows
+from .clips import ClipConfig, ClipPlan, plan_clips, plan_windows
 from .errors import DferError, UsageError
 from .results import ClipResult, FileResult
 from .runtime import autocast
@@ -84,44 +84,48 @@ class _Clock:
         self.last = now
 
 
+def plan(info: media.VideoInfo, config: PredictConfig) -> list[ClipPlan]:
+    if config.window:
+        return plan_windows(info.start_time, info.duration, config.window, config.clips)
+    return plan_clips(info.start_time, info.duration, config.clips)
+
+
+def read_clip_media(path: str, info: media.VideoInfo, plans: list[ClipPlan],
+                    frames_per_clip: int) -> Iterator[tuple[ClipPlan, np.ndarray, np.ndarray | None, int]]:
+    """Each clip's frames (decoded in one pass over the file) and the audio of its window."""
+    frames, _ = media.read_frames(path, np.concatenate([p.frame_times for p in plans]))
+    for p in plans:
+        wave, rate = media.read_audio(path, p.audio_start, p.audio_end) if info.has_audio else (None, 0)
+        yield p, frames[p.index * frames_per_clip:(p.index + 1) * frames_per_clip], wave, rate
+
+
 def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.FaceDetector) -> PreparedFile:
-    """Probe, decode the clips' frames and audio spans, find and crop the face."""
+    """Probe, decode the clips' frames and audio spans, find and crop the face, compute the fbank."""
     result = FileResult(path=display_path(path))
     clock = _Clock(result.timings)
     info = media.probe(path)
-    clock.lap("probe")
-    if config.window:
-        plans = plan_windows(info.start_time, info.duration, config.window, config.clips)
-    else:
-        plans = plan_clips(info.start_time, info.duration, config.clips)
-    frames, _ = media.read_frames(path, np.concatenate([p.frame_times for p in plans]))
-    clock.lap("decode")
     result.media = {"duration": round(info.duration, 3), "width": info.width, "height": info.height,
                     "rotation": info.rotation, "frame_rate": round(info.frame_rate or 0.0, 3),
                     "audio_rate": info.audio_rate}
-    t = config.clips.frames
+    clock.lap("probe")
     prepared = PreparedFile(result)
-    videos, audios = [], []
-    silent_spans = 0
-    for plan in plans:
-        track = faces.faces_for_clip(frames[plan.index * t:(plan.index + 1) * t], detector, config.face, size)
+    videos, audios, silent = [], [], []
+    for p, frames, wave, rate in read_clip_media(path, info, plan(info, config), config.clips.frames):
+        clock.lap("decode")
+        track = faces.faces_for_clip(frames, detector, config.face, size)
         clock.lap("faces")
-        clip = ClipResult(plan.index, round(plan.start, 3), round(plan.end, 3), round(plan.audio_start, 3),
-                          round(plan.audio_end, 3), track.found, track.total)
-        result.clips.append(clip)
+        result.clips.append(ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
+                                       round(p.audio_end, 3), track.found, track.total))
         if track.crops is None:
             continue
-        wave, rate = media.read_audio(path, plan.audio_start, plan.audio_end) if info.has_audio else (None, 0)
-        clock.lap("decode")
-        silent_spans += wave is not None and audio.is_silent(wave)
+        silent.append(wave is not None and audio.is_silent(wave))
         audios.append(audio.model_input(wave, rate))
         videos.append(track.crops)
-        prepared.clip_ids.append(plan.index)
+        prepared.clip_ids.append(p.index)
         clock.lap("fbank")
     found = sum(c.faces_found for c in result.clips)
-    result.flags = {"no_audio": not info.has_audio,
-                    "silent_audio": bool(info.has_audio and audios and silent_spans == len(audios)),
-                    "no_face": found == 0, "faces_found": found,
+    result.flags = {"no_audio": not info.has_audio, "silent_audio": bool(silent) and all(silent),
+                    "no_face": not videos, "faces_found": found,
                     "frames": sum(c.frames for c in result.clips)}
     if videos:
         prepared.videos, prepared.audios = np.stack(videos), np.stack(audios)

@@ -94,8 +94,8 @@ def build_model(dims: ModelDims, seed: int, image_encoder: Path | None = None,
     model = MMADFER(dims)
     if image_encoder is not None or audio_encoder is not None:
         untouched = load_encoders(model, image_encoder, audio_encoder, seed)
-        branches = {"image"} if audio_encoder is None else {"audio"} if image_encoder is None else set()
-        missing = [k for k in untouched if k.split(".")[0] not in branches]
+        skipped = {branch for branch, path in (("image", image_encoder), ("audio", audio_encoder)) if path is None}
+        missing = [k for k in untouched if k.split(".")[0] not in skipped]
         if missing:
             raise DferError(f"the encoder checkpoints lack {len(missing)} frozen tensors, e.g. {missing[0]}")
     return model

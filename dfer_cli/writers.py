@@ -12,7 +12,7 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from .results import FileResult
 
@@ -90,7 +90,8 @@ class TableWriter(Writer):
 
     def close(self) -> None:
         console = Console(file=self.stream, highlight=False)
-        table = Table("file", "emotion", "confidence", "top 3", "faces", "audio")
+        table = Table("emotion", "confidence", "top 3", "faces", "audio")
+        table.columns.insert(0, Column("file", overflow="fold"))
         for r in self.results:
             table.add_row(*self._summary(r))
         console.print(table)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
+from test_checkpoints import _fake_mae
 
 from dfer_cli.checkpoints import WEIGHTS_FILE, WeightsConfig, load_dfer, save_dfer
 from dfer_cli.errors import DferError
@@ -61,6 +62,15 @@ class SyntheticClips(torch.utils.data.Dataset):
         return video.clamp(0, 1), audio, label
 
 
+class GlobalRngClips(SyntheticClips):
+    """Augments with the global torch stream, as many data sets do: in a loader worker that stream is
+    seeded from the loader's generator, which the loop reseeds per epoch."""
+
+    def __getitem__(self, i: int):
+        video, audio, label = super().__getitem__(i)
+        return (video * (0.9 + 0.2 * torch.rand(()))).clamp(0, 1), audio, label
+
+
 def _weights(dims: ModelDims) -> WeightsConfig:
     return WeightsConfig(dims, CLASSES, dataset="synthetic", provenance={"arch": "tiny"})
 
@@ -101,8 +111,8 @@ def _train_resumable(tmp_path, name, dims, recipe, stop_after=None, resume=False
             raise KeyboardInterrupt  # what a killed run looks like to the loop
 
     model = build_model(dims, recipe.seed)
-    data = SyntheticClips(24, dims)
-    return train(model, data, _weights(dims), recipe, _run(tmp_path, name, resume=resume),
+    data = GlobalRngClips(24, dims)
+    return train(model, data, _weights(dims), recipe, replace(_run(tmp_path, name, resume=resume), workers=2),
                  on_epoch=stop if stop_after else None)
 
 
@@ -128,8 +138,8 @@ def test_resume_continues_bit_for_bit(tmp_path):
     state_b = torch.load(resumed / STATE_FILE, weights_only=True)
     losses = [[r.get("train_loss", r.get("loss")) for r in s["log"]] for s in (state_a, state_b)]
     assert losses[0] == losses[1]
-    assert all(torch.equal(state_a["optimizer"]["state"][i]["exp_avg_sq"],
-                           state_b["optimizer"]["state"][i]["exp_avg_sq"]) for i in state_a["optimizer"]["state"])
+    moments_a, moments_b = state_a["optimizer"]["state"], state_b["optimizer"]["state"]
+    assert all(torch.equal(moments_a[i]["exp_avg_sq"], moments_b[i]["exp_avg_sq"]) for i in moments_a)
 
 
 def test_resume_without_a_checkpoint_and_bad_batches_are_errors(tmp_path):
@@ -180,6 +190,22 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert len(state["rng"]) == 2  # every rank's streams, for an exact resume under torchrun
     single_loss = torch.load(single / STATE_FILE, weights_only=True)["log"][-1]["train_loss"]
     assert state["log"][-1]["train_loss"] == pytest.approx(single_loss, rel=1e-5)
+
+
+def test_build_model_loads_the_pretrained_encoders(tmp_path):
+    dims = ModelDims.tiny(num_classes=len(CLASSES))
+    torch.save(_fake_mae(dims, 3, (14, 14), 1), tmp_path / "mae_face.pth")
+    torch.save(_fake_mae(dims, 1, (64, 8), 2), tmp_path / "audiomae.pth")
+    model = build_model(dims, 1, tmp_path / "mae_face.pth", tmp_path / "audiomae.pth")
+    mae = torch.load(tmp_path / "audiomae.pth")["model"]
+    assert torch.equal(model.audio.blocks[2].attn.qkv.weight, mae["blocks.2.attn.qkv.weight"])
+    assert torch.equal(build_model(dims, 1).classifier.weight, model.classifier.weight)  # same seed
+    build_model(dims, 1, image_encoder=tmp_path / "mae_face.pth")  # one branch alone is fine
+
+    del mae["blocks.2.attn.qkv.weight"]
+    torch.save({"model": mae}, tmp_path / "partial.pth")
+    with pytest.raises(DferError, match="lack 1 frozen tensors"):
+        build_model(dims, 1, tmp_path / "mae_face.pth", tmp_path / "partial.pth")
 
 
 def test_finetuning_replaces_the_classifier_only_when_classes_differ(tmp_path):

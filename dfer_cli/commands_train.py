@@ -1,0 +1,383 @@
+"""`dfer train` and `dfer evaluate`: options in, config objects out, then train.py / evaluate.py.
+
+Both read clips through a prepared cache (decoded, face-cropped, fbank computed once): `--cache DIR`,
+or by default $DFER_HOME/cache/<dataset>-fold<k>/<split>/, prepared on the fly when missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import DferError, UsageError
+
+if TYPE_CHECKING:
+    from .evaluate import Evaluation
+    from .train import RunConfig
+
+RUN_FILE = "run.json"
+
+
+class DatasetName(str, Enum):
+    dfew = "dfew"
+    mafw = "mafw"
+    folder = "folder"
+
+
+class Arch(str, Enum):
+    base = "base"
+    tiny = "tiny"
+
+
+DatasetOpt = Annotated[DatasetName | None, typer.Option(
+    help="dfew, mafw, or folder (one sub-folder of videos per class, or a labels CSV)")]
+DataOpt = Annotated[Path | None, typer.Option(help="the data set's root folder")]
+FoldOpt = Annotated[int, typer.Option(help="DFEW / MAFW fold", min=1, max=5)]
+CacheOpt = Annotated[Path | None, typer.Option(
+    help="prepared cache of one fold (holds <split>/ folders); default under $DFER_HOME/cache, "
+         "prepared on the fly when missing")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
+WorkersOpt = Annotated[int, typer.Option(help="data loading processes", min=0)]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What a run trains on and from: saved as RUN_DIR/run.json so that --resume needs only --out."""
+
+    dataset: str
+    data: str
+    fold: int
+    arch: str
+    size: int | None
+    image_encoder: str | None
+    audio_encoder: str | None
+    init_weights: str | None
+    val_split: str | None
+    cache: str
+    recipe: dict
+
+
+# Options that define a run: with --resume they come from run.json and may not be given again.
+_JOB_OPTIONS = ("dataset", "data", "fold", "arch", "size", "image_encoder", "audio_encoder", "init_weights",
+                "val_split", "cache", "epochs", "batch_size", "lr", "weight_decay", "seed")
+
+
+def train_command(
+    ctx: typer.Context,
+    dataset: DatasetOpt = None,
+    data: DataOpt = None,
+    fold: FoldOpt = 1,
+    out: Annotated[Path | None, typer.Option(
+        help="run folder (default: $DFER_HOME/runs/<dataset>-fold<k>-<time>)")] = None,
+    arch: Annotated[Arch, typer.Option(
+        help="base: the paper's model (2 x ViT-B/16), from --image-encoder + --audio-encoder or "
+             "--init-weights. tiny: a small random model without pretrained encoders, for smoke "
+             "tests and CPU demos only (its accuracy means nothing)")] = Arch.base,
+    size: Annotated[int | None, typer.Option(
+        help="face size in px: 112, 160 or 224 (default 160; with --init-weights, its size)")] = None,
+    image_encoder: Annotated[Path | None, typer.Option(
+        help="MAE-Face ViT-B/16 checkpoint (mae_face_pretrain_vit_base.pth)")] = None,
+    audio_encoder: Annotated[Path | None, typer.Option(
+        help="AudioMAE ViT-B/16 checkpoint (audiomae_pretrained.pth)")] = None,
+    init_weights: Annotated[str | None, typer.Option(
+        help="fine-tune from trained weights: an entry name, an official MMA-DFER .pth or a dfer "
+             "folder (a new classifier when the class count differs)")] = None,
+    val_split: Annotated[str | None, typer.Option(
+        help="split evaluated after every epoch (UAR/WAR in the log); default: val when the data set "
+             "has one, else none. 'test' watches DFEW/MAFW's test set as the reference scripts did; "
+             "'none' skips it")] = None,
+    cache: CacheOpt = None,
+    epochs: Annotated[int, typer.Option(help="epochs (cosine schedule to 0 over them)", min=1)] = 25,
+    batch_size: Annotated[int, typer.Option(
+        help="global batch; under torchrun each of N processes takes batch/N", min=1)] = 8,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate", min=0.0)] = 1e-4,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay", min=0.0)] = 1e-2,
+    seed: Annotated[int, typer.Option(help="seed of the initialisation, shuffling and augmentation")] = 1,
+    resume: Annotated[bool, typer.Option(
+        help="continue the run in --out exactly where it stopped, with its saved settings")] = False,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 4,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
+    log_every: Annotated[int, typer.Option(help="steps between loss / throughput log records", min=1)] = 50,
+) -> None:
+    """Train MMA-DFER with the paper's recipe: AdamW lr 1e-4, weight decay 1e-2, cosine to 0 over 25
+    epochs, batch 8, seed 1; the final epoch's checkpoint is the result.
+
+    The run folder gets last/ (dfer weights + the training state, rewritten after every epoch),
+    log.jsonl, curves.png and run.json. Multi-GPU: launch with torchrun; the global batch stays 8.
+
+    Examples:
+
+      dfer train --dataset dfew --data ~/DFEW --fold 1 --image-encoder mae_face_pretrain_vit_base.pth
+      --audio-encoder audiomae_pretrained.pth --out runs/dfew-f1
+
+      dfer train --resume --out runs/dfew-f1
+
+      torchrun --nproc-per-node 4 -m dfer_cli train --dataset dfew --data ~/DFEW --init-weights
+      dfew-160 --out runs/ft
+
+      dfer train --dataset folder --data my_clips/ --arch tiny --epochs 3 --device cpu
+    """
+    from . import store
+    from .atomic import atomic_write_text
+    from .train import RunConfig, TrainRecipe
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    given = _on_command_line(ctx, _JOB_OPTIONS)
+    if resume:
+        if out is None:
+            raise UsageError("--resume continues a run: give its folder with --out RUN_DIR")
+        if given:
+            raise UsageError(f"--resume reuses the run's saved settings ({out / RUN_FILE}); drop "
+                             + ", ".join("--" + n.replace("_", "-") for n in given))
+        job = _read_job(out)
+    else:
+        if dataset is None or data is None:
+            raise UsageError("--dataset and --data are required (or --resume --out RUN_DIR)")
+        if out is None:
+            if world > 1:
+                raise UsageError("under torchrun every process must name the same run folder: add --out")
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = store.home() / "runs" / f"{dataset.value}-fold{fold}-{stamp}"
+        cache_root = cache.expanduser().resolve() if cache else _default_cache(dataset, data, fold)
+        job = TrainJob(dataset.value, str(data.expanduser().resolve()), fold, arch.value, size,
+                       _path_str(image_encoder), _path_str(audio_encoder), init_weights, val_split,
+                       str(cache_root), asdict(TrainRecipe(epochs, batch_size, lr, weight_decay, seed)))
+    main = int(os.environ.get("RANK", "0")) == 0
+    err = Console(stderr=True, highlight=False, quiet=not main)
+    run = RunConfig(out=out, device=device, workers=workers, compile=compile_model, resume=resume,
+                    log_every=log_every, progress=err.is_terminal)
+    if main and not resume:
+        atomic_write_text(out / RUN_FILE, json.dumps(asdict(job), indent=2) + "\n")
+    final = _run_job(job, run, err)
+    err.print(f"final checkpoint: {final}\n  dfer evaluate --weights {final} --dataset {job.dataset} "
+              f"--data {job.data}" + (f" --fold {job.fold}" if job.dataset != "folder" else ""), markup=False)
+
+
+def _run_job(job: TrainJob, run: RunConfig, err: Console) -> Path:
+    from .cache import CacheDataset
+    from .checkpoints import WeightsConfig
+    from .train import TrainRecipe, train
+
+    recipe = TrainRecipe(**job.recipe)
+    adapter = _adapter(DatasetName(job.dataset), Path(job.data), job.fold)
+    class_names = list(adapter.class_names)
+    model = _job_model(job, len(class_names), recipe.seed)
+    if job.arch == Arch.tiny.value:
+        err.print("[yellow]--arch tiny:[/yellow] a small random model without pretrained encoders; "
+                  "for smoke tests only")
+    size = model.dims.image_size
+    root = Path(job.cache)
+    train_set = CacheDataset(_open_cache(adapter, "train", root / "train"), train=True, size=size,
+                             seed=recipe.seed)
+    val_split = job.val_split or ("val" if "val" in adapter.splits else "none")
+    val_set = None
+    if val_split != "none":
+        val_set = CacheDataset(_open_cache(adapter, val_split, root / val_split), train=False, size=size)
+    provenance = {"trained_by": "dfer train", "run": str(run.out.resolve()), "arch": job.arch,
+                  "init_weights": job.init_weights, "image_encoder": job.image_encoder,
+                  "audio_encoder": job.audio_encoder}
+    weights = WeightsConfig(model.dims, class_names, job.dataset,
+                            job.fold if job.dataset != "folder" else None, provenance)
+    err.print(f"training on {adapter.name}: {len(train_set)} clips, {size} px, {recipe.epochs} epochs, "
+              f"batch {recipe.batch_size} -> {run.out}", markup=False)
+
+    def report(record: dict) -> None:
+        val = (f"  val UAR {record['val_uar']:.2f} WAR {record['val_war']:.2f}"
+               if "val_uar" in record else "")
+        err.print(f"epoch {record['epoch']}/{recipe.epochs}  loss {record['train_loss']:.4f}  "
+                  f"lr {record['lr']:.2e}  {record['samples_per_s']:.1f} samples/s{val}", markup=False)
+
+    return train(model, train_set, weights, recipe, run, val_set, on_epoch=report)
+
+
+def _job_model(job: TrainJob, num_classes: int, seed: int):
+    from . import store
+    from .model import ModelDims
+    from .train import build_model, finetune_model
+
+    encoders = job.image_encoder or job.audio_encoder
+    if job.arch == Arch.tiny.value:
+        if encoders or job.init_weights:
+            raise UsageError("--arch tiny has no pretrained encoders: drop --image-encoder, --audio-encoder "
+                             "and --init-weights (or use --arch base)")
+        sized = {"image_size": job.size} if job.size else {}
+        return build_model(ModelDims.tiny(num_classes=num_classes, **sized), seed)
+    if job.init_weights:
+        if encoders:
+            raise UsageError("--init-weights already holds both encoders: drop --image-encoder and "
+                             "--audio-encoder")
+        loaded = store.resolve(job.init_weights)
+        if job.size and job.size != loaded.config.dims.image_size:
+            raise UsageError(f"--size {job.size}, but {job.init_weights} is a "
+                             f"{loaded.config.dims.image_size} px model")
+        return finetune_model(loaded, num_classes, seed)
+    if not (job.image_encoder and job.audio_encoder):
+        raise UsageError("--arch base starts from the pretrained encoders: pass --image-encoder "
+                         "mae_face_pretrain_vit_base.pth and --audio-encoder audiomae_pretrained.pth, or "
+                         "--init-weights to fine-tune trained weights (--arch tiny: a random smoke-test "
+                         "model)")
+    try:
+        dims = ModelDims(image_size=job.size or 160, num_classes=num_classes)
+    except ValueError as e:
+        raise UsageError(f"--size {job.size}: {e}") from None
+    return build_model(dims, seed, Path(job.image_encoder), Path(job.audio_encoder))
+
+
+def evaluate_command(
+    weights: Annotated[str | None, typer.Option(
+        help="weights entry name or path (a run's RUN_DIR/last too); default: the default entry. "
+             "With --all-folds, a pattern holding {fold}")] = None,
+    dataset: DatasetOpt = None,
+    data: DataOpt = None,
+    fold: FoldOpt = 1,
+    split: Annotated[str | None, typer.Option(
+        help="split to evaluate (default: test; val for folder)")] = None,
+    all_folds: Annotated[bool, typer.Option(help="evaluate folds 1-5 and report their mean")] = False,
+    two_clips: Annotated[bool, typer.Option(
+        "--two-clips/--one-clip", help="also run the 2-clip protocol (3 passes instead of 1)")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="the report as JSON on stdout")] = False,
+    out: Annotated[Path | None, typer.Option(help="write report.json and confusion PNGs here")] = None,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int, typer.Option(help="clips per model call", min=1)] = 16,
+    workers: WorkersOpt = 4,
+) -> None:
+    """UAR, WAR and per-class recall of trained weights on a labelled split.
+
+    1 clip: the middle frame of each of 16 equal segments. 2 clips: frames at 1/4 and 3/4 of each
+    segment, softmax probabilities averaged (the paper's 2-clip protocol).
+
+    Examples:
+
+      dfer evaluate --weights dfew-160 --dataset dfew --data ~/DFEW --fold 1
+
+      dfer evaluate --weights runs/dfew-f1/last --dataset dfew --data ~/DFEW --fold 1 --out report/
+
+      dfer evaluate --weights 'dfew-160-f{fold}' --dataset dfew --data ~/DFEW --all-folds --json
+    """
+    from . import store
+    from .cache import CacheDataset
+    from .evaluate import evaluate, report_dict, write_outputs
+    from .runtime import pick_device
+
+    if dataset is None or data is None:
+        raise UsageError("--dataset and --data are required")
+    if all_folds and dataset is DatasetName.folder:
+        raise UsageError("--all-folds is for DFEW and MAFW; a folder data set has no folds")
+    if all_folds and (weights is None or "{fold}" not in weights):
+        raise UsageError("--all-folds needs one model per fold: --weights with {fold} in it, "
+                         "e.g. 'dfew-160-f{fold}' or 'runs/dfew-fold{fold}/last'")
+    err = Console(stderr=True, highlight=False)
+    torch_device = pick_device(device)
+    split_name = split or ("val" if dataset is DatasetName.folder else "test")
+    evaluations, sources = [], []
+    for k in range(1, 6) if all_folds else [fold]:
+        spec = weights.format(fold=k) if all_folds else weights
+        loaded = store.resolve(spec)
+        adapter = _adapter(dataset, data, k)
+        if loaded.config.dims.num_classes != len(adapter.class_names):
+            raise DferError(f"{spec or 'the default weights'} has {loaded.config.dims.num_classes} classes, "
+                            f"{adapter.name} has {len(adapter.class_names)}")
+        root = Path(str(cache).format(fold=k)) if cache else _default_cache(dataset, data, k)
+        clip_cache = _open_cache(adapter, split_name, root / split_name)
+        size = loaded.config.dims.image_size
+        err.print(f"evaluating {spec or store.default_name()} on {adapter.name}, {split_name}", markup=False)
+        def view(position: float, c=clip_cache, s=size) -> CacheDataset:
+            return CacheDataset(c, train=False, size=s, position=position)
+
+        evaluations.append(evaluate(loaded.model, view, adapter.class_names, f"{adapter.name}, {split_name}",
+                                    torch_device, two_clips, batch_size, workers))
+        sources.append({"weights": spec or store.default_name(), **loaded.config.provenance})
+    report = report_dict(evaluations, sources)
+    if out is not None:
+        written = write_outputs(evaluations, report, out)
+        err.print(f"wrote {', '.join(p.name for p in written)} -> {out}", markup=False)
+    if json_out:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        Console(highlight=False).print(_table(evaluations, report))
+
+
+def _table(evaluations: list[Evaluation], report: dict) -> Table:
+    protocols = list(evaluations[0].protocols())
+    if len(evaluations) > 1:
+        table = Table("fold", *(f"{p} {m}" for p in protocols for m in ("UAR", "WAR")))
+        for e in evaluations:
+            scores = [f"{getattr(r, m):.2f}" for r in e.protocols().values() for m in ("uar", "war")]
+            table.add_row(e.name, *scores)
+        mean = report["mean"]
+        table.add_row("mean", *(f"{mean[p][m]:.2f}" for p in protocols for m in ("uar", "war")), style="bold")
+        return table
+    e = evaluations[0]
+    table = Table("class", "clips", *(f"recall {p}" for p in protocols), title=e.name)
+    reports = list(e.protocols().values())
+    for i, name in enumerate(e.one_clip.class_names):
+        recalls = [float(r.per_class_recall[i]) for r in reports]
+        shown = ["-" if math.isnan(x) else f"{x:.2f}" for x in recalls]  # "-": no clips of the class
+        table.add_row(name, str(int(e.one_clip.counts[i])), *shown)
+    table.add_row("UAR", "", *(f"{r.uar:.2f}" for r in reports), style="bold")
+    table.add_row("WAR", str(e.one_clip.num_samples), *(f"{r.war:.2f}" for r in reports), style="bold")
+    return table
+
+
+def _adapter(dataset: DatasetName, data: Path, fold: int):
+    from .datasets import DfewDataset, FolderDataset, MafwDataset
+
+    if dataset is DatasetName.folder:
+        return FolderDataset(data)
+    return (DfewDataset if dataset is DatasetName.dfew else MafwDataset)(data, fold)
+
+
+def _default_cache(dataset: DatasetName, data: Path, fold: int) -> Path:
+    from . import store
+
+    if dataset is DatasetName.folder:  # one cache per folder: a short hash of where it is
+        digest = hashlib.sha1(str(data.expanduser().resolve()).encode()).hexdigest()[:10]
+        return store.home() / "cache" / f"folder-{data.name}-{digest}"
+    return store.home() / "cache" / f"{dataset.value}-fold{fold}"
+
+
+def _open_cache(adapter, split: str, root: Path):
+    """The split's prepared cache, prepared first when `root` does not exist."""
+    from .cache import ClipCache
+
+    if not root.exists():
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError(f"no prepared cache at {root}: prepare it before launching torchrun "
+                             f"(dfer prepare, or one single-process run)")
+        from .prepare import PrepareConfig, prepare
+
+        prepare(adapter, split, root, PrepareConfig())
+    return ClipCache(root)
+
+
+def _read_job(out: Path) -> TrainJob:
+    path = out / RUN_FILE
+    if not path.is_file():
+        raise DferError(f"nothing to resume: {path} does not exist")
+    try:
+        return TrainJob(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as e:
+        raise DferError(f"{path}: not a dfer run file ({e})") from None
+
+
+def _on_command_line(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
+    # Typer vendors its own click, so its ParameterSource enum is matched by name.
+    sources = [(n, ctx.get_parameter_source(n)) for n in names]
+    return [n for n, source in sources if source is not None and source.name == "COMMANDLINE"]
+
+
+def _path_str(path: Path | None) -> str | None:
+    return str(path.expanduser().resolve()) if path else None
