@@ -8,6 +8,11 @@ jumps to another person, and frames where it was missed take a box interpolated 
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -49,18 +54,43 @@ class Box:
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
 
+# mediapipe 0.10.14 calls a protobuf API that protobuf 4 deprecates, once per process, on its first
+# detection; harmless, and not the user's business.
+warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+
+
+@contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """MediaPipe's TFLite, absl and protobuf start-up chatter goes straight to file descriptor 2,
+    where it would bury dfer's own one-line messages."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
 
 class FaceDetector:
     """MediaPipe detectors, built once per process (they are not picklable) and reused."""
 
     def __init__(self, config: FaceConfig | None = None) -> None:
-        from mediapipe.python.solutions import face_detection
-
         self.config = config or FaceConfig()
-        self._short = face_detection.FaceDetection(model_selection=0,
-                                                   min_detection_confidence=self.config.min_confidence)
-        self._full = face_detection.FaceDetection(model_selection=1,
-                                                  min_detection_confidence=self.config.min_confidence)
+        with _quiet_native_stderr():
+            from mediapipe.python.solutions import face_detection
+
+            self._short = face_detection.FaceDetection(model_selection=0,
+                                                       min_detection_confidence=self.config.min_confidence)
+            self._full = face_detection.FaceDetection(model_selection=1,
+                                                      min_detection_confidence=self.config.min_confidence)
+            # The graphs log their start-up on first use: start them here, silenced.
+            blank = np.zeros((64, 64, 3), np.uint8)
+            self._short.process(blank)
+            self._full.process(blank)
 
     def detect(self, frame: np.ndarray) -> list[Box]:
         """Faces in one RGB frame (H, W, 3) uint8, in pixels."""
@@ -90,30 +120,36 @@ class FaceDetector:
 
 
 def _prominence(box: Box, frame_size: tuple[int, int]) -> float:
-    """Area, discounted by the distance from the frame centre (in half-diagonals)."""
+    """Side length (so that presence over frames outweighs one huge box), discounted by the distance
+    from the frame centre (in half-diagonals)."""
     w, h = frame_size
     cx, cy = box.center
     off = np.hypot((cx - w / 2) / (w / 2), (cy - h / 2) / (h / 2)) / np.sqrt(2)
-    return box.area * (1.0 - 0.5 * off)
+    return np.sqrt(box.area) * (1.0 - 0.5 * off)
 
 
 def track_main_face(detections: list[list[Box]], frame_size: tuple[int, int],
                     min_iou: float = 0.2) -> list[Box | None]:
-    """The main face in each frame, or None where it was not seen. Starts from the most prominent
-    detection of the clip and follows it forwards and backwards by overlap."""
-    candidates = [(i, b) for i, boxes in enumerate(detections) for b in boxes]
-    if not candidates:
+    """The main face in each frame, or None where it was not seen.
+
+    Detections are linked into tracks by overlap with each track's latest box; the main face is the
+    track with the most prominence summed over the clip (seen often, large, central), so someone
+    passing close to the camera for a frame does not take the crop over.
+    """
+    tracks: list[dict[int, Box]] = []
+    for i, boxes in enumerate(detections):
+        free = list(tracks)
+        for box in sorted(boxes, key=lambda b: -b.area):
+            best = max(free, key=lambda t: box.iou(t[max(t)]), default=None)
+            if best is not None and box.iou(best[max(best)]) >= min_iou:
+                best[i] = box
+                free.remove(best)
+            else:
+                tracks.append({i: box})
+    if not tracks:
         return [None] * len(detections)
-    start, seed = max(candidates, key=lambda c: _prominence(c[1], frame_size))
-    track: list[Box | None] = [None] * len(detections)
-    track[start] = seed
-    for order in (range(start + 1, len(detections)), range(start - 1, -1, -1)):
-        last = seed
-        for i in order:
-            match = max(detections[i], key=last.iou, default=None)
-            if match is not None and last.iou(match) >= min_iou:
-                track[i] = last = match
-    return track
+    main = max(tracks, key=lambda t: sum(_prominence(b, frame_size) for b in t.values()))
+    return [main.get(i) for i in range(len(detections))]
 
 
 def fill_missing(boxes: list[Box | None]) -> list[Box] | None:

@@ -94,8 +94,8 @@ def build_model(dims: ModelDims, seed: int, image_encoder: Path | None = None,
     model = MMADFER(dims)
     if image_encoder is not None or audio_encoder is not None:
         untouched = load_encoders(model, image_encoder, audio_encoder, seed)
-        skipped = {branch for branch, path in (("image", image_encoder), ("audio", audio_encoder)) if path is None}
-        missing = [k for k in untouched if k.split(".")[0] not in skipped]
+        given = {"image": image_encoder, "audio": audio_encoder}
+        missing = [k for k in untouched if given[k.split(".")[0]] is not None]
         if missing:
             raise DferError(f"the encoder checkpoints lack {len(missing)} frozen tensors, e.g. {missing[0]}")
     return model
@@ -138,7 +138,7 @@ def _train(model: MMADFER, train_set: Dataset, weights: WeightsConfig, recipe: T
     cuda = device.type == "cuda"
     checkpoint = run.out / CHECKPOINT_DIR
     state = _load_state(run.out, model, recipe, ranks) if run.resume else None
-    if state is None and ranks.main and (checkpoint / STATE_FILE).exists():
+    if state is None and (checkpoint / STATE_FILE).exists():
         raise DferError(f"{run.out} already holds a run: pass --resume to continue it, or another --out")
 
     model.to(device).train()
