@@ -18,17 +18,13 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dfer_cli.model import MMADFER, ModelDims  # noqa: E402
-from dfer_cli.runtime import autocast, pick_device  # noqa: E402
+from dfer_cli.model import MMADFER, ModelDims
+from dfer_cli.runtime import autocast, pick_device
 
 DFEW_FOLD_CLIPS = 9_356  # fold-1 training clips (spec section 7)
 EPOCHS = 25

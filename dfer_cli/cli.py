@@ -295,6 +295,17 @@ def weights_default(
     err.print(f"default weights: {name}")
 
 
+def _register_training_commands() -> None:
+    # Their option definitions live beside the code they drive; each keeps its heavy imports inside.
+    from .commands_train import evaluate_command, train_command
+
+    app.command("train")(reports_errors(train_command))
+    app.command("evaluate")(reports_errors(evaluate_command))
+
+
+_register_training_commands()
+
+
 def main() -> None:
     app(prog_name="dfer")
 

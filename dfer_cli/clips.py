@@ -37,15 +37,16 @@ class ClipPlan:
         return (self.start + self.end) / 2
 
 
-def segment_indices(n: int, count: int = 16) -> np.ndarray:
-    """The reference's test-time pick: the middle frame of each of `count` equal segments; with
-    fewer than `count` frames, all of them and then the last one repeated."""
+def segment_indices(n: int, count: int = 16, position: float = 0.5) -> np.ndarray:
+    """The reference's test-time pick: the frame at `position` (0.5: the middle) of each of `count`
+    equal segments; with fewer than `count` frames, all of them and then the last one repeated."""
     if n <= 0:
         raise ValueError("no frames to sample")
     if n < count:
         return np.concatenate([np.arange(n), np.full(count - n, n - 1)])
     tick = n / count
-    return np.array([int(tick / 2 + tick * i) for i in range(count)])
+    # tick * 0.5 is exactly the reference's tick / 2, so position 0.5 reproduces its indices.
+    return np.array([int(tick * position + tick * i) for i in range(count)])
 
 
 def random_segment_indices(n: int, count: int, rng: np.random.Generator) -> np.ndarray:

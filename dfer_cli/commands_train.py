@@ -24,6 +24,7 @@ from .errors import DferError, UsageError
 
 if TYPE_CHECKING:
     from .evaluate import Evaluation
+    from .model import MMADFER
     from .train import RunConfig
 
 RUN_FILE = "run.json"
@@ -45,8 +46,8 @@ DatasetOpt = Annotated[DatasetName | None, typer.Option(
 DataOpt = Annotated[Path | None, typer.Option(help="the data set's root folder")]
 FoldOpt = Annotated[int, typer.Option(help="DFEW / MAFW fold", min=1, max=5)]
 CacheOpt = Annotated[Path | None, typer.Option(
-    help="prepared cache of one fold (holds <split>/ folders); default under $DFER_HOME/cache, "
-         "prepared on the fly when missing")]
+    help="prepared cache of one fold, holding <split>/ folders ({fold} in it with --all-folds); "
+         "default under $DFER_HOME/cache, prepared on the fly when missing")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
 WorkersOpt = Annotated[int, typer.Option(help="data loading processes", min=0)]
 
@@ -105,7 +106,7 @@ def train_command(
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay", min=0.0)] = 1e-2,
     seed: Annotated[int, typer.Option(help="seed of the initialisation, shuffling and augmentation")] = 1,
     resume: Annotated[bool, typer.Option(
-        help="continue the run in --out exactly where it stopped, with its saved settings")] = False,
+        "--resume", help="continue the run in --out exactly where it stopped, with its saved settings")] = False,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 4,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
@@ -119,14 +120,17 @@ def train_command(
 
     Examples:
 
-      dfer train --dataset dfew --data ~/DFEW --fold 1 --image-encoder mae_face_pretrain_vit_base.pth
-      --audio-encoder audiomae_pretrained.pth --out runs/dfew-f1
+    \b
+      dfer train --dataset dfew --data ~/DFEW --fold 1 --out runs/dfew-f1 \\
+          --image-encoder mae_face_pretrain_vit_base.pth --audio-encoder audiomae_pretrained.pth
 
       dfer train --resume --out runs/dfew-f1
 
-      torchrun --nproc-per-node 4 -m dfer_cli train --dataset dfew --data ~/DFEW --init-weights
-      dfew-160 --out runs/ft
+    \b
+      torchrun --nproc-per-node 4 -m dfer_cli train --dataset dfew --data ~/DFEW \\
+          --init-weights dfew-160 --out runs/dfew-ft
 
+    \b
       dfer train --dataset folder --data my_clips/ --arch tiny --epochs 3 --device cpu
     """
     from . import store
@@ -202,7 +206,7 @@ def _run_job(job: TrainJob, run: RunConfig, err: Console) -> Path:
     return train(model, train_set, weights, recipe, run, val_set, on_epoch=report)
 
 
-def _job_model(job: TrainJob, num_classes: int, seed: int):
+def _job_model(job: TrainJob, num_classes: int, seed: int) -> MMADFER:
     from . import store
     from .model import ModelDims
     from .train import build_model, finetune_model
@@ -244,7 +248,7 @@ def evaluate_command(
     fold: FoldOpt = 1,
     split: Annotated[str | None, typer.Option(
         help="split to evaluate (default: test; val for folder)")] = None,
-    all_folds: Annotated[bool, typer.Option(help="evaluate folds 1-5 and report their mean")] = False,
+    all_folds: Annotated[bool, typer.Option("--all-folds", help="evaluate folds 1-5 and report their mean")] = False,
     two_clips: Annotated[bool, typer.Option(
         "--two-clips/--one-clip", help="also run the 2-clip protocol (3 passes instead of 1)")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="the report as JSON on stdout")] = False,
@@ -263,8 +267,10 @@ def evaluate_command(
 
       dfer evaluate --weights dfew-160 --dataset dfew --data ~/DFEW --fold 1
 
+    \b
       dfer evaluate --weights runs/dfew-f1/last --dataset dfew --data ~/DFEW --fold 1 --out report/
 
+    \b
       dfer evaluate --weights 'dfew-160-f{fold}' --dataset dfew --data ~/DFEW --all-folds --json
     """
     from . import store

@@ -70,15 +70,12 @@ def evaluate(model: torch.nn.Module, view: ViewFactory, class_names: Sequence[st
              device: torch.device, two_clips: bool = True, batch_size: int = 16,
              workers: int = 0) -> Evaluation:
     """Runs the 1-clip protocol, and the 2-clip one unless `two_clips` is False."""
-    def probs_at(positions: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-        runs = [predict_probs(model, view(p), device, batch_size, workers) for p in positions]
-        if any(not np.array_equal(labels, runs[0][1]) for _, labels in runs):
-            raise DferError("the clip views list their videos in different orders")
-        return np.mean([probs for probs, _ in runs], axis=0), runs[0][1]
-
     def report(positions: tuple[float, ...]) -> Report:
-        probs, labels = probs_at(positions)
-        return evaluate_predictions(labels, probs, class_names)
+        runs = [predict_probs(model, view(p), device, batch_size, workers) for p in positions]
+        labels = runs[0][1]
+        if any(not np.array_equal(other, labels) for _, other in runs):
+            raise DferError("the clip views list their videos in different orders")
+        return evaluate_predictions(labels, np.mean([probs for probs, _ in runs], axis=0), class_names)
 
     return Evaluation(name, report(ONE_CLIP), report(TWO_CLIPS) if two_clips else None)
 
