@@ -298,7 +298,9 @@ def weights_default(
 def _register_training_commands() -> None:
     # Their option definitions live beside the code they drive; each keeps its heavy imports inside.
     from .commands_train import evaluate_command, train_command
+    from .prepare import prepare_command
 
+    app.command("prepare")(reports_errors(prepare_command))
     app.command("train")(reports_errors(train_command))
     app.command("evaluate")(reports_errors(evaluate_command))
 

@@ -49,6 +49,10 @@ CacheOpt = Annotated[Path | None, typer.Option(
     help="prepared cache of one fold, holding <split>/ folders ({fold} in it with --all-folds); "
          "default under $DFER_HOME/cache, prepared on the fly when missing")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
+LabelsOpt = Annotated[Path | None, typer.Option(
+    help="folder data set: a CSV of path,label[,split] instead of one sub-folder per class")]
+ValFractionOpt = Annotated[float, typer.Option(
+    help="folder data set: share of each class held out as val (stratified, seeded)", min=0.0, max=0.9)]
 WorkersOpt = Annotated[int, typer.Option(help="data loading processes", min=0)]
 
 
@@ -67,11 +71,13 @@ class TrainJob:
     val_split: str | None
     cache: str
     recipe: dict
+    labels: str | None = None
+    val_fraction: float = 0.2
 
 
 # Options that define a run: with --resume they come from run.json and may not be given again.
 _JOB_OPTIONS = ("dataset", "data", "fold", "arch", "size", "image_encoder", "audio_encoder", "init_weights",
-                "val_split", "cache", "epochs", "batch_size", "lr", "weight_decay", "seed")
+                "val_split", "cache", "labels", "val_fraction", "epochs", "batch_size", "lr", "weight_decay", "seed")
 
 
 def train_command(
@@ -99,6 +105,8 @@ def train_command(
              "has one, else none. 'test' watches DFEW/MAFW's test set as the reference scripts did; "
              "'none' skips it")] = None,
     cache: CacheOpt = None,
+    labels: LabelsOpt = None,
+    val_fraction: ValFractionOpt = 0.2,
     epochs: Annotated[int, typer.Option(help="epochs (cosine schedule to 0 over them)", min=1)] = 25,
     batch_size: Annotated[int, typer.Option(
         help="global batch; under torchrun each of N processes takes batch/N", min=1)] = 8,
@@ -157,7 +165,8 @@ def train_command(
         cache_root = cache.expanduser().resolve() if cache else _default_cache(dataset, data, fold)
         job = TrainJob(dataset.value, str(data.expanduser().resolve()), fold, arch.value, size,
                        _path_str(image_encoder), _path_str(audio_encoder), init_weights, val_split,
-                       str(cache_root), asdict(TrainRecipe(epochs, batch_size, lr, weight_decay, seed)))
+                       str(cache_root), asdict(TrainRecipe(epochs, batch_size, lr, weight_decay, seed)),
+                       _path_str(labels), val_fraction)
     main = int(os.environ.get("RANK", "0")) == 0
     err = Console(stderr=True, highlight=False, quiet=not main)
     run = RunConfig(out=out, device=device, workers=workers, compile=compile_model, resume=resume,
@@ -175,7 +184,8 @@ def _run_job(job: TrainJob, run: RunConfig, err: Console) -> Path:
     from .train import TrainRecipe, train
 
     recipe = TrainRecipe(**job.recipe)
-    adapter = _adapter(DatasetName(job.dataset), Path(job.data), job.fold)
+    adapter = _adapter(DatasetName(job.dataset), Path(job.data), job.fold,
+                       Path(job.labels) if job.labels else None, job.val_fraction)
     class_names = list(adapter.class_names)
     model = _job_model(job, len(class_names), recipe.seed)
     if job.arch == Arch.tiny.value:
@@ -254,6 +264,8 @@ def evaluate_command(
     json_out: Annotated[bool, typer.Option("--json", help="the report as JSON on stdout")] = False,
     out: Annotated[Path | None, typer.Option(help="write report.json and confusion PNGs here")] = None,
     cache: CacheOpt = None,
+    labels: LabelsOpt = None,
+    val_fraction: ValFractionOpt = 0.2,
     device: DeviceOpt = "auto",
     batch_size: Annotated[int, typer.Option(help="clips per model call", min=1)] = 16,
     workers: WorkersOpt = 4,
@@ -292,7 +304,7 @@ def evaluate_command(
     for k in range(1, 6) if all_folds else [fold]:
         spec = weights.format(fold=k) if all_folds else weights
         loaded = store.resolve(spec)
-        adapter = _adapter(dataset, data, k)
+        adapter = _adapter(dataset, data, k, labels, val_fraction)
         if loaded.config.dims.num_classes != len(adapter.class_names):
             raise DferError(f"{spec or 'the default weights'} has {loaded.config.dims.num_classes} classes, "
                             f"{adapter.name} has {len(adapter.class_names)}")
@@ -338,11 +350,11 @@ def _table(evaluations: list[Evaluation], report: dict) -> Table:
     return table
 
 
-def _adapter(dataset: DatasetName, data: Path, fold: int):
+def _adapter(dataset: DatasetName, data: Path, fold: int, labels: Path | None = None, val_fraction: float = 0.2):
     from .datasets import DfewDataset, FolderDataset, MafwDataset
 
     if dataset is DatasetName.folder:
-        return FolderDataset(data)
+        return FolderDataset(data, val_fraction=val_fraction, labels_csv=labels)
     return (DfewDataset if dataset is DatasetName.dfew else MafwDataset)(data, fold)
 
 
