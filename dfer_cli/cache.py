@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .atomic import atomic_path
+from .atomic import atomic_path, atomic_write_text
 from .clips import random_segment_indices, segment_indices
 from .errors import DferError
 
@@ -48,13 +48,16 @@ class ClipCache:
         self.entries: list[dict] = []
         index = self.root / INDEX
         if index.is_file():
-            for line in index.read_text().splitlines():
+            text = index.read_text()
+            for line in text.splitlines():
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:  # a line cut short by a kill: its clip is redone
                     continue
                 if (self._path("frames", entry["key"])).is_file():
                     self.entries.append(entry)
+            if text and not text.endswith("\n"):  # drop the cut line, or the next append would join it
+                atomic_write_text(index, "".join(json.dumps(e) + "\n" for e in self.entries))
         self.keys = {e["key"] for e in self.entries}
 
     def _path(self, kind: str, key: str) -> Path:
