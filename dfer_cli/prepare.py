@@ -99,7 +99,7 @@ def prepare(dataset: Dataset, split: str, out: Path, config: PrepareConfig) -> P
     samples = dataset.samples(split)
     todo = [s for s in samples if s.key not in cache.keys]
     summary = PrepareSummary(already=len(samples) - len(todo))
-    policy = "union" if dataset.name.lower().startswith("mafw") else "main"
+    policy = getattr(dataset, "face_policy", "main")
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
