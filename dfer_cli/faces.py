@@ -142,6 +142,17 @@ def _to_box(detection, w: int, h: int) -> Box:
                float(detection.score[0]))
 
 
+_process_detectors: dict[FaceConfig, FaceDetector] = {}
+
+
+def process_detector(config: FaceConfig) -> FaceDetector:
+    """One detector per configuration for this process, kept for its lifetime: worker pools call
+    this per task instead of rebuilding the MediaPipe graphs."""
+    if config not in _process_detectors:
+        _process_detectors[config] = FaceDetector(config)
+    return _process_detectors[config]
+
+
 def _prominence(box: Box, frame_size: tuple[int, int]) -> float:
     """Side length (not area, so that being seen in more frames outweighs one huge box), discounted by
     up to half for the distance from the frame centre."""

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import audio, faces, media
+from . import audio, datasets, faces, media
 from .clips import ClipConfig, ClipPlan, plan_clips, plan_windows
 from .errors import DferError, UsageError
 from .results import ClipResult, FileResult
 from .runtime import autocast
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv", ".mpg", ".mpeg", ".m4v", ".ts", ".3gp")
+VIDEO_EXTENSIONS = tuple(sorted(datasets.VIDEO_EXTENSIONS))
 
 
 @dataclass(frozen=True)
@@ -154,17 +154,12 @@ class Classifier:
         return torch.cat(out).cpu().numpy()
 
 
-_detector: faces.FaceDetector | None = None
-
-
-def _worker_init(face_config: faces.FaceConfig) -> None:
-    global _detector
+def _worker_init() -> None:
     torch.set_num_threads(1)
-    _detector = faces.FaceDetector(face_config)
 
 
 def _worker_prepare(path: str, config: PredictConfig, size: int) -> PreparedFile:
-    return _guarded_prepare(path, config, size, _detector)
+    return _guarded_prepare(path, config, size, faces.process_detector(config.face))
 
 
 def _guarded_prepare(path: str, config: PredictConfig, size: int, detector) -> PreparedFile:
@@ -179,13 +174,11 @@ def _guarded_prepare(path: str, config: PredictConfig, size: int, detector) -> P
 def _prepared_stream(paths: list[str], config: PredictConfig, size: int) -> Iterator[PreparedFile]:
     """Prepared files in input order; with workers, up to 2 per worker are decoded ahead."""
     if config.workers <= 0:
-        with faces.FaceDetector(config.face) as detector:
-            for p in paths:
-                yield _guarded_prepare(p, config, size, detector)
+        for p in paths:
+            yield _guarded_prepare(p, config, size, faces.process_detector(config.face))
         return
     ctx = get_context("spawn")
-    with ProcessPoolExecutor(config.workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(config.face,)) as pool:
+    with ProcessPoolExecutor(config.workers, mp_context=ctx, initializer=_worker_init) as pool:
         pending: deque[Future] = deque()
         todo = iter(paths)
         for p in todo:

@@ -79,15 +79,9 @@ def prepare_sample(sample: Sample, policy: str, detector: faces.FaceDetector,
     return frames, audio.model_input(wave, rate), flags
 
 
-_detector: faces.FaceDetector | None = None
-
-
 def _work(sample: Sample, policy: str, config: PrepareConfig):
-    global _detector
-    if _detector is None:
-        _detector = faces.FaceDetector()
     try:
-        return sample, prepare_sample(sample, policy, _detector, config), None
+        return sample, prepare_sample(sample, policy, faces.process_detector(faces.FaceConfig()), config), None
     except DferError as e:
         return sample, None, str(e)
 
