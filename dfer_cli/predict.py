@@ -90,13 +90,16 @@ def plan(info: media.VideoInfo, config: PredictConfig) -> list[ClipPlan]:
     return plan_clips(info.start_time, info.duration, config.clips)
 
 
-def read_clip_media(path: str, info: media.VideoInfo, plans: list[ClipPlan],
-                    frames_per_clip: int) -> Iterator[tuple[ClipPlan, np.ndarray, np.ndarray | None, int]]:
-    """Each clip's frames (decoded in one pass over the file) and the audio of its window."""
-    frames, _ = media.read_frames(path, np.concatenate([p.frame_times for p in plans]))
-    for p in plans:
-        wave, rate = media.read_audio(path, p.audio_start, p.audio_end) if info.has_audio else (None, 0)
-        yield p, frames[p.index * frames_per_clip:(p.index + 1) * frames_per_clip], wave, rate
+def read_clip_media(path: str, info: media.VideoInfo, plans: list[ClipPlan], frames_per_clip: int,
+                    group: int = 8) -> Iterator[tuple[ClipPlan, np.ndarray, np.ndarray | None, int]]:
+    """Each clip's frames and the audio of its window. Frames are decoded for `group` clips per pass,
+    so that a long timeline never holds more than a few hundred full-size frames at once."""
+    for g in range(0, len(plans), group):
+        chunk = plans[g:g + group]
+        frames, _ = media.read_frames(path, np.concatenate([p.frame_times for p in chunk]))
+        for k, p in enumerate(chunk):
+            wave, rate = media.read_audio(path, p.audio_start, p.audio_end) if info.has_audio else (None, 0)
+            yield p, frames[k * frames_per_clip:(k + 1) * frames_per_clip], wave, rate
 
 
 def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.FaceDetector) -> PreparedFile:
