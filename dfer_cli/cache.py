@@ -1,20 +1,26 @@
-"""The prepared clip cache that training and evaluation read instead of video.
+"""The prepared clip cache that training and evaluation read instead of video (`dfer prepare` fills it).
 
 One folder per data-set split:
-    index.jsonl            one line per finished clip: key, label, frame count, flags
-    frames/<key>.npy       uint8 (n, S, S, 3) face crops, n <= max_frames
-    audio/<key>.npy        float16 (512, 128) normalised fbank (the model input; |error| < 1e-3)
+    meta.json              what it holds (data set, split, face size, frame cap), whether it is complete
+    index.jsonl            one line per finished clip: key, label, file name, frame counts, flags
+    frames/<name>.npy      uint8 (n, S, S, 3) RGB face crops, n <= max_frames
+    audio/<name>.npy       float32 (512, 128): the audio model input, exactly as the model takes it
 
-Plain .npy files are read memory-mapped, so a loader that takes 16 of n frames touches only those
-(no JPEG decoding); each file is written atomically and the index line is appended only after both,
-so an interrupted `dfer prepare` leaves no half entry and a rerun continues where it stopped.
+Why plain .npy files: they are read memory-mapped, so a loader taking 16 of a clip's n frames copies
+only those 16 (no decoding at all, where per-clip JPEG folders cost 16 file opens and 16 decodes),
+and they store pixels losslessly, so the test-time input is bit-identical to the reference's.
+Why one file per clip and an append-only index: every file is written atomically and a clip's index
+line is appended only after both its files are in place, so a killed run leaves at worst some
+unindexed files (redone and overwritten on resume) and, rarely, a cut last index line (ignored).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,46 +31,115 @@ from .atomic import atomic_path, atomic_write_text
 from .clips import random_segment_indices, segment_indices
 from .errors import DferError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; two concurrent writers are then the user's business
+    fcntl = None
+
+FORMAT = 1
+META = "meta.json"
 INDEX = "index.jsonl"
+_LOCK = ".lock"
+_KINDS = ("frames", "audio")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a cache was prepared for; resuming or reusing it with another spec is refused."""
+
+    dataset: str  # the adapter's name, e.g. "DFEW fold 1": another fold must not land in this cache
+    split: str
+    size: int
+    max_frames: int
+    format: int = FORMAT
 
 
 @dataclass(frozen=True)
 class CachedClip:
     key: str
     label: int
-    frames: np.ndarray  # (n, S, S, 3) uint8, memory-mapped
-    audio: np.ndarray  # (512, 128) float16
+    frames: np.ndarray  # (n, S, S, 3) uint8, memory-mapped: indexing reads only the frames taken
+    audio: np.ndarray  # (512, 128) float32
 
 
-def _file_key(key: str) -> str:
-    return key.replace("/", "__")
+def file_name(key: str) -> str:
+    """A file name for a clip key: the key itself when it is a plain name (DFEW ids, MAFW clips),
+    else a readable version of it plus a hash (folder keys are relative paths)."""
+    if _SAFE_NAME.fullmatch(key):
+        return key
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", key).lstrip("._-")[-80:]
+    return f"{readable}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def write_clip_files(root: Path, key: str, frames: np.ndarray, audio: np.ndarray) -> str:
+    """Write one clip's arrays atomically (any process may call this); returns their file name.
+    The clip joins the cache only when the writer commits it."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+        raise ValueError(f"{key}: frames must be uint8 (n, S, S, 3), got {frames.dtype} {frames.shape}")
+    name = file_name(key)
+    for kind, array in zip(_KINDS, (frames, audio.astype(np.float32)), strict=True):
+        with atomic_path(root / kind / f"{name}.npy") as tmp, open(tmp, "xb") as f:
+            np.save(f, np.ascontiguousarray(array))
+    return name
+
+
+def _read_meta(root: Path) -> dict | None:
+    path = root / META
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise DferError(f"{path}: not a dfer cache description (unreadable JSON)") from None
+
+
+def _read_index(root: Path) -> list[dict]:
+    """The committed entries, sorted by key so that a clip's position (which seeds its training
+    draws) does not depend on the order in which parallel workers finished."""
+    path = root / INDEX
+    entries: dict[str, dict] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # the line a kill cut short: that clip is simply redone
+                continue
+            entries[entry["key"]] = entry
+    return [entries[k] for k in sorted(entries)]
+
+
+def _spec_mismatch(meta: dict, spec: CacheSpec) -> str | None:
+    held = {k: meta.get(k) for k in asdict(spec)}
+    wanted = asdict(spec)
+    if held == wanted:
+        return None
+    diff = ", ".join(f"{k} {held[k]!r} (asked {wanted[k]!r})" for k in wanted if held[k] != wanted[k])
+    return f"prepared with {diff}"
 
 
 class ClipCache:
-    """Read side of one split's cache; `add` is the write side used by `prepare`."""
+    """Read side of one split's cache."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.entries: list[dict] = []
-        index = self.root / INDEX
-        if index.is_file():
-            text = index.read_text()
-            for line in text.splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a kill: its clip is redone
-                    continue
-                if (self._path("frames", entry["key"])).is_file():
-                    self.entries.append(entry)
-            if text and not text.endswith("\n"):  # drop the cut line, or the next append would join it
-                atomic_write_text(index, "".join(json.dumps(e) + "\n" for e in self.entries))
-        self.keys = {e["key"] for e in self.entries}
-
-    def _path(self, kind: str, key: str) -> Path:
-        return self.root / kind / f"{_file_key(key)}.npy"
+        meta = _read_meta(self.root)
+        if meta is None:
+            raise DferError(f"{self.root}: not a prepared clip cache (no {META}); run `dfer prepare`")
+        if meta.get("format") != FORMAT:
+            raise DferError(f"{self.root / META}: cache format {meta.get('format')}, this dfer reads {FORMAT}; "
+                            f"delete the folder and run `dfer prepare` again")
+        self.spec = CacheSpec(**{f.name: meta[f.name] for f in fields(CacheSpec)})
+        self.complete: bool = meta.get("complete", False)
+        self.skipped: list[str] = meta.get("skipped", [])
+        self.entries = _read_index(self.root)
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    @property
+    def keys(self) -> list[str]:
+        return [e["key"] for e in self.entries]
 
     @property
     def labels(self) -> np.ndarray:
@@ -72,33 +147,102 @@ class ClipCache:
 
     def read(self, i: int) -> CachedClip:
         e = self.entries[i]
-        return CachedClip(e["key"], e["label"], np.load(self._path("frames", e["key"]), mmap_mode="r"),
-                          np.load(self._path("audio", e["key"])))
+        try:
+            frames = np.load(self.root / "frames" / f"{e['file']}.npy", mmap_mode="r")
+            audio = np.load(self.root / "audio" / f"{e['file']}.npy")
+        except (OSError, ValueError) as err:
+            raise DferError(f"{self.root}: clip {e['key']} is unreadable ({err}); "
+                            f"rerun `dfer prepare` to repair the cache") from None
+        return CachedClip(e["key"], e["label"], frames, audio)
 
-    def add(self, key: str, label: int, frames: np.ndarray, audio: np.ndarray, flags: dict) -> None:
-        for kind, array in (("audio", audio.astype(np.float16)), ("frames", frames)):
-            with atomic_path(self._path(kind, key)) as tmp, open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(array))
+
+class CacheWriter:
+    """The one writer of a split's cache (`dfer prepare`). Opening it takes a lock, clears what a
+    killed run left (temporary files, a cut index line, entries whose files are gone) and checks that
+    the cache was prepared for the same spec; `commit` records finished clips; `finish` marks it
+    complete, drops entries that are no longer in the split and deletes unreferenced files."""
+
+    def __init__(self, root: str | Path, spec: CacheSpec) -> None:
+        self.root = Path(root)
+        self.spec = spec
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.root / _LOCK, "a")  # noqa: SIM115 - held until close()
+        try:
+            if fcntl is not None:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._open()
+        except BlockingIOError:
+            self.close()
+            raise DferError(f"{self.root}: another `dfer prepare` is writing this cache") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        meta = _read_meta(self.root)
+        if meta is not None and (reason := _spec_mismatch(meta, self.spec)):
+            raise DferError(f"{self.root}: this cache was {reason}; use another --out or delete it")
+        for stale in self.root.rglob(".*.tmp-*"):  # safe: the lock keeps every other writer out
+            stale.unlink()
+        entries = [e for e in _read_index(self.root) if all(
+            (self.root / kind / f"{e['file']}.npy").is_file() for kind in _KINDS)]
+        self._rewrite(entries, complete=False, skipped=[])
+
+    def _rewrite(self, entries: list[dict], complete: bool, skipped: list[str]) -> None:
+        self.entries = {e["key"]: e for e in entries}
+        atomic_write_text(self.root / INDEX, "".join(json.dumps(e) + "\n" for e in entries))
+        atomic_write_text(self.root / META, json.dumps(
+            {**asdict(self.spec), "complete": complete, "clips": len(entries), "skipped": skipped}, indent=1))
+
+    def commit(self, key: str, label: int, name: str, flags: dict) -> None:
+        """Record a clip whose files `write_clip_files` has written."""
+        entry = {"key": key, "label": int(label), "file": name, **flags}
         with open(self.root / INDEX, "a") as f:
-            f.write(json.dumps({"key": key, "label": int(label), "frames": len(frames), **flags}) + "\n")
-        self.entries.append({"key": key, "label": int(label), "frames": len(frames), **flags})
-        self.keys.add(key)
+            f.write(json.dumps(entry) + "\n")
+        self.entries[key] = entry
+
+    def finish(self, labels: dict[str, int], skipped: list[str]) -> None:
+        """Mark the cache complete for a split holding exactly `labels` (key -> label): entries of
+        clips no longer in it are dropped (a changed split must not leak clips), labels refreshed."""
+        kept = [{**e, "label": labels[k]} for k, e in sorted(self.entries.items()) if k in labels]
+        self._rewrite(kept, complete=True, skipped=skipped)
+        names = {f"{e['file']}.npy" for e in kept}
+        for kind in _KINDS:
+            for path in (self.root / kind).glob("*.npy"):
+                if path.name not in names:
+                    path.unlink()
+
+    def close(self) -> None:
+        self._lock.close()  # closing releases the lock
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class CacheDataset(torch.utils.data.Dataset):
-    """(video (16, 3, S, S) float in [0, 1], audio (1, 512, 128) float, label) from a cache.
+    """(video (16, 3, S, S) float32 in [0, 1], audio (1, 512, 128) float32, label) from a cache.
 
-    Test time: the frame at `position` of each of 16 segments (0.5: the reference's middle frame).
-    Train time: a random frame per segment, then one augmentation draw shared by all 16 frames
-    (spec section 6): brightness x U[0.5, 1.5], random resized crop (area 0.08-1, aspect 3/4-4/3)
-    back to S x S, horizontal flip with p = 0.5. Draws are seeded by (seed, epoch, index), so runs
-    repeat exactly whatever the number of loader workers.
+    Test time: the frame at `position` of each of 16 segments (0.5: the reference's middle frame,
+    which `dfer prepare` always keeps), resized to S when the cache is larger (bilinear, antialiased).
+    Train time (spec section 5): a random frame per segment, then one draw shared by all 16 frames:
+    brightness x U[0.5, 1.5], the reference's random sized crop (area 0.08-1, aspect U[3/4, 4/3],
+    sides swapped with p = 0.5; the whole frame after 10 misses) resized to S x S, horizontal flip
+    with p = 0.5. Draws are seeded by (seed, epoch, index): runs repeat whatever the worker count.
     """
 
     def __init__(self, cache: ClipCache, train: bool, frames: int = 16, size: int = 160, seed: int = 1,
                  position: float = 0.5) -> None:
+        if not cache.complete:
+            raise DferError(f"{cache.root}: the cache is incomplete (an interrupted `dfer prepare`?); "
+                            f"run `dfer prepare` again to finish it")
         if not len(cache):
-            raise DferError(f"{cache.root}: the cache holds no clips (run `dfer prepare`)")
+            raise DferError(f"{cache.root}: the cache holds no clips")
+        if cache.spec.size < size:
+            raise DferError(f"{cache.root}: faces cached at {cache.spec.size} px, the model takes {size}; "
+                            f"prepare a cache with --size {size}")
         self.cache, self.train, self.frames, self.size = cache, train, frames, size
         self.seed, self.position, self.epoch = seed, position, 0
 
@@ -111,36 +255,47 @@ class CacheDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         clip = self.cache.read(i)
         n = len(clip.frames)
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        idx = random_segment_indices(n, self.frames, rng) if self.train else \
-            segment_indices(n, self.frames, self.position)
-        frames = torch.from_numpy(np.ascontiguousarray(clip.frames[idx])).permute(0, 3, 1, 2)
-        video = _augment(frames, self.size, rng) if self.train else _resize(frames.float(), self.size)
-        return video.div_(255), torch.from_numpy(clip.audio.astype(np.float32))[None], clip.label
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            picked = np.ascontiguousarray(clip.frames[random_segment_indices(n, self.frames, rng)])
+            video = _augment(torch.from_numpy(picked).permute(0, 3, 1, 2), self.size, rng)
+        else:
+            picked = np.ascontiguousarray(clip.frames[segment_indices(n, self.frames, self.position)])
+            video = _resize(torch.from_numpy(picked).permute(0, 3, 1, 2).float(), self.size)
+        return video.div_(255), torch.from_numpy(clip.audio)[None], clip.label
 
 
 def _resize(video: torch.Tensor, size: int) -> torch.Tensor:
     h, w = video.shape[-2:]
     if (h, w) == (size, size):
         return video
-    # Antialiasing matters only when shrinking, and costs several times a plain bilinear pass.
+    # Antialiasing (PIL's way of shrinking, which the reference used) only matters when shrinking,
+    # and costs several times a plain bilinear pass.
     return F.interpolate(video, size=(size, size), mode="bilinear", align_corners=False,
                          antialias=h > size or w > size)
 
 
+def _crop_box(h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int] | None:
+    """The reference's GroupRandomSizedCrop draw: (top, left, height, width), or None after 10 misses."""
+    for _ in range(10):
+        area = rng.uniform(0.08, 1.0) * h * w
+        aspect = rng.uniform(3 / 4, 4 / 3)
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if rng.random() < 0.5:
+            cw, ch = ch, cw
+        if cw <= w and ch <= h:
+            return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+    return None
+
+
 def _augment(frames: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """uint8 (T, 3, H, W) -> float (T, 3, size, size) in [0, 255]; the crop is cut before the
-    conversion to float, which is most of the work."""
+    """uint8 (T, 3, H, W) -> float (T, 3, size, size) in [0, 255]. The crop is cut before the
+    conversion to float, which is most of the work; brightness is clamped before the resize, as the
+    reference clamps its jittered uint8 image before cropping."""
     brightness = rng.uniform(0.5, 1.5)
-    h, w = frames.shape[-2:]
-    top, left, ch, cw = 0, 0, h, w
-    for _ in range(10):  # torchvision's RandomResizedCrop sampling
-        area = h * w * rng.uniform(0.08, 1.0)
-        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        tw, th = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
-        if 0 < tw <= w and 0 < th <= h:
-            top, left, ch, cw = int(rng.integers(0, h - th + 1)), int(rng.integers(0, w - tw + 1)), th, tw
-            break
-    video = _resize(frames[..., top:top + ch, left:left + cw].float(), size)
-    video = video.mul_(brightness).clamp_(0, 255)
+    box = _crop_box(*frames.shape[-2:], rng)
+    if box is not None:
+        top, left, ch, cw = box
+        frames = frames[..., top:top + ch, left:left + cw]
+    video = _resize(frames.float().mul_(brightness).clamp_(0, 255), size)
     return video.flip(-1) if rng.random() < 0.5 else video

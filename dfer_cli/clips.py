@@ -32,10 +32,6 @@ class ClipPlan:
     audio_start: float
     audio_end: float
 
-    @property
-    def center(self) -> float:
-        return (self.start + self.end) / 2
-
 
 def segment_indices(n: int, count: int = 16, position: float = 0.5) -> np.ndarray:
     """The reference's test-time pick: the frame at `position` (0.5: the middle) of each of `count`

@@ -1,16 +1,20 @@
-"""`dfer prepare`: decode, crop faces and compute fbanks once, into a clip cache (see cache.py).
+"""`dfer prepare`: decode, crop faces and compute the audio input once, into a clip cache (cache.py).
 
-DFEW ships aligned face frames: they are resized, and the audio comes from the original clip.
-MAFW and folder data sets are decoded from video with dfer's face detector: MAFW with the union-of-
-faces box its authors used (a central square where no face is found), folders with the main face.
-Audio is the clip's track from its start, cut or padded to the model's 5.12-s window.
+DFEW ships aligned 224 px face frames: they are resized to S with PIL's bilinear filter, the
+reference's own test transform, so the cached pixels are exactly what its loader produced.
+MAFW and folder data sets are decoded from video at up to `max_frames` times spread over the clip,
+and cropped by dfer's face detector: MAFW with the union-of-faces box its authors used (a central
+square where no face is found), folders with the main face (a clip without one is skipped).
+The audio input is the clip's track from its start, as the model hears it (5.12 s).
 """
 
 from __future__ import annotations
 
-import math
-import sys
-from concurrent.futures import ProcessPoolExecutor
+import itertools
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -21,133 +25,230 @@ import typer
 from PIL import Image
 
 from . import audio, faces, media
-from .cache import ClipCache
-from .clips import segment_indices
+from .cache import CacheSpec, CacheWriter, write_clip_files
 from .commands_train import DatasetName, FoldOpt, LabelsOpt, ValFractionOpt, _adapter, _default_cache
 from .datasets import Dataset, Sample
-from .errors import DferError
+from .errors import DferError, MediaError
+
+# The model hears 512 fbank frames of 25 ms every 10 ms, the first 5.135 s: decoding further is waste
+# (the fbank removes each frame's own mean, so the rest of the track cannot change those frames).
+_AUDIO_SPAN_S = 5.2
+_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+# A worker process takes a couple of seconds to start (torch and mediapipe imports): below this many
+# clips per worker, preparing in-process is faster.
+_CLIPS_PER_WORKER = 4
+
+
+def _default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
     size: int = 160
-    # Frames kept per clip: enough that train-time sampling (a random frame of each of 16 segments)
-    # still has 3 choices per segment, few enough to keep a DFEW fold's cache in tens of GB.
+    # Frames kept per clip: an odd multiple of 16, so that each of the 16 segments keeps its middle
+    # frame (the test-time pick, exactly the reference's) and train-time sampling (a random frame per
+    # segment) still has 3 to choose from; few enough that a DFEW fold at 160 px is about 43 GB.
     max_frames: int = 48
-    workers: int = 0
-    progress: bool = True
+    workers: int = field(default_factory=_default_workers)  # 0: in this process
+
+    def __post_init__(self) -> None:
+        if self.size < 16 or self.size % 16:
+            raise DferError(f"face size must be a multiple of 16 px (112, 160 or 224), got {self.size}")
+        if self.max_frames % 32 != 16:
+            raise DferError(f"max frames must be an odd multiple of 16 (16, 48, 80...), got {self.max_frames}")
+        if self.workers < 0:
+            raise DferError(f"workers must be 0 or more, got {self.workers}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PrepareSummary:
-    done: int = 0
-    skipped: list[str] = field(default_factory=list)
-    already: int = 0
+    root: Path
+    prepared: int  # clips added by this run
+    cached: int  # clips found already done
+    skipped: tuple[str, ...]  # why each left-out clip was (no face, unreadable media), naming its file
 
 
-def _dfew_frames(folder: Path, config: PrepareConfig) -> np.ndarray:
-    files = sorted(folder.glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))
+def kept_indices(n: int, cap: int) -> np.ndarray:
+    """Which of n source frames a clip keeps: all when n <= cap, else the middle frame of each of `cap`
+    equal segments, in exact integer arithmetic. With cap = 16 * odd k, keeping every k-th of them
+    from the (k // 2)-th reproduces the reference's test-time frames floor(n (2i + 1) / 32) exactly."""
+    if n <= cap:
+        return np.arange(n)
+    return (n * (2 * np.arange(cap) + 1)) // (2 * cap)
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise MediaError(folder, "face frame folder not found")
+    files = [p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES]
     if not files:
-        raise DferError(f"{folder}: no .jpg face frames")
-    keep = segment_indices(len(files), config.max_frames) if len(files) > config.max_frames else range(len(files))
-    size = (config.size, config.size)
-    return np.stack([np.asarray(Image.open(files[i]).convert("RGB").resize(size, Image.BILINEAR)) for i in keep])
+        raise MediaError(folder, "no face frames (.jpg or .png) in it")
+    # In frame order: 9.jpg before 10.jpg; DFEW's zero-padded names sort the same either way.
+    return sorted(files, key=lambda p: (len(p.stem), p.stem))
 
 
-def _video_faces(path: Path, policy: str, detector: faces.FaceDetector, config: PrepareConfig) -> np.ndarray | None:
-    info = media.probe(path)
-    count = max(1, min(config.max_frames, math.ceil(info.duration * (info.frame_rate or 25))))
-    times = info.start_time + (np.arange(count) + 0.5) * info.duration / count
-    frames, _ = media.read_frames(path, times)
-    face_config = faces.FaceConfig(policy=policy, margin=0.0 if policy == "union" else faces.FaceConfig.margin)
-    track = faces.faces_for_clip(frames, detector, face_config, config.size)
-    if track.crops is None and policy == "union":  # MAFW's fallback: a central square
+def _load_image(path: Path, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise MediaError(path, f"unreadable image ({e})") from None
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BILINEAR)
+    return np.asarray(rgb)
+
+
+def _aligned_faces(folder: Path, config: PrepareConfig) -> tuple[np.ndarray, dict]:
+    files = _frame_files(folder)
+    keep = kept_indices(len(files), config.max_frames)
+    frames = np.stack([_load_image(files[i], config.size) for i in keep])
+    return frames, {"source_frames": len(files)}
+
+
+def _detected_faces(video: Path, policy: str, config: PrepareConfig) -> tuple[np.ndarray, dict]:
+    info = media.probe(video)
+    source = round(info.duration * info.frame_rate) if info.frame_rate > 0 else config.max_frames
+    count = max(1, min(config.max_frames, source))
+    # The middle of `count` equal spans of the clip: the time-based twin of kept_indices.
+    times = info.start_time + info.duration * (2 * np.arange(count) + 1) / (2 * count)
+    frames, _ = media.read_frames(video, times)
+    union = policy == "union"
+    # MAFW's rule keeps every frame, with or without a face, so presence is not required there.
+    face_config = faces.FaceConfig(policy="union", min_presence=0.0) if union else faces.FaceConfig()
+    track = faces.faces_for_clip(frames, faces.process_detector(faces.FaceConfig()), face_config, config.size)
+    crops = track.crops
+    if crops is None and not union:
+        raise MediaError(video, f"no face found (seen in {track.found} of {track.total} sampled frames)")
+    if crops is None:  # no face in any frame: MAFW's central square throughout
         h, w = frames.shape[1:3]
-        return faces.crop_faces(frames, [faces.union_box([], (w, h))] * len(frames), config.size)
-    return track.crops
+        crops = faces.crop_faces(frames, [faces.union_box([], (w, h))] * len(frames), config.size)
+    return crops, {"source_frames": source, "faces_found": track.found, "faces_total": track.total}
 
 
-def prepare_sample(sample: Sample, policy: str, detector: faces.FaceDetector,
-                   config: PrepareConfig) -> tuple[np.ndarray | None, np.ndarray, dict]:
-    """(face frames or None when no face, audio input, flags) for one sample."""
+def prepare_clip(sample: Sample, policy: str, config: PrepareConfig) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One sample's face frames (n, S, S, 3) uint8, its audio model input (512, 128) float32, and
+    flags for the index. MediaError when its media are unreadable or (folder data sets) faceless."""
     if sample.frames_dir is not None:
-        frames = _dfew_frames(sample.frames_dir, config)
+        frames, flags = _aligned_faces(sample.frames_dir, config)
     else:
-        frames = _video_faces(sample.video, policy, detector, config)
-    wave, rate = media.read_audio(sample.video) if sample.video is not None else (None, 0)
-    flags = {"no_audio": wave is None, "silent_audio": bool(wave is not None and audio.is_silent(wave))}
+        frames, flags = _detected_faces(sample.video, policy, config)
+    wave, rate = media.read_audio(sample.video, 0.0, _AUDIO_SPAN_S) if sample.video is not None else (None, 0)
+    flags |= {"no_audio": wave is None, "silent": wave is not None and audio.is_silent(wave)}
     return frames, audio.model_input(wave, rate), flags
 
 
-def _work(sample: Sample, policy: str, config: PrepareConfig):
+_Result = tuple[Sample, str | None, dict, str | None]  # sample, file name, flags, why it was skipped
+
+
+def _prepare_one(sample: Sample, root: Path, policy: str, config: PrepareConfig) -> _Result:
+    """Runs in a worker: the arrays are written there, only the index line travels back."""
     try:
-        return sample, prepare_sample(sample, policy, faces.process_detector(faces.FaceConfig()), config), None
+        frames, model_audio, flags = prepare_clip(sample, policy, config)
     except DferError as e:
-        return sample, None, str(e)
+        return sample, None, {}, str(e)
+    return sample, write_clip_files(root, sample.key, frames, model_audio), flags, None
 
 
-def prepare(dataset: Dataset, split: str, out: Path, config: PrepareConfig) -> PrepareSummary:
-    """Fills the split's cache in `out`, skipping clips already there."""
-    cache = ClipCache(out)
-    out.mkdir(parents=True, exist_ok=True)
-    samples = dataset.samples(split)
-    todo = [s for s in samples if s.key not in cache.keys]
-    summary = PrepareSummary(already=len(samples) - len(todo))
-    policy = getattr(dataset, "face_policy", "main")
+def _results(todo: Sequence[Sample], root: Path, policy: str, config: PrepareConfig) -> Iterator[_Result]:
+    workers = min(config.workers, len(todo) // _CLIPS_PER_WORKER)
+    if workers == 0:
+        yield from (_prepare_one(s, root, policy, config) for s in todo)
+        return
+    # spawn: mediapipe and torch hold threads that a forked child would inherit in a broken state.
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        queue, pending = iter(todo), set()
+        try:
+            while True:
+                # A bounded window (not pool.map) keeps memory flat whatever the split's size.
+                for s in itertools.islice(queue, 4 * workers - len(pending)):
+                    pending.add(pool.submit(_prepare_one, s, root, policy, config))
+                if not pending:
+                    return
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+@contextmanager
+def _progress(label: str, total: int, done: int, show: bool) -> Iterator[Callable[[], None]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    show = config.progress and console.is_terminal
-    with Progress(TextColumn(f"{dataset.name} {split}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, disable=not show) as bar:
-        task = bar.add_task("prepare", total=len(samples), completed=summary.already)
-        if config.workers > 0:
-            pool = ProcessPoolExecutor(config.workers, mp_context=get_context("spawn"))
-            outputs = pool.map(_work, todo, [policy] * len(todo), [config] * len(todo), chunksize=4)
-        else:
-            pool, outputs = None, (_work(s, policy, config) for s in todo)
-        try:
-            for sample, prepared, error in outputs:
-                if prepared is None or prepared[0] is None:
-                    summary.skipped.append(f"{sample.key}: {error or 'no face found'}")
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, disable=not (show and console.is_terminal)) as bar:
+        task = bar.add_task(label, total=total, completed=done)
+        yield lambda: bar.advance(task)
+
+
+def prepare(dataset: Dataset, split: str, out: Path, config: PrepareConfig | None = None,
+            progress: bool = True) -> PrepareSummary:
+    """Fill the cache of one split in `out`, continuing where an earlier run stopped."""
+    config = config or PrepareConfig()
+    samples = dataset.samples(split)
+    spec = CacheSpec(dataset.name, split, config.size, config.max_frames)
+    policy = getattr(dataset, "face_policy", "main")
+    with CacheWriter(out, spec) as writer:
+        todo = [s for s in samples if s.key not in writer.entries]
+        skipped: list[str] = []
+        label = f"{dataset.name} {split}"
+        with _progress(label, len(samples), len(samples) - len(todo), progress) as advance, \
+                closing(_results(todo, out, policy, config)) as results:
+            for sample, name, flags, reason in results:
+                if name is None:
+                    skipped.append(reason)
                 else:
-                    cache.add(sample.key, sample.label, prepared[0], prepared[1], prepared[2])
-                    summary.done += 1
-                bar.advance(task)
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-    return summary
+                    writer.commit(sample.key, sample.label, name, flags)
+                advance()
+        writer.finish({s.key: s.label for s in samples}, skipped)
+    return PrepareSummary(out, len(todo) - len(skipped), len(samples) - len(todo), tuple(skipped))
 
 
 def prepare_command(
-    dataset: Annotated[DatasetName, typer.Option(help="dfew, mafw or folder")],
+    dataset: Annotated[DatasetName, typer.Option(help="dfew, mafw, or folder (one sub-folder of videos per class)")],
     data: Annotated[Path, typer.Option(help="the data set's root folder")],
     fold: FoldOpt = 1,
-    split: Annotated[str, typer.Option(help="train, test, val or all")] = "all",
-    size: Annotated[int, typer.Option(help="face size in px (112, 160 or 224)")] = 160,
+    split: Annotated[str, typer.Option(help="train, test, val, or all the data set has")] = "all",
+    size: Annotated[int, typer.Option(help="face size in px: 112, 160 or 224 (the model's)")] = 160,
     out: Annotated[Path | None, typer.Option(
-        help="cache folder holding <split>/ (default: $DFER_HOME/cache/<dataset>-fold<k>)")] = None,
-    workers: Annotated[int, typer.Option(help="decoding processes", min=0)] = 0,
+        help="cache folder, given <split>/ sub-folders (default: $DFER_HOME/cache/<dataset>-fold<k>, "
+             "where train and evaluate look)")] = None,
+    workers: Annotated[int, typer.Option(help="decoding processes (0: in this one)", min=0)] = _default_workers(),
+    max_frames: Annotated[int, typer.Option(
+        help="face frames kept per clip (an odd multiple of 16); more gives training more choice")] = 48,
     labels: LabelsOpt = None,
     val_fraction: ValFractionOpt = 0.2,
 ) -> None:
-    """Cache face crops and fbanks so that training never decodes video (resumable).
+    """Decode, crop faces and compute audio features once, so that training never decodes video.
+
+    A cache folder per split holds each clip's face frames and audio input. An interrupted run
+    resumes where it stopped when run again; clips without a face (folder data sets) or with
+    unreadable media are skipped and listed.
 
     Examples:
 
       dfer prepare --dataset dfew --data ~/DFEW --fold 1
 
-      dfer prepare --dataset folder --data my_clips/ --workers 4
+      dfer prepare --dataset mafw --data ~/MAFW --fold 2 --size 224 --workers 16
+
+      dfer prepare --dataset folder --data my_clips/ --val-fraction 0.2
     """
     adapter = _adapter(dataset, data, fold, labels, val_fraction)
-    root = out or _default_cache(dataset, data, fold)
     splits = list(adapter.splits) if split == "all" else [split]
-    config = PrepareConfig(size=size, workers=workers)
-    for s in splits:
-        summary = prepare(adapter, s, root / s, config)
-        print(f"{adapter.name} {s}: {summary.done} prepared, {summary.already} already cached, "
-              f"{len(summary.skipped)} skipped -> {root / s}", file=sys.stderr)
+    if split != "all" and split not in adapter.splits:
+        raise DferError(f"{adapter.name} has no split {split!r} (it has {', '.join(adapter.splits)})")
+    root = out or _default_cache(dataset, data, fold)
+    config = PrepareConfig(size=size, max_frames=max_frames, workers=workers)
+    for name in splits:
+        summary = prepare(adapter, name, root / name, config)
+        typer.echo(f"{adapter.name} {name}: {summary.prepared} clips prepared, {summary.cached} already cached, "
+                   f"{len(summary.skipped)} skipped -> {summary.root}", err=True)
         for line in summary.skipped[:10]:
-            print(f"  skipped {line}", file=sys.stderr)
+            typer.echo(f"  skipped {line}", err=True)
+        if len(summary.skipped) > 10:
+            typer.echo(f"  ... and {len(summary.skipped) - 10} more (listed in {summary.root / 'meta.json'})",
+                       err=True)

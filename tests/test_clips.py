@@ -35,7 +35,7 @@ def test_two_clips_cover_the_halves_with_their_own_audio():
     assert [(p.start, p.end) for p in plans] == [(3.44, 8.56), (13.44, 18.56)]
     for p in plans:
         assert p.audio_end - p.audio_start == pytest.approx(5.12)
-        assert p.audio_start == pytest.approx(p.center - 2.56)
+        assert p.audio_start == pytest.approx((p.start + p.end) / 2 - 2.56)
         assert p.start <= p.frame_times.min() and p.frame_times.max() <= p.end
 
 
