@@ -16,6 +16,7 @@ from rich.table import Column, Table
 
 from .results import FileResult
 
+
 class Writer:
     def __init__(self, stream: TextIO, class_names: list[str], timeline: bool) -> None:
         self.stream, self.class_names, self.timeline = stream, class_names, timeline
