@@ -180,8 +180,10 @@ def predict(
             dims, list(default_class_names(dims.num_classes)), provenance={"source": "untrained"}))
         err.print("[bold yellow]warning:[/bold yellow] untrained random weights: the pipeline runs, "
                   "the emotions are meaningless. Import real weights with `dfer weights import`.")
+        weights_label = "untrained (random weights: the emotions are meaningless)"
     else:
         loaded = store.resolve(weights)
+        weights_label = weights or store.default_name()
     class_names = list(loaded.config.class_names)
     if workers is None:
         workers = pipeline.default_workers(len(paths))
@@ -193,6 +195,7 @@ def predict(
     with _progress(len(paths)) as advance:
         def emit(result) -> None:
             nonlocal failures
+            result.weights = weights_label
             if result.status == "error":
                 failures += 1
                 err.print(f"dfer: {result.path}: {result.error}", markup=False, soft_wrap=True)

