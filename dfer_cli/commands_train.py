@@ -193,12 +193,12 @@ def _run_job(job: TrainJob, run: RunConfig, err: Console) -> Path:
                   "for smoke tests only")
     size = model.dims.image_size
     root = Path(job.cache)
-    train_set = CacheDataset(_open_cache(adapter, "train", root / "train"), train=True, size=size,
+    train_set = CacheDataset(_open_cache(adapter, "train", root / "train", size), train=True, size=size,
                              seed=recipe.seed)
     val_split = job.val_split or ("val" if "val" in adapter.splits else "none")
     val_set = None
     if val_split != "none":
-        val_set = CacheDataset(_open_cache(adapter, val_split, root / val_split), train=False, size=size)
+        val_set = CacheDataset(_open_cache(adapter, val_split, root / val_split, size), train=False, size=size)
     provenance = {"trained_by": "dfer train", "run": str(run.out.resolve()), "arch": job.arch,
                   "init_weights": job.init_weights, "image_encoder": job.image_encoder,
                   "audio_encoder": job.audio_encoder}
@@ -309,8 +309,8 @@ def evaluate_command(
             raise DferError(f"{spec or 'the default weights'} has {loaded.config.dims.num_classes} classes, "
                             f"{adapter.name} has {len(adapter.class_names)}")
         root = Path(str(cache).format(fold=k)) if cache else _default_cache(dataset, data, k)
-        clip_cache = _open_cache(adapter, split_name, root / split_name)
         size = loaded.config.dims.image_size
+        clip_cache = _open_cache(adapter, split_name, root / split_name, size)
         err.print(f"evaluating {spec or store.default_name()} on {adapter.name}, {split_name}", markup=False)
         def view(position: float, c=clip_cache, s=size) -> CacheDataset:
             return CacheDataset(c, train=False, size=s, position=position)
@@ -367,18 +367,21 @@ def _default_cache(dataset: DatasetName, data: Path, fold: int) -> Path:
     return store.home() / "cache" / f"{dataset.value}-fold{fold}"
 
 
-def _open_cache(adapter, split: str, root: Path):
-    """The split's prepared cache, prepared first when `root` does not exist."""
-    from .cache import ClipCache
+def _open_cache(adapter, split: str, root: Path, size: int):
+    """The split's prepared cache: prepared at the model's size when missing, finished when a
+    killed `dfer prepare` left it incomplete (at the size it was started with)."""
+    from .cache import META, ClipCache
 
-    if not root.exists():
+    cache = ClipCache(root) if (root / META).is_file() else None
+    if cache is None or not cache.complete:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UsageError(f"no prepared cache at {root}: prepare it before launching torchrun "
+            raise UsageError(f"no complete prepared cache at {root}: prepare it before launching torchrun "
                              f"(dfer prepare, or one single-process run)")
         from .prepare import PrepareConfig, prepare
 
-        prepare(adapter, split, root, PrepareConfig())
-    return ClipCache(root)
+        prepare(adapter, split, root, PrepareConfig(size=cache.spec.size if cache else size))
+        cache = ClipCache(root)
+    return cache
 
 
 def _read_job(out: Path) -> TrainJob:

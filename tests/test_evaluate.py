@@ -3,6 +3,7 @@
 import json
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,7 +92,8 @@ def fake_dfew(tmp_path, monkeypatch):
         (root / "Clip" / "clip_224x224" / f"{i:05d}").mkdir(parents=True)
 
     cache = types.ModuleType("dfer_cli.cache")
-    cache.ClipCache = lambda path: path
+    cache.META = "meta.json"
+    cache.ClipCache = lambda path: types.SimpleNamespace(name=Path(path).name, complete=True)
 
     def dataset(clip_cache, train, size, seed=0, position=0.5):
         dims = ModelDims.tiny(num_classes=7, image_size=size)
@@ -101,6 +103,7 @@ def fake_dfew(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "dfer_cli.cache", cache)
     for split in ("train", "test"):
         (tmp_path / "cache" / split).mkdir(parents=True)
+        (tmp_path / "cache" / split / cache.META).write_text("{}")
     return root, tmp_path / "cache"
 
 
