@@ -222,6 +222,10 @@ def test_timeline_windows_json_and_plot(tiny_weights, tmp_path):
     assert len(starts) == 3 and starts[0] == pytest.approx(0, abs=0.1) and starts[1] == pytest.approx(5, abs=0.1)
     assert all(c["probabilities"] for c in record["clips"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = CliRunner().invoke(app, ["predict", "--csv", "--window", "5", "--weights", str(tiny_weights),
+                                    str(SILENT)]).stdout.splitlines()
+    assert rows[0].startswith("path,status,start,end,label") and len(rows) == 1 + 3
+    assert [row.split(",")[2] for row in rows[1:]] == [f"{c['start']:.3f}" for c in record["clips"]]
 
 
 def test_worker_pool_gives_the_same_records(tiny):
