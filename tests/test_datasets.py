@@ -249,7 +249,7 @@ def test_folder_errors(tmp_path):
         FolderDataset(tmp_path / "empty_root")
     touch(tmp_path / "root" / "happy" / "a.mp4")
     touch(tmp_path / "root" / "sad" / "readme.txt")
-    with pytest.raises(DferError, match=r"sad: class folder without videos \(avi flv m4v"):
+    with pytest.raises(DferError, match=r"sad: class folder without videos \(3gp avi flv m4v"):
         FolderDataset(tmp_path / "root")
     with pytest.raises(DferError, match=r"val_fraction must be in \[0, 1\)"):
         FolderDataset(tmp_path / "root", val_fraction=1.0)
