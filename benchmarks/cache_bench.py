@@ -10,7 +10,7 @@
    - test / train: CacheDataset's two views (train adds the random crop, brightness and flip);
    - jpeg: the reference's loader for comparison: 16 JPEG files opened, decoded at 224 px, resized.
 The page cache is warm (files just written): that is the steady state when the cache fits in memory
-(a DFEW fold at 160 px is about 43 GB); from a cold disk, a clip reads 16 x S x S x 3 bytes.
+(all of DFEW at 160 px, every fold's clips, is about 43 GB); from a cold disk, a clip reads 16 x S x S x 3 bytes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dfer_cli.cache import CacheDataset, CacheSpec, CacheWriter, ClipCache, write_clip_files
+from dfer_cli.cache import CacheDataset, CacheSpec, CacheWriter, ClipSet, ClipStore, write_clip_files
 from dfer_cli.clips import segment_indices
 from dfer_cli.datasets import DfewDataset
 from dfer_cli.prepare import PrepareConfig, prepare
@@ -71,25 +71,27 @@ def bench_prepare(tmp: Path, args: argparse.Namespace) -> None:
         print(f"| {workers} | {args.prepare_clips / (time.perf_counter() - start):.1f} |", flush=True)
 
 
-def bench_write(root: Path, args: argparse.Namespace) -> None:
+def bench_write(root: Path, args: argparse.Namespace) -> ClipSet:
+    """Write synthetic clips as `prepare` does; returns them as one split."""
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (args.frames, args.size, args.size, 3), dtype=np.uint8)
     audio = rng.standard_normal((512, 128)).astype(np.float32)
     start = time.perf_counter()
-    with CacheWriter(root, CacheSpec("bench", "train", args.size, args.frames)) as writer:
-        for i in range(args.clips):
-            writer.commit(f"{i:05d}", i % 7, write_clip_files(root, f"{i:05d}", frames, audio), {})
-        writer.finish({f"{i:05d}": i % 7 for i in range(args.clips)}, [])
+    labels = {f"{i:05d}": i % 7 for i in range(args.clips)}
+    with CacheWriter(root, CacheSpec("bench", args.size, args.frames)) as writer:
+        for key in labels:
+            writer.commit(key, write_clip_files(root, key, frames, audio), {})
     seconds = time.perf_counter() - start
     mib = (frames.nbytes + audio.nbytes) / 2**20
     print(f"\n## cache: {args.clips} clips x {args.frames} frames at {args.size} px, {mib:.2f} MiB per clip\n")
     print(f"write: {args.clips / seconds:.0f} clips/s ({args.clips * mib / seconds:.0f} MiB/s), one process")
+    return ClipStore(root).split(labels)
 
 
 class RawView(torch.utils.data.Dataset):
     """What the cache itself costs: 16 frames and the audio input, as numpy arrays."""
 
-    def __init__(self, cache: ClipCache) -> None:
+    def __init__(self, cache: ClipSet) -> None:
         self.cache = cache
 
     def __len__(self) -> int:
@@ -138,9 +140,7 @@ def main() -> None:
     torch.set_num_threads(1)  # as in a DataLoader worker
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         bench_prepare(Path(tmp), args)
-        root = Path(tmp) / "cache"
-        bench_write(root, args)
-        cache = ClipCache(root)
+        cache = bench_write(Path(tmp) / "cache", args)
         jpeg = JpegView(sorted((Path(tmp) / "DFEW" / "Clip" / "clip_224x224").iterdir()), args.size)
         views = {"raw (16 frames + audio)": RawView(cache),
                  "test view (CacheDataset)": CacheDataset(cache, train=False, size=args.size),

@@ -1,7 +1,10 @@
 """Train-step throughput of the default MMA-DFER model (ViT-B/16 x 2) on synthetic tensors.
 
 One step = forward, cross-entropy, backward, fused AdamW on the adapters: what `dfer train` runs per
-batch, without data loading. On CUDA it uses bf16 autocast (as `dfer train` does) and reports MFU
+batch, without data loading. Then the data side: clips/s that `dfer train`'s loader (the cache's
+augmented train view, batch 8, shuffled) delivers from a `dfer prepare` cache of generated clips
+(a fake DFEW split, as in cache_bench.py), by worker count; the step rate is what it must keep up with.
+On CUDA it uses bf16 autocast (as `dfer train` does) and reports MFU
 against --peak-tflops; on CPU it runs fp32 and the MFU column is left empty.
 
 FLOPs per sample are counted from the architecture (matmuls of the 2 x 12 ViT blocks, attention, fusion
@@ -13,17 +16,26 @@ Examples:
 
   python benchmarks/train_bench.py                                  # 160 and 224 px, batch 8..64
   python benchmarks/train_bench.py --sizes 160 --batches 8 --steps 3 --warmup 1   # a CPU-sized case
+  python benchmarks/train_bench.py --batches '' --loader-workers 0 4 8 16        # the loader only
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from cache_bench import fake_dfew, rate
 
+from dfer_cli.cache import CacheDataset
+from dfer_cli.datasets import DfewDataset
 from dfer_cli.model import MMADFER, ModelDims
+from dfer_cli.prepare import PrepareConfig, open_split, prepare
 from dfer_cli.runtime import autocast, pick_device
 
 DFEW_FOLD_CLIPS = 9_356  # fold-1 training clips (spec section 7)
@@ -79,6 +91,23 @@ def bench(size: int, batch: int, steps: int, warmup: int, device: torch.device, 
     return steps * batch / (time.perf_counter() - start)
 
 
+def bench_loader(clips: int, size: int, workers: list[int]) -> None:
+    """Clips/s of the training view of a freshly prepared cache, through a DataLoader."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "DFEW"
+        fake_dfew(root, clips, 72, np.random.default_rng(1))
+        dataset = DfewDataset(root, 1)
+        start = time.perf_counter()
+        prepare(dataset, "train", Path(tmp) / "cache", PrepareConfig(size=size), progress=False)
+        prepared = clips / (time.perf_counter() - start)
+        data = CacheDataset(open_split(dataset, "train", Path(tmp) / "cache", size), train=True, size=size)
+        print(f"\n# data loader: {clips} generated clips prepared at {prepared:.1f} clips/s "
+              f"({PrepareConfig().workers} processes); train view at {size} px, batch 8, shuffled, "
+              f"{os.cpu_count()} cores\n{'workers':>7} {'clips/s':>8}")
+        for w in workers:
+            print(f"{w:>7} {rate(data, w, passes=max(1, 1000 // clips)):>8.0f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,6 +118,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="accelerator bf16 peak, for MFU")
+    parser.add_argument("--loader-clips", type=int, default=200, help="generated clips for the loader (0: skip)")
+    parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 2, 4, 8, 16])
     args = parser.parse_args()
 
     device = pick_device(args.device)
@@ -101,7 +132,7 @@ def main() -> None:
           f"{'DFEW fold (h)':>13}")
     for size in (int(s) for s in args.sizes.split(",")):
         train_flops = 2 * forward_flops(ModelDims(image_size=size))
-        for batch in (int(b) for b in args.batches.split(",")):
+        for batch in (int(b) for b in args.batches.split(",") if b):
             try:
                 rate = bench(size, batch, args.steps, args.warmup, device, args.compile)
             except torch.OutOfMemoryError:
@@ -115,6 +146,8 @@ def main() -> None:
                   f"{hours:>13.1f}", flush=True)
     print(f"# DFEW fold = {DFEW_FOLD_CLIPS:,} clips x {EPOCHS} epochs of train steps (no data loading, "
           f"no validation); MFU against {args.peak_tflops:g} TFLOP/s")
+    if args.loader_clips:
+        bench_loader(args.loader_clips, int(args.sizes.split(",")[0]), args.loader_workers)
 
 
 if __name__ == "__main__":

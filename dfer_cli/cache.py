@@ -1,10 +1,15 @@
 """The prepared clip cache that training and evaluation read instead of video (`dfer prepare` fills it).
 
-One folder per data-set split:
-    meta.json              what it holds (data set, split, face size, frame cap), whether it is complete
-    index.jsonl            one line per finished clip: key, label, file name, frame counts, flags
+One folder per data set and face size, shared by all its folds and splits (a DFEW fold's train and
+test sets are the whole data set again, so per-fold caches would hold every clip five times):
+    meta.json              what it holds: data set, face size, frame cap
+    index.jsonl            one line per finished clip: key, file name, frame counts, flags
+    skipped.jsonl          clips left out (no face, unreadable media), with the reason
     frames/<name>.npy      uint8 (n, S, S, 3) RGB face crops, n <= max_frames
     audio/<name>.npy       float32 (512, 128): the audio model input, exactly as the model takes it
+
+A split is a view (`ClipSet`): the keys and labels the data-set adapter gives for it, looked up here.
+Labels are never cached, so a changed label file or fold never reads stale ones.
 
 Why plain .npy files: they are read memory-mapped, so a loader taking 16 of a clip's n frames copies
 only those 16 (no decoding at all, where per-clip JPEG folders cost 16 file opens and 16 decodes),
@@ -36,9 +41,10 @@ try:
 except ImportError:  # Windows: no advisory locks; two concurrent writers are then the user's business
     fcntl = None
 
-FORMAT = 1
+FORMAT = 2  # 1: one cache per fold and split
 META = "meta.json"
 INDEX = "index.jsonl"
+SKIPPED = "skipped.jsonl"
 _LOCK = ".lock"
 _KINDS = ("frames", "audio")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -48,8 +54,7 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 class CacheSpec:
     """What a cache was prepared for; resuming or reusing it with another spec is refused."""
 
-    dataset: str  # the adapter's name, e.g. "DFEW fold 1": another fold must not land in this cache
-    split: str
+    dataset: str  # the adapter's cache name (e.g. "dfew"), the same for every fold
     size: int
     max_frames: int
     format: int = FORMAT
@@ -94,19 +99,21 @@ def _read_meta(root: Path) -> dict | None:
         raise DferError(f"{path}: not a dfer cache description (unreadable JSON)") from None
 
 
-def _read_index(root: Path) -> list[dict]:
-    """The committed entries, sorted by key so that a clip's position (which seeds its training
-    draws) does not depend on the order in which parallel workers finished."""
-    path = root / INDEX
-    entries: dict[str, dict] = {}
+def _read_lines(path: Path) -> dict[str, dict]:
+    """key -> record of an append-only JSONL file; a later line for a key replaces an earlier one."""
+    records: dict[str, dict] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
-                entry = json.loads(line)
+                record = json.loads(line)
             except ValueError:  # the line a kill cut short: that clip is simply redone
                 continue
-            entries[entry["key"]] = entry
-    return [entries[k] for k in sorted(entries)]
+            records[record["key"]] = record
+    return records
+
+
+def _write_lines(path: Path, records: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def _spec_mismatch(meta: dict, spec: CacheSpec) -> str | None:
@@ -118,8 +125,8 @@ def _spec_mismatch(meta: dict, spec: CacheSpec) -> str | None:
     return f"prepared with {diff}"
 
 
-class ClipCache:
-    """Read side of one split's cache."""
+class ClipStore:
+    """Read side of a cache: every clip prepared so far, and those left out."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -130,37 +137,51 @@ class ClipCache:
             raise DferError(f"{self.root / META}: cache format {meta.get('format')}, this dfer reads {FORMAT}; "
                             f"delete the folder and run `dfer prepare` again")
         self.spec = CacheSpec(**{f.name: meta[f.name] for f in fields(CacheSpec)})
-        self.complete: bool = meta.get("complete", False)
-        self.skipped: list[str] = meta.get("skipped", [])
-        self.entries = _read_index(self.root)
+        self.entries = _read_lines(self.root / INDEX)
+        self.skipped = {k: r["reason"] for k, r in _read_lines(self.root / SKIPPED).items()
+                        if k not in self.entries}
 
-    def __len__(self) -> int:
-        return len(self.entries)
+    def split(self, labels: dict[str, int]) -> ClipSet:
+        """The view of one split, given as key -> label by the data-set adapter."""
+        return ClipSet(self, labels)
 
-    @property
-    def keys(self) -> list[str]:
-        return [e["key"] for e in self.entries]
-
-    @property
-    def labels(self) -> np.ndarray:
-        return np.array([e["label"] for e in self.entries], dtype=np.int64)
-
-    def read(self, i: int) -> CachedClip:
-        e = self.entries[i]
+    def read(self, key: str, label: int) -> CachedClip:
+        e = self.entries[key]
         try:
             frames = np.load(self.root / "frames" / f"{e['file']}.npy", mmap_mode="r")
             audio = np.load(self.root / "audio" / f"{e['file']}.npy")
         except (OSError, ValueError) as err:
-            raise DferError(f"{self.root}: clip {e['key']} is unreadable ({err}); "
+            raise DferError(f"{self.root}: clip {key} is unreadable ({err}); "
                             f"rerun `dfer prepare` to repair the cache") from None
-        return CachedClip(e["key"], e["label"], frames, audio)
+        return CachedClip(key, label, frames, audio)
+
+
+class ClipSet:
+    """One split's clips in a store, in key order (a clip's position seeds its training draws, so it
+    must not depend on the order in which parallel workers finished)."""
+
+    def __init__(self, store: ClipStore, labels: dict[str, int]) -> None:
+        self.store, self.root, self.spec = store, store.root, store.spec
+        self.keys = sorted(k for k in labels if k in store.entries)
+        self.labels = np.array([labels[k] for k in self.keys], dtype=np.int64)
+        self.skipped = [store.skipped[k] for k in sorted(labels) if k in store.skipped]
+        self.missing = sorted(k for k in labels if k not in store.entries and k not in store.skipped)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read(self, i: int) -> CachedClip:
+        return self.store.read(self.keys[i], int(self.labels[i]))
 
 
 class CacheWriter:
-    """The one writer of a split's cache (`dfer prepare`). Opening it takes a lock, clears what a
-    killed run left (temporary files, a cut index line, entries whose files are gone) and checks that
-    the cache was prepared for the same spec; `commit` records finished clips; `finish` marks it
-    complete, drops entries that are no longer in the split and deletes unreferenced files."""
+    """The one writer of a cache (`dfer prepare`). Opening it takes a lock, clears what a killed run
+    left (temporary files, a cut index line, entries whose files are gone) and checks that the cache
+    was prepared for the same spec; `commit` records finished clips, `skip` those left out."""
 
     def __init__(self, root: str | Path, spec: CacheSpec) -> None:
         self.root = Path(root)
@@ -181,36 +202,30 @@ class CacheWriter:
                 raise DferError(f"{self.root}: another `dfer prepare` is writing this cache") from None
         meta = _read_meta(self.root)
         if meta is not None and (reason := _spec_mismatch(meta, self.spec)):
-            raise DferError(f"{self.root}: this cache was {reason}; use another --out or delete it")
+            raise DferError(f"{self.root}: this cache was {reason}; use another --cache / --out, or delete it")
         for stale in self.root.rglob(".*.tmp-*"):  # safe: the lock keeps every other writer out
             stale.unlink()
-        entries = [e for e in _read_index(self.root) if all(
-            (self.root / kind / f"{e['file']}.npy").is_file() for kind in _KINDS)]
-        self._rewrite(entries, complete=False, skipped=[])
+        self.entries = {k: e for k, e in sorted(_read_lines(self.root / INDEX).items()) if all(
+            (self.root / kind / f"{e['file']}.npy").is_file() for kind in _KINDS)}
+        skipped = [r for k, r in sorted(_read_lines(self.root / SKIPPED).items()) if k not in self.entries]
+        _write_lines(self.root / INDEX, list(self.entries.values()))
+        _write_lines(self.root / SKIPPED, skipped)
+        if meta is None:
+            atomic_write_text(self.root / META, json.dumps(asdict(self.spec), indent=1))
 
-    def _rewrite(self, entries: list[dict], complete: bool, skipped: list[str]) -> None:
-        self.entries = {e["key"]: e for e in entries}
-        atomic_write_text(self.root / INDEX, "".join(json.dumps(e) + "\n" for e in entries))
-        atomic_write_text(self.root / META, json.dumps(
-            {**asdict(self.spec), "complete": complete, "clips": len(entries), "skipped": skipped}, indent=1))
-
-    def commit(self, key: str, label: int, name: str, flags: dict) -> None:
+    def commit(self, key: str, name: str, flags: dict) -> None:
         """Record a clip whose files `write_clip_files` has written."""
-        entry = {"key": key, "label": int(label), "file": name, **flags}
-        with open(self.root / INDEX, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        entry = {"key": key, "file": name, **flags}
+        self._append(INDEX, entry)
         self.entries[key] = entry
 
-    def finish(self, labels: dict[str, int], skipped: list[str]) -> None:
-        """Mark the cache complete for a split holding exactly `labels` (key -> label): entries of
-        clips no longer in it are dropped (a changed split must not leak clips), labels refreshed."""
-        kept = [{**e, "label": labels[k]} for k, e in sorted(self.entries.items()) if k in labels]
-        self._rewrite(kept, complete=True, skipped=skipped)
-        names = {f"{e['file']}.npy" for e in kept}
-        for kind in _KINDS:
-            for path in (self.root / kind).glob("*.npy"):
-                if path.name not in names:
-                    path.unlink()
+    def skip(self, key: str, reason: str) -> None:
+        """Record a clip left out, so that opening a split does not try it again."""
+        self._append(SKIPPED, {"key": key, "reason": reason})
+
+    def _append(self, name: str, record: dict) -> None:
+        with open(self.root / name, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
         self._lock.close()  # closing releases the lock
@@ -223,7 +238,10 @@ class CacheWriter:
 
 
 class CacheDataset(torch.utils.data.Dataset):
-    """(video (16, 3, S, S) float32 in [0, 1], audio (1, 512, 128) float32, label) from a cache.
+    """(video (16, 3, S, S) uint8 pixels, audio (1, 512, 128) float32, label) from a cache.
+
+    The video stays uint8 all the way to the model, which scales it to [0, 1] on its device: a loader
+    worker then copies, the main process pins and the GPU receives 4 times fewer bytes than floats.
 
     Test time: the frame at `position` of each of 16 segments (0.5: the reference's middle frame,
     which `dfer prepare` always keeps), resized to S when the cache is larger (bilinear, antialiased).
@@ -233,13 +251,13 @@ class CacheDataset(torch.utils.data.Dataset):
     with p = 0.5. Draws are seeded by (seed, epoch, index): runs repeat whatever the worker count.
     """
 
-    def __init__(self, cache: ClipCache, train: bool, frames: int = 16, size: int = 160, seed: int = 1,
+    def __init__(self, cache: ClipSet, train: bool, frames: int = 16, size: int = 160, seed: int = 1,
                  position: float = 0.5) -> None:
         if not cache.complete:
-            raise DferError(f"{cache.root}: the cache is incomplete (an interrupted `dfer prepare`?); "
-                            f"run `dfer prepare` again to finish it")
+            raise DferError(f"{cache.root}: {len(cache.missing)} clips of the split are not "
+                            f"prepared yet (e.g. {cache.missing[0]}); run `dfer prepare` to finish it")
         if not len(cache):
-            raise DferError(f"{cache.root}: the cache holds no clips")
+            raise DferError(f"{cache.root}: the cache holds no clips of this split")
         if cache.spec.size < size:
             raise DferError(f"{cache.root}: faces cached at {cache.spec.size} px, the model takes {size}; "
                             f"prepare a cache with --size {size}")
@@ -259,7 +277,7 @@ class CacheDataset(torch.utils.data.Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, i])
             video = _augment(_frames(clip, random_segment_indices(n, self.frames, rng)), self.size, rng)
         else:
-            video = _to_model_input(_resize(_frames(clip, segment_indices(n, self.frames, self.position)), self.size))
+            video = _pixels(_resize(_frames(clip, segment_indices(n, self.frames, self.position)), self.size))
         return video, torch.from_numpy(clip.audio)[None], clip.label
 
 
@@ -275,7 +293,7 @@ def _augment(video: torch.Tensor, size: int, rng: np.random.Generator) -> torch.
     if box is not None:
         top, left, ch, cw = box
         video = video[..., top:top + ch, left:left + cw]
-    return _to_model_input(_resize(video, size), brightness, flip=rng.random() < 0.5)
+    return _pixels(_resize(video, size), brightness, flip=rng.random() < 0.5)
 
 
 def _resize(video: torch.Tensor, size: int) -> torch.Tensor:
@@ -285,16 +303,18 @@ def _resize(video: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(video, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def _to_model_input(video: torch.Tensor, brightness: float = 1.0, flip: bool = False) -> torch.Tensor:
-    """uint8 (T, 3, S, S) of any layout -> contiguous float (T, 3, S, S) in [0, 1]. The layout change
-    and the flip are one numpy copy of the uint8 pixels, 4 times less memory than floats. Brightness
-    is applied here, after the resize, where the reference applied it first: the two differ only
-    where a pixel is pushed past 255."""
+def _pixels(video: torch.Tensor, brightness: float = 1.0, flip: bool = False) -> torch.Tensor:
+    """uint8 (T, 3, S, S) of any layout -> contiguous uint8 (T, 3, S, S). The layout change and the
+    flip are one numpy copy. Brightness scales each level and rounds it, as the reference's 8-bit
+    image library does; it is applied here, after the resize, where the reference applied it first:
+    the two orders differ by about one level."""
     pixels = video.permute(0, 2, 3, 1).numpy()
     if flip:
         pixels = pixels[:, :, ::-1]
-    video = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).float()
-    return video.mul_(brightness / 255).clamp_(0, 1) if brightness != 1.0 else video.div_(255)
+    video = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
+    if brightness != 1.0:
+        video = video.float().mul_(brightness).round_().clamp_(0, 255).to(torch.uint8)
+    return video
 
 
 def _crop_box(h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int] | None:

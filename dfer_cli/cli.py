@@ -7,8 +7,7 @@ import functools
 import importlib.metadata
 import platform
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import DferError, UsageError
+from .progress import progress_bar
 
 app = typer.Typer(
     name="dfer",
@@ -192,7 +192,7 @@ def predict(
     classifier = pipeline.Classifier(loaded.model, torch_device, batch_size)
     writer = make_writer(formats[0] if formats else "table", sys.stdout, class_names, window is not None)
     failures = 0
-    with _progress(len(paths)) as advance:
+    with progress_bar("analysing", len(paths)) as advance:
         def emit(result) -> None:
             nonlocal failures
             result.weights = weights_label
@@ -200,7 +200,7 @@ def predict(
                 failures += 1
                 err.print(f"dfer: {result.path}: {result.error}", markup=False, soft_wrap=True)
             writer.write(result)
-            advance(result.path)
+            advance(description=result.path[-40:])
 
         try:
             size = loaded.model.dims.image_size
@@ -218,20 +218,6 @@ def predict(
         err.print(f"timeline of {shown.path} -> {plot}", markup=False)
     if failures:
         raise typer.Exit(1)
-
-
-@contextmanager
-def _progress(total: int) -> Iterator[Callable[[str], None]]:
-    """A progress bar on stderr while files are analysed (silent when stderr is not a terminal)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    if not err.is_terminal:
-        yield lambda _name: None
-        return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err, transient=True) as progress:
-        task = progress.add_task("analysing", total=total)
-        yield lambda name: progress.update(task, advance=1, description=name[-40:])
 
 
 @weights_app.command("import")
@@ -300,8 +286,7 @@ def weights_default(
 
 def _register_training_commands() -> None:
     # Their option definitions live beside the code they drive; each keeps its heavy imports inside.
-    from .commands_train import evaluate_command, train_command
-    from .prepare import prepare_command
+    from .commands_train import evaluate_command, prepare_command, train_command
 
     app.command("prepare")(reports_errors(prepare_command))
     app.command("train")(reports_errors(train_command))

@@ -10,6 +10,7 @@ folder), the same rule works on indices.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -35,14 +36,21 @@ class ClipPlan:
 
 def segment_indices(n: int, count: int = 16, position: float = 0.5) -> np.ndarray:
     """The reference's test-time pick: the frame at `position` (0.5: the middle) of each of `count`
-    equal segments; with fewer than `count` frames, all of them and then the last one repeated."""
+    equal segments, floor(n (i + position) / count); with fewer than `count` frames, all of them and
+    then the last one repeated."""
     if n <= 0:
         raise ValueError("no frames to sample")
     if n < count:
         return np.concatenate([np.arange(n), np.full(count - n, n - 1)])
-    tick = n / count
-    # tick * 0.5 is exactly the reference's tick / 2, so position 0.5 reproduces its indices.
-    return np.array([int(tick * position + tick * i) for i in range(count)])
+    # In exact integers: the reference's floats (n / 16 is exact in binary) give the same floor, and
+    # for counts such as 48, where n / count is not exact, floats could land one frame early.
+    p = Fraction(position)
+    return (n * (p.denominator * np.arange(count) + p.numerator)) // (p.denominator * count)
+
+
+def segment_times(start: float, end: float, count: int) -> np.ndarray:
+    """The time-based twin of segment_indices: the middle of each of `count` equal spans."""
+    return start + (end - start) / count * (np.arange(count) + 0.5)
 
 
 def random_segment_indices(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -55,8 +63,7 @@ def random_segment_indices(n: int, count: int, rng: np.random.Generator) -> np.n
 
 
 def _plan(index: int, start: float, end: float, t0: float, t1: float, cfg: ClipConfig) -> ClipPlan:
-    tick = (end - start) / cfg.frames
-    times = start + tick * (np.arange(cfg.frames) + 0.5)
+    times = segment_times(start, end, cfg.frames)
     # The audio window is centred on the clip and slid (not cut) to stay inside the file.
     window = min(cfg.audio_window, t1 - t0)
     a0 = min(max((start + end) / 2 - window / 2, t0), t1 - window)

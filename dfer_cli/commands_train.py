@@ -1,16 +1,18 @@
-"""`dfer train` and `dfer evaluate`: options in, config objects out, then train.py / evaluate.py.
+"""`dfer prepare`, `dfer train` and `dfer evaluate`: options in, config objects out, then prepare.py,
+train.py / evaluate.py. Heavy imports stay inside the commands, so that `dfer --help` is quick.
 
 Both read clips through a prepared cache (decoded, face-cropped, fbank computed once): `--cache DIR`,
-or by default $DFER_HOME/cache/<dataset>-fold<k>/<split>/, prepared on the fly when missing.
+or by default $DFER_HOME/cache/<dataset>-<size>/, shared by every fold; what a split lacks is
+prepared on the fly.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+import shlex
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -21,6 +23,17 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import DferError, UsageError
+from .options import (
+    CacheOpt,
+    DataOpt,
+    DatasetName,
+    DatasetOpt,
+    DeviceOpt,
+    FoldOpt,
+    LabelsOpt,
+    ValFractionOpt,
+    WorkersOpt,
+)
 
 if TYPE_CHECKING:
     from .evaluate import Evaluation
@@ -30,30 +43,10 @@ if TYPE_CHECKING:
 RUN_FILE = "run.json"
 
 
-class DatasetName(str, Enum):
-    dfew = "dfew"
-    mafw = "mafw"
-    folder = "folder"
-
-
 class Arch(str, Enum):
     base = "base"
     tiny = "tiny"
 
-
-DatasetOpt = Annotated[DatasetName | None, typer.Option(
-    help="dfew, mafw, or folder (one sub-folder of videos per class, or a labels CSV)")]
-DataOpt = Annotated[Path | None, typer.Option(help="the data set's root folder")]
-FoldOpt = Annotated[int, typer.Option(help="DFEW / MAFW fold", min=1, max=5)]
-CacheOpt = Annotated[Path | None, typer.Option(
-    help="prepared cache of one fold, holding <split>/ folders ({fold} in it with --all-folds); "
-         "default under $DFER_HOME/cache, prepared on the fly when missing")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
-LabelsOpt = Annotated[Path | None, typer.Option(
-    help="folder data set: a CSV of path,label[,split] instead of one sub-folder per class")]
-ValFractionOpt = Annotated[float, typer.Option(
-    help="folder data set: share of each class held out as val (stratified, seeded)", min=0.0, max=0.9)]
-WorkersOpt = Annotated[int, typer.Option(help="data loading processes", min=0)]
 
 
 @dataclass(frozen=True)
@@ -69,7 +62,7 @@ class TrainJob:
     audio_encoder: str | None
     init_weights: str | None
     val_split: str | None
-    cache: str
+    cache: str | None  # None: the default cache for the model's face size
     recipe: dict
     labels: str | None = None
     val_fraction: float = 0.2
@@ -78,6 +71,60 @@ class TrainJob:
 # Options that define a run: with --resume they come from run.json and may not be given again.
 _JOB_OPTIONS = ("dataset", "data", "fold", "arch", "size", "image_encoder", "audio_encoder", "init_weights",
                 "val_split", "cache", "labels", "val_fraction", "epochs", "batch_size", "lr", "weight_decay", "seed")
+
+
+def prepare_command(
+    dataset: Annotated[DatasetName, typer.Option(help="dfew, mafw, or folder (one sub-folder of videos per class)")],
+    data: Annotated[Path, typer.Option(help="the data set's root folder")],
+    fold: FoldOpt = 1,
+    split: Annotated[str, typer.Option(help="train, test, val, or all the data set has")] = "all",
+    size: Annotated[int, typer.Option(help="face size in px: 112, 160 or 224 (the model's)")] = 160,
+    cache: CacheOpt = None,
+    workers: Annotated[int | None, typer.Option(
+        help="decoding processes (0: in this one; default: the cores, at most 8)", min=0)] = None,
+    max_frames: Annotated[int, typer.Option(
+        help="face frames kept per clip (an odd multiple of 16); more gives training more choice")] = 48,
+    labels: LabelsOpt = None,
+    val_fraction: ValFractionOpt = 0.2,
+) -> None:
+    """Decode, crop faces and compute audio features once, so that training never decodes video.
+
+    One cache per data set and face size holds each clip's face frames and audio input; every fold
+    reads from it, so DFEW's five folds are prepared once. An interrupted run resumes where it
+    stopped when run again; clips without a face (folder data sets) or with unreadable media are
+    skipped and listed.
+
+    Examples:
+
+      dfer prepare --dataset dfew --data ~/DFEW --fold 1
+
+      dfer prepare --dataset mafw --data ~/MAFW --fold 2 --size 224 --workers 16
+
+      dfer prepare --dataset folder --data my_clips/ --val-fraction 0.2
+    """
+    from .cache import SKIPPED
+    from .datasets import open_dataset
+    from .prepare import PrepareConfig, default_cache, prepare
+
+    adapter = open_dataset(dataset.value, data, fold, labels, val_fraction)
+    splits = list(adapter.splits) if split == "all" else [split]
+    if split != "all" and split not in adapter.splits:
+        raise DferError(f"{adapter.name} has no split {split!r} (it has {', '.join(adapter.splits)})")
+    config = PrepareConfig(size=size, max_frames=max_frames)
+    if workers is not None:
+        config = replace(config, workers=workers)
+    root = cache or default_cache(adapter, size)
+    for name in splits:
+        summary = prepare(adapter, name, root, config)
+        typer.echo(f"{adapter.name} {name}: {summary.prepared} clips prepared, {summary.cached} already cached, "
+                   f"{len(summary.skipped)} skipped -> {summary.root}", err=True)
+        for line in summary.skipped[:10]:
+            typer.echo(f"  skipped {line}", err=True)
+        if len(summary.skipped) > 10:
+            typer.echo(f"  ... and {len(summary.skipped) - 10} more (listed in {summary.root / SKIPPED})",
+                       err=True)
+        for line in summary.audio_errors[:10]:
+            typer.echo(f"  kept without sound: {line}", err=True)
 
 
 def train_command(
@@ -162,43 +209,54 @@ def train_command(
                 raise UsageError("under torchrun every process must name the same run folder: add --out")
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             out = store.home() / "runs" / f"{dataset.value}-fold{fold}-{stamp}"
-        cache_root = cache.expanduser().resolve() if cache else _default_cache(dataset, data, fold)
         job = TrainJob(dataset.value, str(data.expanduser().resolve()), fold, arch.value, size,
                        _path_str(image_encoder), _path_str(audio_encoder), init_weights, val_split,
-                       str(cache_root), asdict(TrainRecipe(epochs, batch_size, lr, weight_decay, seed)),
+                       _path_str(cache), asdict(TrainRecipe(epochs, batch_size, lr, weight_decay, seed)),
                        _path_str(labels), val_fraction)
     main = int(os.environ.get("RANK", "0")) == 0
     err = Console(stderr=True, highlight=False, quiet=not main)
     run = RunConfig(out=out, device=device, workers=workers, compile=compile_model, resume=resume,
-                    log_every=log_every, progress=err.is_terminal)
+                    log_every=log_every, progress=True)
     if main and not resume:
         atomic_write_text(out / RUN_FILE, json.dumps(asdict(job), indent=2) + "\n")
     final = _run_job(job, run, err)
-    err.print(f"final checkpoint: {final}\n  dfer evaluate --weights {final} --dataset {job.dataset} "
-              f"--data {job.data}" + (f" --fold {job.fold}" if job.dataset != "folder" else ""), markup=False)
+    err.print(f"final checkpoint: {final}\n  {_evaluate_hint(job, final)}", markup=False, soft_wrap=True)
+
+
+def _evaluate_hint(job: TrainJob, weights: Path) -> str:
+    """The `dfer evaluate` command line that scores `weights` on the data this run held out."""
+    args = ["dfer", "evaluate", "--weights", str(weights), "--dataset", job.dataset, "--data", job.data]
+    if job.dataset == "folder":
+        args += ["--labels", job.labels] if job.labels else []
+        args += ["--val-fraction", f"{job.val_fraction:g}"] if job.val_fraction != 0.2 else []
+    else:
+        args += ["--fold", str(job.fold)]
+    args += ["--cache", job.cache] if job.cache else []
+    return shlex.join(args)
 
 
 def _run_job(job: TrainJob, run: RunConfig, err: Console) -> Path:
     from .cache import CacheDataset
     from .checkpoints import WeightsConfig
+    from .datasets import open_dataset
+    from .prepare import default_cache, open_split
     from .train import TrainRecipe, train
 
     recipe = TrainRecipe(**job.recipe)
-    adapter = _adapter(DatasetName(job.dataset), Path(job.data), job.fold,
-                       Path(job.labels) if job.labels else None, job.val_fraction)
+    adapter = open_dataset(job.dataset, Path(job.data), job.fold, Path(job.labels) if job.labels else None,
+                           job.val_fraction)
     class_names = list(adapter.class_names)
     model = _job_model(job, len(class_names), recipe.seed)
     if job.arch == Arch.tiny.value:
         err.print("[yellow]--arch tiny:[/yellow] a small random model without pretrained encoders; "
                   "for smoke tests only")
     size = model.dims.image_size
-    root = Path(job.cache)
-    train_set = CacheDataset(_open_cache(adapter, "train", root / "train", size), train=True, size=size,
-                             seed=recipe.seed)
+    root = Path(job.cache) if job.cache else default_cache(adapter, size)
+    train_set = CacheDataset(open_split(adapter, "train", root, size), train=True, size=size, seed=recipe.seed)
     val_split = job.val_split or ("val" if "val" in adapter.splits else "none")
     val_set = None
     if val_split != "none":
-        val_set = CacheDataset(_open_cache(adapter, val_split, root / val_split, size), train=False, size=size)
+        val_set = CacheDataset(open_split(adapter, val_split, root, size), train=False, size=size)
     provenance = {"trained_by": "dfer train", "run": str(run.out.resolve()), "arch": job.arch,
                   "init_weights": job.init_weights, "image_encoder": job.image_encoder,
                   "audio_encoder": job.audio_encoder}
@@ -287,7 +345,9 @@ def evaluate_command(
     """
     from . import store
     from .cache import CacheDataset
+    from .datasets import open_dataset
     from .evaluate import evaluate, report_dict, write_outputs
+    from .prepare import default_cache, open_split
     from .runtime import pick_device
 
     if dataset is None or data is None:
@@ -304,13 +364,12 @@ def evaluate_command(
     for k in range(1, 6) if all_folds else [fold]:
         spec = weights.format(fold=k) if all_folds else weights
         loaded = store.resolve(spec)
-        adapter = _adapter(dataset, data, k, labels, val_fraction)
+        adapter = open_dataset(dataset.value, data, k, labels, val_fraction)
         if loaded.config.dims.num_classes != len(adapter.class_names):
             raise DferError(f"{spec or 'the default weights'} has {loaded.config.dims.num_classes} classes, "
                             f"{adapter.name} has {len(adapter.class_names)}")
-        root = Path(str(cache).format(fold=k)) if cache else _default_cache(dataset, data, k)
         size = loaded.config.dims.image_size
-        clip_cache = _open_cache(adapter, split_name, root / split_name, size)
+        clip_cache = open_split(adapter, split_name, cache or default_cache(adapter, size), size)
         err.print(f"evaluating {spec or store.default_name()} on {adapter.name}, {split_name}", markup=False)
         def view(position: float, c=clip_cache, s=size) -> CacheDataset:
             return CacheDataset(c, train=False, size=s, position=position)
@@ -348,40 +407,6 @@ def _table(evaluations: list[Evaluation], report: dict) -> Table:
     table.add_row("UAR", "", *(f"{r.uar:.2f}" for r in reports), style="bold")
     table.add_row("WAR", str(e.one_clip.num_samples), *(f"{r.war:.2f}" for r in reports), style="bold")
     return table
-
-
-def _adapter(dataset: DatasetName, data: Path, fold: int, labels: Path | None = None, val_fraction: float = 0.2):
-    from .datasets import DfewDataset, FolderDataset, MafwDataset
-
-    if dataset is DatasetName.folder:
-        return FolderDataset(data, val_fraction=val_fraction, labels_csv=labels)
-    return (DfewDataset if dataset is DatasetName.dfew else MafwDataset)(data, fold)
-
-
-def _default_cache(dataset: DatasetName, data: Path, fold: int) -> Path:
-    from . import store
-
-    if dataset is DatasetName.folder:  # one cache per folder: a short hash of where it is
-        digest = hashlib.sha1(str(data.expanduser().resolve()).encode()).hexdigest()[:10]
-        return store.home() / "cache" / f"folder-{data.name}-{digest}"
-    return store.home() / "cache" / f"{dataset.value}-fold{fold}"
-
-
-def _open_cache(adapter, split: str, root: Path, size: int):
-    """The split's prepared cache: prepared at the model's size when missing, finished when a
-    killed `dfer prepare` left it incomplete (at the size it was started with)."""
-    from .cache import META, ClipCache
-
-    cache = ClipCache(root) if (root / META).is_file() else None
-    if cache is None or not cache.complete:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UsageError(f"no complete prepared cache at {root}: prepare it before launching torchrun "
-                             f"(dfer prepare, or one single-process run)")
-        from .prepare import PrepareConfig, prepare
-
-        prepare(adapter, split, root, PrepareConfig(size=cache.spec.size if cache else size))
-        cache = ClipCache(root)
-    return cache
 
 
 def _read_job(out: Path) -> TrainJob:

@@ -30,6 +30,7 @@ used as 0-based indices with labels.default_class_names; rows without a split ar
 from __future__ import annotations
 
 import csv
+import hashlib
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -66,6 +67,7 @@ class Sample:
 
 class Dataset(Protocol):
     name: str  # human-readable, for messages and reports (e.g. "DFEW fold 1")
+    cache_name: str  # names its prepared clip cache, which every fold shares (e.g. "dfew")
     class_names: tuple[str, ...]
     splits: tuple[str, ...]
 
@@ -89,6 +91,18 @@ class SplitSummary:
             text += (f"\n  {len(self.without_video)} clips have no original video, so their audio input is "
                      f"silence: {_first(self.without_video)}")
         return text
+
+
+def open_dataset(name: str, root: Path, fold: int = 1, labels_csv: Path | None = None,
+                 val_fraction: float = 0.2) -> Dataset:
+    """The adapter for `name` (dfew, mafw or folder); the fold is ignored by folder data sets."""
+    if name == "folder":
+        return FolderDataset(root, val_fraction=val_fraction, labels_csv=labels_csv)
+    if name == "dfew":
+        return DfewDataset(root, fold)
+    if name == "mafw":
+        return MafwDataset(root, fold)
+    raise DferError(f"unknown data set {name!r}: dfew, mafw or folder")
 
 
 def summarize(dataset: Dataset, split: str) -> SplitSummary:
@@ -115,6 +129,7 @@ class DfewDataset:
         self.root = _existing_root(root, "DFEW")
         self.fold = _checked_fold(fold)
         self.name = f"DFEW fold {fold}"
+        self.cache_name = "dfew"
         self._frames_root = self._find_frames_root()
         self._videos: dict[str, Path] | None = None
 
@@ -172,6 +187,7 @@ class MafwDataset:
         self.root = _existing_root(root, "MAFW")
         self.fold = _checked_fold(fold)
         self.name = f"MAFW fold {fold}"
+        self.cache_name = "mafw"
         self._clips_dir = self._find_clips_dir()
 
     def split_file(self, split: str) -> Path:
@@ -229,7 +245,9 @@ class FolderDataset:
         if not 0.0 <= val_fraction < 1.0:
             raise DferError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.root = _existing_root(root, "video")
-        self.name = f"folder {self.root}"
+        self.name = f"folder {self.root.name}"
+        # One cache per folder: its name plus a short hash of where it is.
+        self.cache_name = f"folder-{self.root.name}-{hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]}"
         if labels_csv is None:
             self.class_names, entries = _scan_class_folders(self.root)
         else:

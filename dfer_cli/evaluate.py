@@ -114,6 +114,6 @@ def write_outputs(evaluations: Sequence[Evaluation], report: dict, out: Path) ->
         prefix = "" if len(evaluations) == 1 else f"fold{i}_"
         for protocol, rep in evaluation.protocols().items():
             path = out / f"{prefix}confusion{'' if protocol == '1-clip' else '_2clip'}.png"
-            plot_confusion(rep, path)
+            plot_confusion(rep, path, title=f"{evaluation.name}, {protocol}")
             written.append(path)
     return written

@@ -25,6 +25,10 @@ CONFUSION_SIZE_IN = (9.0, 7.5)
 TIMELINE_SIZE_IN = (12.0, 4.5)
 CURVES_SIZE_IN = (13.0, 4.0)
 
+# Legend names of the training log's keys (train.py): the step records and the epoch records.
+_CURVE_LABELS = {"loss": "train loss, per log interval", "train_loss": "train loss, epoch mean",
+                 "val_uar": "val UAR", "val_war": "val WAR"}
+
 # Conventional emotion colours make a timeline readable at a glance; unknown names fall back to tab20.
 _EMOTION_COLOURS = {
     "happy": "#f2c318", "happiness": "#f2c318",
@@ -41,8 +45,8 @@ _EMOTION_COLOURS = {
 }
 
 
-def plot_confusion(report: Report, path: str | os.PathLike[str]) -> None:
-    """Row-normalised confusion matrix (%, each row sums to 100) with UAR and WAR in the title."""
+def plot_confusion(report: Report, path: str | os.PathLike[str], title: str = "") -> None:
+    """Row-normalised confusion matrix (%, each row sums to 100) with UAR and WAR under `title`."""
     names = report.class_names
     with np.errstate(invalid="ignore", divide="ignore"):
         rows = 100.0 * report.confusion / report.counts[:, None]
@@ -63,7 +67,8 @@ def plot_confusion(report: Report, path: str | os.PathLike[str]) -> None:
     ax.set_yticks(ticks, [f"{name} (n={int(n)})" for name, n in zip(names, report.counts, strict=True)])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"UAR {report.uar:.2f}%   WAR {report.war:.2f}%   ({report.num_samples} clips)")
+    scores = f"UAR {report.uar:.2f}%   WAR {report.war:.2f}%   ({report.num_samples} clips)"
+    ax.set_title(f"{title}\n{scores}" if title else scores)
     _save(fig, path)
 
 
@@ -124,7 +129,8 @@ def plot_training_curves(log_records: Sequence[Mapping[str, Any]], path: str | o
                       if r.get(key) is not None]
             if points:
                 xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=key)
+                ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3,
+                        label=_CURVE_LABELS.get(key, key))
                 plotted = True
         if not plotted:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")

@@ -232,11 +232,13 @@ def predict(paths: list[str], classifier: Classifier, class_names: list[str], co
 
 
 def timeline_arrays(result: FileResult, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Window centres and probabilities (NaN where a window had no face) for plotting."""
-    times = np.array([(c.start + c.end) / 2 for c in result.clips])
+    """Each window as a flat step from its start to its end, so that the plot spans the whole video
+    and shows what was measured where (no interpolation between windows): times (2W,), probabilities
+    (2W, C), NaN where a window had no face."""
+    times = np.array([t for c in result.clips for t in (c.start, c.end)])
     probs = np.array([[c.probabilities[n] for n in class_names] if c.probabilities else
                       [np.nan] * len(class_names) for c in result.clips])
-    return times, probs
+    return times, np.repeat(probs, 2, axis=0)
 
 
 def default_workers(n_files: int) -> int:

@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
-import typer
 from PIL import Image
 
-from . import audio, faces, media
-from .cache import CacheSpec, CacheWriter, write_clip_files
-from .commands_train import DatasetName, FoldOpt, LabelsOpt, ValFractionOpt, _adapter, _default_cache
+from . import audio, faces, media, store
+from .cache import META, CacheSpec, CacheWriter, ClipSet, ClipStore, write_clip_files
+from .clips import segment_indices, segment_times
 from .datasets import Dataset, Sample
-from .errors import DferError, MediaError
+from .errors import DferError, MediaError, UsageError
+from .progress import progress_bar
 
 # The model hears 512 fbank frames of 25 ms every 10 ms, the first 5.135 s: decoding further is waste
 # (the fbank removes each frame's own mean, so the rest of the track cannot change those frames).
@@ -71,15 +70,6 @@ class PrepareSummary:
     audio_errors: tuple[str, ...]  # clips kept with the no-audio input as their sound was unreadable
 
 
-def kept_indices(n: int, cap: int) -> np.ndarray:
-    """Which of n source frames a clip keeps: all when n <= cap, else the middle frame of each of `cap`
-    equal segments, in exact integer arithmetic. With cap = 16 * odd k, keeping every k-th of them
-    from the (k // 2)-th reproduces the reference's test-time frames floor(n (2i + 1) / 32) exactly."""
-    if n <= cap:
-        return np.arange(n)
-    return (n * (2 * np.arange(cap) + 1)) // (2 * cap)
-
-
 def _frame_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise MediaError(folder, "face frame folder not found")
@@ -103,7 +93,9 @@ def _load_image(path: Path, size: int) -> np.ndarray:
 
 def _aligned_faces(folder: Path, config: PrepareConfig) -> tuple[np.ndarray, dict]:
     files = _frame_files(folder)
-    keep = kept_indices(len(files), config.max_frames)
+    # With max_frames = 16 * odd k, every k-th kept frame from the (k // 2)-th is exactly one of the
+    # reference's 16 test-time frames.
+    keep = range(len(files)) if len(files) <= config.max_frames else segment_indices(len(files), config.max_frames)
     frames = np.stack([_load_image(files[i], config.size) for i in keep])
     return frames, {"source_frames": len(files)}
 
@@ -112,8 +104,7 @@ def _detected_faces(video: Path, policy: str, config: PrepareConfig) -> tuple[np
     info = media.probe(video)
     source = round(info.duration * info.frame_rate) if info.frame_rate > 0 else config.max_frames
     count = max(1, min(config.max_frames, source))
-    # The middle of `count` equal spans of the clip: the time-based twin of kept_indices.
-    times = info.start_time + info.duration * (2 * np.arange(count) + 1) / (2 * count)
+    times = segment_times(info.start_time, info.start_time + info.duration, count)
     frames, _ = media.read_frames(video, times)
     union = policy == "union"
     # MAFW's rule keeps every frame, with or without a face, so presence is not required there.
@@ -197,88 +188,49 @@ def _one_thread_each() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-@contextmanager
-def _progress(label: str, total: int, done: int, show: bool) -> Iterator[Callable[[], None]]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, disable=not (show and console.is_terminal)) as bar:
-        task = bar.add_task(label, total=total, completed=done)
-        yield lambda: bar.advance(task)
+def default_cache(dataset: Dataset, size: int) -> Path:
+    """Where train and evaluate look for a data set's clips at a face size: one cache for all folds."""
+    return store.home() / "cache" / f"{dataset.cache_name}-{size}"
 
 
 def prepare(dataset: Dataset, split: str, out: Path, config: PrepareConfig | None = None,
             progress: bool = True) -> PrepareSummary:
-    """Fill the cache of one split in `out`, continuing where an earlier run stopped."""
+    """Add one split's clips to the cache in `out`, continuing where an earlier run stopped; clips
+    that earlier runs left out are tried again."""
     config = config or PrepareConfig()
     samples = dataset.samples(split)
-    spec = CacheSpec(dataset.name, split, config.size, config.max_frames)
+    spec = CacheSpec(dataset.cache_name, config.size, config.max_frames)
     policy = getattr(dataset, "face_policy", "main")
     with CacheWriter(out, spec) as writer:
         todo = [s for s in samples if s.key not in writer.entries]
         skipped: list[str] = []
         audio_errors: list[str] = []
         label = f"{dataset.name} {split}"
-        with _progress(label, len(samples), len(samples) - len(todo), progress) as advance, \
+        with progress_bar(label, len(samples), len(samples) - len(todo), progress) as advance, \
                 closing(_results(todo, out, policy, config)) as results:
             for sample, name, flags, reason in results:
                 if name is None:
+                    writer.skip(sample.key, reason)
                     skipped.append(reason)
                 else:
-                    writer.commit(sample.key, sample.label, name, flags)
+                    writer.commit(sample.key, name, flags)
                     if "audio_error" in flags:
                         audio_errors.append(flags["audio_error"])
                 advance()
-        writer.finish({s.key: s.label for s in samples}, skipped)
     return PrepareSummary(out, len(todo) - len(skipped), len(samples) - len(todo), tuple(skipped),
                           tuple(audio_errors))
 
 
-def prepare_command(
-    dataset: Annotated[DatasetName, typer.Option(help="dfew, mafw, or folder (one sub-folder of videos per class)")],
-    data: Annotated[Path, typer.Option(help="the data set's root folder")],
-    fold: FoldOpt = 1,
-    split: Annotated[str, typer.Option(help="train, test, val, or all the data set has")] = "all",
-    size: Annotated[int, typer.Option(help="face size in px: 112, 160 or 224 (the model's)")] = 160,
-    out: Annotated[Path | None, typer.Option(
-        help="cache folder, given <split>/ sub-folders (default: $DFER_HOME/cache/<dataset>-fold<k>, "
-             "where train and evaluate look)")] = None,
-    workers: Annotated[int, typer.Option(help="decoding processes (0: in this one)", min=0)] = _default_workers(),
-    max_frames: Annotated[int, typer.Option(
-        help="face frames kept per clip (an odd multiple of 16); more gives training more choice")] = 48,
-    labels: LabelsOpt = None,
-    val_fraction: ValFractionOpt = 0.2,
-) -> None:
-    """Decode, crop faces and compute audio features once, so that training never decodes video.
-
-    A cache folder per split holds each clip's face frames and audio input. An interrupted run
-    resumes where it stopped when run again; clips without a face (folder data sets) or with
-    unreadable media are skipped and listed.
-
-    Examples:
-
-      dfer prepare --dataset dfew --data ~/DFEW --fold 1
-
-      dfer prepare --dataset mafw --data ~/MAFW --fold 2 --size 224 --workers 16
-
-      dfer prepare --dataset folder --data my_clips/ --val-fraction 0.2
-    """
-    adapter = _adapter(dataset, data, fold, labels, val_fraction)
-    splits = list(adapter.splits) if split == "all" else [split]
-    if split != "all" and split not in adapter.splits:
-        raise DferError(f"{adapter.name} has no split {split!r} (it has {', '.join(adapter.splits)})")
-    root = out or _default_cache(dataset, data, fold)
-    config = PrepareConfig(size=size, max_frames=max_frames, workers=workers)
-    for name in splits:
-        summary = prepare(adapter, name, root / name, config)
-        typer.echo(f"{adapter.name} {name}: {summary.prepared} clips prepared, {summary.cached} already cached, "
-                   f"{len(summary.skipped)} skipped -> {summary.root}", err=True)
-        for line in summary.skipped[:10]:
-            typer.echo(f"  skipped {line}", err=True)
-        if len(summary.skipped) > 10:
-            typer.echo(f"  ... and {len(summary.skipped) - 10} more (listed in {summary.root / 'meta.json'})",
-                       err=True)
-        for line in summary.audio_errors[:10]:
-            typer.echo(f"  kept without sound: {line}", err=True)
+def open_split(dataset: Dataset, split: str, root: Path, size: int) -> ClipSet:
+    """A split's prepared clips, preparing first what the cache lacks (at the size the cache was
+    started with, or `size` for a new one). Clips left out before are not tried again here."""
+    labels = {s.key: s.label for s in dataset.samples(split)}
+    clips = ClipStore(root).split(labels) if (root / META).is_file() else None
+    if clips is None or not clips.complete:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError(f"{root}: the cache lacks clips of {dataset.name} {split}: prepare it before "
+                             f"launching torchrun (dfer prepare, or one single-process run)")
+        config = PrepareConfig(clips.spec.size, clips.spec.max_frames) if clips else PrepareConfig(size)
+        prepare(dataset, split, root, config)
+        clips = ClipStore(root).split(labels)
+    return clips

@@ -1,6 +1,6 @@
 """Training MMA-DFER with the paper's recipe (spec section 6), as one plain loop.
 
-Each epoch: shuffled batches of (video (B, 16, 3, S, S) in [0, 1], audio (B, 1, 512, 128), label),
+Each epoch: shuffled batches of (video (B, 16, 3, S, S) uint8, audio (B, 1, 512, 128), label),
 cross-entropy, AdamW on the adapters only (the encoders are frozen by the model itself), and one
 cosine-schedule step at the end. The final epoch's model is the reported one.
 
@@ -22,8 +22,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,9 +30,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-from rich.text import Text
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -44,6 +40,7 @@ from .evaluate import predict_probs
 from .metrics import evaluate_predictions
 from .model import MMADFER, ModelDims
 from .plots import plot_training_curves
+from .progress import progress_bar
 from .runtime import autocast, pick_device
 
 CHECKPOINT_DIR = "last"
@@ -169,7 +166,9 @@ def _train(model: MMADFER, train_set: Dataset, weights: WeightsConfig, recipe: T
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"][ranks.rank], device)
 
-    with _progress(run.progress and ranks.main, steps * recipe.batch_size, recipe.epochs, start) as advance:
+    per_epoch = steps * recipe.batch_size
+    with progress_bar("training", per_epoch * recipe.epochs, per_epoch * start, run.progress and ranks.main,
+                      rate_unit="samples") as advance:
         for epoch in range(start, recipe.epochs):
             sampler.set_epoch(epoch)
             if hasattr(train_set, "set_epoch"):
@@ -329,20 +328,3 @@ def _gather(obj: dict, ranks: Ranks) -> list[dict]:
     gathered: list = [None] * ranks.world
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-class _Rate(ProgressColumn):
-    def render(self, task) -> Text:
-        return Text(f"{task.speed:,.1f} samples/s" if task.speed else "")
-
-
-@contextmanager
-def _progress(enabled: bool, per_epoch: int, epochs: int, start: int) -> Iterator[Callable[[int, str], None]]:
-    """One bar for the whole run on stderr: its ETA covers every remaining epoch."""
-    if not enabled:
-        yield lambda _n, _text: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), _Rate(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("training", total=per_epoch * epochs, completed=per_epoch * start)
-        yield lambda n, text: bar.update(task, advance=n, description=text)

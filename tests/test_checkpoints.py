@@ -1,10 +1,9 @@
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
-from reference import TAGS, golden, inputs, layout, official_state_dict
+from reference import TAGS, golden, inputs, layout, official_state_dict, save_reference_checkpoint
 from typer.testing import CliRunner
 
 from dfer_cli import store
@@ -20,23 +19,6 @@ from dfer_cli.checkpoints import (
 )
 from dfer_cli.cli import app
 from dfer_cli.model import MMADFER, ModelDims, convert_official_state_dict, dims_from_official
-
-
-class RecorderMeter:
-    """Like the reference training script's class of the same name: pickled as __main__.RecorderMeter."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epoch_losses = np.zeros((epochs, 2), dtype=np.float32)
-        self.epoch_accuracy = np.zeros((epochs, 2), dtype=np.float32)
-
-
-def save_reference_checkpoint(path, state_dict, monkeypatch) -> None:
-    """torch.save as the reference script does: DataParallel prefixes, optimizer, pickled recorder."""
-    RecorderMeter.__module__ = "__main__"
-    monkeypatch.setattr(sys.modules["__main__"], "RecorderMeter", RecorderMeter, raising=False)
-    torch.save({"epoch": 25, "state_dict": {f"module.{k}": v for k, v in state_dict.items()},
-                "best_acc": np.float64(77.1), "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
-                "recorder": RecorderMeter(25)}, path)
 
 
 @pytest.mark.parametrize("tag", TAGS)

@@ -1,9 +1,7 @@
 """The evaluation plumbing: 1-clip vs 2-clip protocols, fold means, JSON and files, and the commands."""
 
 import json
-import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import typer
 from test_train import CLASSES, SyntheticClips
 from typer.testing import CliRunner
 
+from dfer_cli import cache, prepare
 from dfer_cli.checkpoints import WeightsConfig, save_dfer
 from dfer_cli.commands_train import evaluate_command, train_command
 from dfer_cli.errors import DferError, UsageError
@@ -91,19 +90,17 @@ def fake_dfew(tmp_path, monkeypatch):
     for i in [*range(1, 25), *range(100, 112)]:
         (root / "Clip" / "clip_224x224" / f"{i:05d}").mkdir(parents=True)
 
-    cache = types.ModuleType("dfer_cli.cache")
-    cache.META = "meta.json"
-    cache.ClipCache = lambda path: types.SimpleNamespace(name=Path(path).name, complete=True)
+    # The commands' cache step is replaced by synthetic clips: 24 train, 12 test.
+    def open_split(adapter, split, root, size):
+        assert root == tmp_path / "cache"
+        return types.SimpleNamespace(split=split)
 
-    def dataset(clip_cache, train, size, seed=0, position=0.5):
+    def dataset(clips, train, size, seed=0, position=0.5):
         dims = ModelDims.tiny(num_classes=7, image_size=size)
-        return SyntheticClips(24 if clip_cache.name == "train" else 12, dims, seed=seed, position=position)
+        return SyntheticClips(24 if clips.split == "train" else 12, dims, seed=seed, position=position)
 
-    cache.CacheDataset = dataset
-    monkeypatch.setitem(sys.modules, "dfer_cli.cache", cache)
-    for split in ("train", "test"):
-        (tmp_path / "cache" / split).mkdir(parents=True)
-        (tmp_path / "cache" / split / cache.META).write_text("{}")
+    monkeypatch.setattr(prepare, "open_split", open_split)
+    monkeypatch.setattr(cache, "CacheDataset", dataset)
     return root, tmp_path / "cache"
 
 

@@ -106,3 +106,13 @@ def test_forward_has_no_graph_breaks():
 def test_invalid_dims_are_refused():
     with pytest.raises(ValueError, match="multiple of patch"):
         ModelDims(image_size=100)
+
+
+def test_uint8_pixels_are_the_same_input_as_floats():
+    """Data loaders ship uint8 pixels; the model's own scaling must equal the reference's pixel / 255."""
+    torch.manual_seed(0)
+    model = MMADFER(ModelDims.tiny(num_classes=3)).eval()
+    pixels = torch.randint(0, 256, (2, 16, 3, 32, 32), dtype=torch.uint8)
+    audio = torch.randn(2, 1, 512, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixels, audio), model(pixels.float() / 255, audio), rtol=0, atol=0)

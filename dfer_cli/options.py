@@ -1,0 +1,29 @@
+"""Command-line options that `dfer prepare`, `dfer train` and `dfer evaluate` share."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class DatasetName(str, Enum):
+    dfew = "dfew"
+    mafw = "mafw"
+    folder = "folder"
+
+
+DatasetOpt = Annotated[DatasetName | None, typer.Option(
+    help="dfew, mafw, or folder (one sub-folder of videos per class, or a labels CSV)")]
+DataOpt = Annotated[Path | None, typer.Option(help="the data set's root folder")]
+FoldOpt = Annotated[int, typer.Option(help="DFEW / MAFW fold", min=1, max=5)]
+CacheOpt = Annotated[Path | None, typer.Option(
+    help="prepared clip cache (default: $DFER_HOME/cache/<dataset>-<size>, shared by all folds)")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
+LabelsOpt = Annotated[Path | None, typer.Option(
+    help="folder data set: a CSV of path,label[,split] instead of one sub-folder per class")]
+ValFractionOpt = Annotated[float, typer.Option(
+    help="folder data set: share of each class held out as val (stratified, seeded)", min=0.0, max=0.9)]
+WorkersOpt = Annotated[int, typer.Option(help="data loading processes", min=0)]
