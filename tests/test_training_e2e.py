@@ -50,7 +50,7 @@ def test_prepare_train_evaluate_from_a_folder_of_videos(tmp_path):
                           "--dataset", "folder", "--data", data, "--cache", cache, "--arch", "tiny", "--size", "32",
                           "--epochs", "1", "--batch-size", "2", "--val-fraction", "0.25", "--out", tmp_path / "ddp",
                           "--device", "cpu", "--workers", "0"], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"})
     assert ddp.returncode == 0, ddp.stderr
     assert ddp.stderr.count("final checkpoint") == 1  # rank 0 alone speaks
     state = torch.load(tmp_path / "ddp" / "last" / "train_state.pt", weights_only=True)
