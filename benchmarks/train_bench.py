@@ -74,7 +74,7 @@ def bench(size: int, batch: int, steps: int, warmup: int, device: torch.device, 
     label = torch.randint(0, dims.num_classes, (batch,), device=device)
 
     def step() -> None:
-        with autocast(device):
+        with autocast(device, "bf16" if device.type == "cuda" else "fp32"):
             loss = F.cross_entropy(net(video, audio).float(), label)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

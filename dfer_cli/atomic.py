@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,3 +45,30 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     """Write `text` to `path` atomically (no newline translation: what you pass is what lands on disk)."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def replace_dir(staging: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Replace the folder `target` by the fully written folder `staging`, never losing both.
+
+    The old folder is moved aside to `.NAME.old` before the new one is renamed in, and deleted only
+    afterwards: a kill between the two renames leaves the old content complete at `.NAME.old`, which
+    `recover_dir` puts back.
+    """
+    staging, target = Path(staging), Path(target)
+    old = _old(target)
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(target: str | os.PathLike[str]) -> None:
+    """Put back the folder that a `replace_dir` killed between its two renames had moved aside."""
+    target = Path(target)
+    if not target.exists() and _old(target).exists():
+        _old(target).rename(target)
+
+
+def _old(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")

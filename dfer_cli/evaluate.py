@@ -57,7 +57,7 @@ def predict_probs(model: torch.nn.Module, dataset: Dataset, device: torch.device
     probs, labels = [], []
     with torch.inference_mode():
         for video, audio, label in loader:
-            with autocast(device):
+            with autocast(device, "bf16" if cuda else "fp32"):
                 logits = model(video.to(device, non_blocking=True), audio.to(device, non_blocking=True))
             probs.append(logits.float().softmax(-1))
             labels.append(label)

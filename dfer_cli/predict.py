@@ -152,7 +152,7 @@ class Classifier:
             # uint8 crosses to the device (4x less traffic than float) and is scaled there.
             v = v.to(self.device, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255)
             a = a.to(self.device, non_blocking=True).unsqueeze(1)
-            with torch.inference_mode(), autocast(self.device):
+            with torch.inference_mode(), autocast(self.device, "bf16" if self.device.type == "cuda" else "fp32"):
                 out.append(self.model(v, a).float().softmax(-1))
         return torch.cat(out).cpu().numpy()
 

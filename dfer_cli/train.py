@@ -189,7 +189,8 @@ def _train(model: MMADFER, train_set: Dataset, weights: WeightsConfig, recipe: T
                 video = video.to(device, non_blocking=True)
                 audio = audio.to(device, non_blocking=True)
                 label = label.to(device, non_blocking=True)
-                with autocast(device):
+                # bf16 on CUDA (the paper's V100 ran fp16 AMP); fp32 on CPU, where training is a demo.
+                with autocast(device, "bf16" if cuda else "fp32"):
                     logits = net(video, audio)
                 loss = F.cross_entropy(logits.float(), label)
                 optimizer.zero_grad(set_to_none=True)
