@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .atomic import atomic_write_text
 from .errors import DferError
+from .inference import softmax_batches
 from .metrics import Report, evaluate_predictions
 from .plots import plot_confusion
-from .runtime import autocast
 
 ONE_CLIP = (0.5,)
 TWO_CLIPS = (0.25, 0.75)
@@ -48,22 +48,19 @@ class Evaluation:
 
 
 def predict_probs(model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 16,
-                  workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  workers: int = 0, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities (N, C) and labels (N,) over `dataset`, in its order (model left in eval mode)."""
-    model.eval()
-    cuda = device.type == "cuda"
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda,
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         generator=torch.Generator())  # not the global stream: evaluating draws nothing
-    probs, labels = [], []
-    with torch.inference_mode():
+    labels: list[torch.Tensor] = []
+
+    def batches():
         for video, audio, label in loader:
-            with autocast(device, "bf16" if cuda else "fp32"):
-                logits = model(video.to(device, non_blocking=True), audio.to(device, non_blocking=True))
-            probs.append(logits.float().softmax(-1))
             labels.append(label)
-    if not probs:
-        raise DferError("no clips to evaluate")
-    return torch.cat(probs).cpu().numpy(), torch.cat(labels).numpy()
+            yield video, audio
+
+    probs = softmax_batches(model, batches(), device, precision)
+    return probs, torch.cat(labels).numpy()
 
 
 def evaluate(model: torch.nn.Module, view: ViewFactory, class_names: Sequence[str], name: str,
