@@ -44,9 +44,9 @@ def main() -> None:
     cold = time.perf_counter()
     import torch
 
+    from dfer_cli.api import Classifier, PredictConfig, predict
     from dfer_cli.labels import DFEW_CLASSES
     from dfer_cli.model import MMADFER, ModelDims
-    from dfer_cli.predict import Classifier, PredictConfig, predict
 
     dims = ModelDims(image_size=args.size) if args.arch == "vit-b" else ModelDims.tiny(image_size=args.size)
     model = MMADFER(dims).eval()

@@ -133,9 +133,11 @@ def predict(
     plot: Annotated[Path | None, typer.Option(help="with --window: draw the timeline to this PNG")] = None,
     clips: Annotated[int, typer.Option(help="clips per file, averaged", min=1)] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    precision: Annotated[str, typer.Option(
+        help="auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16")] = "auto",
     batch_size: Annotated[int, typer.Option(help="clips per model call", min=1)] = 8,
     workers: Annotated[int | None, typer.Option(
-        help="decoding processes (default: 0 for 1-2 files, else up to 4)", min=0)] = None,
+        help="decoding processes (default: 0 for 1-2 files, else up to 4, fewer than the cores)", min=0)] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="walk sub-folders")] = True,
     ext: Annotated[str | None, typer.Option(
         help="comma-separated extensions to pick from folders, e.g. mp4,mkv")] = None,
@@ -155,13 +157,10 @@ def predict(
     Exit codes: 0 all files analysed, 1 some files failed (each has an error record), 2 usage error.
     """
 
-    from . import predict as pipeline
-    from . import store
-    from .checkpoints import LoadedWeights, WeightsConfig
+    import warnings
+
+    from .api import UNTRAINED, PredictConfig, UntrainedWeightsWarning, collect_inputs, load_model, video_extensions
     from .clips import ClipConfig
-    from .labels import default_class_names
-    from .model import MMADFER, ModelDims
-    from .runtime import pick_device
     from .writers import make_writer
 
     formats = [f for f, on in (("json", json_out), ("jsonl", jsonl), ("csv", csv_out)) if on]
@@ -169,55 +168,46 @@ def predict(
         raise UsageError("choose one of --json, --jsonl, --csv")
     if plot and not window:
         raise UsageError("--plot draws a timeline: add --window SECONDS")
-    if plot:
-        pipeline.ensure_writable_parent(plot)
-    extensions = tuple("." + e.strip().lstrip(".").lower() for e in ext.split(",")) if ext else None
-    paths = pipeline.collect_inputs(inputs, recursive, extensions or pipeline.VIDEO_EXTENSIONS)
-    torch_device = pick_device(device)
-    if weights == "untrained":
-        dims = ModelDims()
-        loaded = LoadedWeights(MMADFER(dims).eval(), WeightsConfig(
-            dims, list(default_class_names(dims.num_classes)), provenance={"source": "untrained"}))
+    if plot and not plot.parent.exists():
+        raise UsageError(f"{plot}: folder {plot.parent} does not exist")
+    paths = collect_inputs(inputs, recursive, video_extensions(ext.split(",") if ext else None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words
+        model = load_model(weights, device, precision)
+    if weights == UNTRAINED:
         err.print("[bold yellow]warning:[/bold yellow] untrained random weights: the pipeline runs, "
                   "the emotions are meaningless. Import real weights with `dfer weights import`.")
-        weights_label = "untrained (random weights: the emotions are meaningless)"
-    else:
-        loaded = store.resolve(weights)
-        weights_label = weights or store.default_name()
-    class_names = list(loaded.config.class_names)
-    if workers is None:
-        workers = pipeline.default_workers(len(paths))
-    config = pipeline.PredictConfig(clips=ClipConfig(clips=clips), window=window, batch_size=batch_size,
-                                    workers=workers)
-    classifier = pipeline.Classifier(loaded.model, torch_device, batch_size)
-    writer = make_writer(formats[0] if formats else "table", sys.stdout, class_names, window is not None)
-    failures = 0
+    config = PredictConfig(clips=ClipConfig(clips=clips), window=window, batch_size=batch_size,
+                           workers=workers)
+    writer = make_writer(formats[0] if formats else "table", sys.stdout, model.class_names, window is not None)
+    results, failures = [], 0
     with progress_bar("analysing", len(paths)) as advance:
-        def emit(result) -> None:
-            nonlocal failures
-            result.weights = weights_label
-            if result.status == "error":
-                failures += 1
-                err.print(f"dfer: {result.path}: {result.error}", markup=False, soft_wrap=True)
-            writer.write(result)
-            advance(description=result.path[-40:])
-
         try:
-            size = loaded.model.dims.image_size
-            results = pipeline.predict(paths, classifier, class_names, config, size, emit)
+            for result in model.analyse(paths, config):
+                results.append(result)
+                if result.status == "error":
+                    failures += 1
+                    err.print(f"dfer: {result.path}: {result.error}", markup=False, soft_wrap=True)
+                writer.write(result)
+                advance(description=result.path[-40:])
         finally:
             writer.close()
     if plot:
-        from .plots import plot_timeline
-
-        shown = next((r for r in results if r.probabilities), None)
-        if shown is None:
-            raise DferError(f"{plot}: nothing to plot (no file had a face)")
-        times, probs = pipeline.timeline_arrays(shown, class_names)
-        plot_timeline(times, probs, class_names, plot, title=shown.path)
-        err.print(f"timeline of {shown.path} -> {plot}", markup=False)
+        _plot_first_timeline(results, model.class_names, plot)
     if failures:
         raise typer.Exit(1)
+
+
+def _plot_first_timeline(results: list, class_names: list[str], plot: Path) -> None:
+    from .api import timeline_arrays
+    from .plots import plot_timeline
+
+    shown = next((r for r in results if r.probabilities), None)
+    if shown is None:
+        raise DferError(f"{plot}: nothing to plot (no file had a face)")
+    times, probs = timeline_arrays(shown, class_names)
+    plot_timeline(times, probs, class_names, plot, title=shown.path)
+    err.print(f"timeline of {shown.path} -> {plot}", markup=False)
 
 
 @weights_app.command("import")

@@ -40,9 +40,8 @@ from typing import Protocol
 
 from dfer_cli.errors import DferError
 from dfer_cli.labels import DFEW_CLASSES, MAFW_CLASSES, default_class_names
+from dfer_cli.media import VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv", ".mpg", ".mpeg", ".m4v", ".ts",
-                              ".3gp"})
 NUM_FOLDS = 5
 SPLITS = ("train", "val", "test")
 

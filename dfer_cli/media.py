@@ -19,6 +19,10 @@ import numpy as np
 
 from dfer_cli.errors import MediaError
 
+# What a folder is searched for (`dfer predict DIR`, folder data sets); anything else is still read
+# when named directly.
+VIDEO_EXTENSIONS = tuple(sorted((".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv", ".mpg", ".mpeg", ".m4v", ".ts",
+                                 ".3gp")))
 # A target further than this past the next decoded frame is reached by seeking, nearer ones by decoding on:
 # seeking lands on a keyframe, often a couple of seconds back, so short hops are cheaper decoded.
 SEEK_AHEAD_S = 2.0

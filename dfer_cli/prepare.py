@@ -10,14 +10,12 @@ The audio input is the clip's track from its start, as the model hears it (5.12 
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +23,11 @@ from PIL import Image
 
 from . import audio, faces, media, store
 from .cache import META, CacheSpec, CacheWriter, ClipSet, ClipStore, write_clip_files
-from .clips import segment_indices, segment_times
+from .clips import ClipPlan, segment_indices, segment_times
 from .datasets import Dataset, Sample
 from .errors import DferError, MediaError, UsageError
+from .frontend import file_flags, load_clips, read_audio
+from .pool import bounded_map
 from .progress import progress_bar
 
 # The model hears 512 fbank frames of 25 ms every 10 ms, the first 5.135 s: decoding further is waste
@@ -100,39 +100,45 @@ def _aligned_faces(folder: Path, config: PrepareConfig) -> tuple[np.ndarray, dic
     return frames, {"source_frames": len(files)}
 
 
-def _detected_faces(video: Path, policy: str, config: PrepareConfig) -> tuple[np.ndarray, dict]:
+def _detected_faces(video: Path, policy: str, config: PrepareConfig,
+                    audio_errors: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
     info = media.probe(video)
     source = round(info.duration * info.frame_rate) if info.frame_rate > 0 else config.max_frames
     count = max(1, min(config.max_frames, source))
     times = segment_times(info.start_time, info.start_time + info.duration, count)
-    frames, _ = media.read_frames(video, times)
+    # The audio the model hears: the track from its start, as in training.
+    clip_plan = ClipPlan(0, info.start_time, info.start_time + info.duration, times, 0.0, _AUDIO_SPAN_S)
     union = policy == "union"
     # MAFW's rule keeps every frame, with or without a face, so presence is not required there.
     face_config = faces.FaceConfig(policy="union", min_presence=0.0) if union else faces.FaceConfig()
-    track = faces.faces_for_clip(frames, faces.process_detector(faces.FaceConfig()), face_config, config.size)
-    crops = track.crops
+    detector = faces.process_detector(faces.FaceConfig())
+    frames: list[np.ndarray] = []
+    (clip,) = load_clips(str(video), info, [clip_plan], face_config, config.size, detector, audio_errors,
+                         keep_frames=frames.append)
+    crops = clip.track.crops
     if crops is None and not union:
-        raise MediaError(video, f"no face found (seen in {track.found} of {track.total} sampled frames)")
+        raise MediaError(video, f"no face found (seen in {clip.track.found} of {clip.track.total} sampled frames)")
     if crops is None:  # no face in any frame: MAFW's central square throughout
-        h, w = frames.shape[1:3]
-        crops = faces.crop_faces(frames, [faces.union_box([], (w, h))] * len(frames), config.size)
-    return crops, {"source_frames": source, "faces_found": track.found, "faces_total": track.total}
+        h, w = frames[0].shape[1:3]
+        crops = faces.crop_faces(frames[0], [faces.union_box([], (w, h))] * len(frames[0]), config.size)
+    flags = file_flags(info, [clip], audio_errors) | {"source_frames": source}
+    return crops, clip.fbank, flags
 
 
 def prepare_clip(sample: Sample, policy: str, config: PrepareConfig) -> tuple[np.ndarray, np.ndarray, dict]:
     """One sample's face frames (n, S, S, 3) uint8, its audio model input (512, 128) float32, and
-    flags for the index. MediaError when its media are unreadable or (folder data sets) faceless."""
-    if sample.frames_dir is not None:
-        frames, flags = _aligned_faces(sample.frames_dir, config)
-    else:
-        frames, flags = _detected_faces(sample.video, policy, config)
+    flags for the index (the front end's vocabulary). MediaError when its media are unreadable or
+    (folder data sets) faceless; an unreadable sound keeps the clip, with the no-audio input."""
+    audio_errors: list[str] = []
+    if sample.frames_dir is None:
+        return _detected_faces(sample.video, policy, config, audio_errors)
+    frames, flags = _aligned_faces(sample.frames_dir, config)
     wave, rate = None, 0
     if sample.video is not None:
-        try:
-            wave, rate = media.read_audio(sample.video, 0.0, _AUDIO_SPAN_S)
-        except MediaError as e:  # the faces are fine: keep the clip, as a clip without sound
-            flags["audio_error"] = str(e)
-    flags |= {"no_audio": wave is None, "silent": wave is not None and audio.is_silent(wave)}
+        wave, rate = read_audio(sample.video, 0.0, _AUDIO_SPAN_S, audio_errors)
+    flags |= {"no_audio": wave is None, "silent_audio": audio.is_silent(wave)}
+    if audio_errors:
+        flags["audio_error"] = audio_errors[0]
     return frames, audio.model_input(wave, rate), flags
 
 
@@ -150,42 +156,12 @@ def _prepare_one(sample: Sample, root: Path, policy: str, config: PrepareConfig)
 
 def _results(todo: Sequence[Sample], root: Path, policy: str, config: PrepareConfig) -> Iterator[_Result]:
     workers = min(config.workers, len(todo) // _CLIPS_PER_WORKER)
-    if workers == 0:
-        yield from (_prepare_one(s, root, policy, config) for s in todo)
-        return
-    # spawn: mediapipe and torch hold threads that a forked child would inherit in a broken state.
-    with _one_thread_each(), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        queue, pending = iter(todo), set()
-        try:
-            while True:
-                # A bounded window (not pool.map) keeps memory flat whatever the split's size.
-                for s in itertools.islice(queue, 4 * workers - len(pending)):
-                    pending.add(pool.submit(_prepare_one, s, root, policy, config))
-                if not pending:
-                    return
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        except BrokenProcessPool:
-            raise DferError(f"{root}: a worker process died (out of memory?); run again to continue, "
-                            f"finished clips are kept") from None
-        finally:
-            for future in pending:
-                future.cancel()
-
-
-@contextmanager
-def _one_thread_each() -> Iterator[None]:
-    """Worker processes inherit these while the pool lives: a BLAS pool of one thread per process,
-    as each worker is one of `workers` parallel jobs (measured: 20% faster with 2 workers on 2 cores,
-    and oversubscription only grows with the core count)."""
-    names = [n for n in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if n not in os.environ]
-    os.environ.update(dict.fromkeys(names, "1"))
     try:
-        yield
-    finally:
-        for name in names:
-            os.environ.pop(name, None)
+        yield from bounded_map(partial(_prepare_one, root=root, policy=policy, config=config), todo, workers,
+                               ahead=4, ordered=False)
+    except BrokenProcessPool:
+        raise DferError(f"{root}: a worker process died (out of memory?); run again to continue, "
+                        f"finished clips are kept") from None
 
 
 def default_cache(dataset: Dataset, size: int) -> Path:

@@ -104,8 +104,9 @@ def test_prepare_dfew(fake_dfew, dfew_cache):
     assert clips["00001"].audio.dtype == np.float32 and clips["00001"].audio.shape == (512, 128)
     np.testing.assert_array_equal(clips["00002"].audio, model_input(None, 0))
     flags = cache.store.entries
-    assert (flags["00001"]["no_audio"], flags["00001"]["silent"]) == (False, False)
-    assert (flags["00002"]["no_audio"], flags["00003"]["no_audio"], flags["00003"]["silent"]) == (True, False, True)
+    assert (flags["00001"]["no_audio"], flags["00001"]["silent_audio"]) == (False, False)
+    assert (flags["00002"]["no_audio"], flags["00003"]["no_audio"]) == (True, False)
+    assert flags["00003"]["silent_audio"]
     assert flags["00001"]["source_frames"] == 100
     # An unreadable original costs the clip its sound, not its place in the split.
     assert flags["00004"]["no_audio"] and "00004.mp4" in flags["00004"]["audio_error"]
@@ -235,7 +236,7 @@ def test_mafw_keeps_faceless_clips_with_the_central_square(tmp_path):
     prepare(MafwDataset(root, 1), "train", tmp_path / "cache", PrepareConfig(size=32, workers=0))
     cache = split_of(tmp_path / "cache", MafwDataset(root, 1))
     (entry,) = cache.store.entries.values()
-    assert (entry["faces_found"], entry["faces_total"], entry["source_frames"]) == (0, 25, 25)
+    assert (entry["faces_found"], entry["frames"], entry["source_frames"]) == (0, 25, 25)
     assert entry["no_audio"] is False and cache.labels.tolist() == [3]  # anger
     frames = cache.read(0).frames
     assert frames.shape == (25, 32, 32, 3)

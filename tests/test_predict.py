@@ -19,12 +19,13 @@ from mediagen import (
 from typer.testing import CliRunner
 
 from dfer_cli import media
+from dfer_cli.api import Classifier, PredictConfig, plan, predict, timeline_arrays
 from dfer_cli.checkpoints import WeightsConfig, save_dfer
 from dfer_cli.cli import app
 from dfer_cli.clips import ClipConfig
+from dfer_cli.frontend import read_clip_media
 from dfer_cli.labels import DFEW_CLASSES
 from dfer_cli.model import MMADFER, ModelDims
-from dfer_cli.predict import Classifier, PredictConfig, plan, predict, read_clip_media, timeline_arrays
 from dfer_cli.results import ClipResult, FileResult
 
 GRID = sorted((MEDIA / "grid").glob("*.mpg"))
@@ -105,7 +106,7 @@ def test_frames_and_audio_line_up(tmp_path):
     path = make_flash_beep_video(tmp_path / "sync.mp4", events, seconds, flash=0.03, beep=0.1, fps=fps)
     info = media.probe(path)
     assert info.duration == pytest.approx(seconds, abs=0.05) and info.start_time == pytest.approx(0, abs=1e-3)
-    for p, frames, wave, rate in read_clip_media(str(path), info, plan(info, config), 16):
+    for p, frames, _, wave, rate in read_clip_media(str(path), info, plan(info, config), 16):
         white = [i for i, f in enumerate(frames) if f.mean() > 128]
         assert white == [i for c, i in chosen if c == p.index]
         onsets = np.flatnonzero(np.abs(wave) > 0.05)

@@ -1,0 +1,310 @@
+"""dfer from Python: `load_model()`, then `predict()`.
+
+    import dfer_cli as dfer
+    model = dfer.load_model("dfew-160")          # an entry, a path, an http(s) URL, or "untrained"
+    for r in model.predict(["talk.mp4", "clips/"]):
+        print(r.path, r.label, r.confidence)
+    df = dfer.to_dataframe(model.predict("clips/"))   # with pandas installed
+
+`predict` runs media -> faces -> clips -> model -> records: worker processes (the front end, one face
+detector each) decode files and crop faces while this process runs the model on batches of clips
+gathered across files. A file that fails becomes an error record; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import torch
+
+from . import faces, media
+from .clips import ClipConfig, ClipPlan, plan_clips, plan_windows
+from .errors import DferError, UsageError
+from .frontend import file_flags, load_clips
+from .inference import softmax_batches
+from .pool import bounded_map, default_workers
+from .results import ClipResult, FileResult
+from .runtime import pick_device, resolve_precision
+
+UNTRAINED = "untrained"
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    clips: ClipConfig = field(default_factory=ClipConfig)
+    face: faces.FaceConfig = field(default_factory=faces.FaceConfig)
+    window: float | None = None  # seconds per timeline window; None: `clips.clips` clips per file
+    batch_size: int = 8
+    workers: int | None = 0  # 0: decode in the main process; None: by the number of files
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A printable name even for file names that are not valid UTF-8."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def collect_inputs(args: Iterable[str | os.PathLike], recursive: bool = True,
+                   extensions: tuple[str, ...] = media.VIDEO_EXTENSIONS) -> list[str]:
+    """Files as given, and the video files found under folders. Entries named like videos that are
+    not regular files (folders, dangling links) are kept so that they get an error record."""
+    found: list[str] = []
+    args = [os.fspath(a) for a in args]
+    for arg in args:
+        if not os.path.isdir(arg):
+            found.append(arg)
+            continue
+        for root, dirs, files in os.walk(arg):
+            dirs.sort()
+            names = sorted(files) + [d for d in dirs if d.lower().endswith(extensions)]
+            found.extend(os.path.join(root, n) for n in names if n.lower().endswith(extensions))
+            if not recursive:
+                break
+            dirs[:] = [d for d in dirs if not d.lower().endswith(extensions) and not d.startswith(".")]
+    if not found:
+        raise UsageError(f"no video files found in {', '.join(map(display_path, args))} "
+                         f"(extensions: {' '.join(extensions)})")
+    return found
+
+
+@dataclass
+class PreparedFile:
+    """A file after the CPU stages: its record so far and the model inputs of its face clips."""
+
+    result: FileResult
+    videos: np.ndarray | None = None  # (K, T, S, S, 3) uint8
+    audios: np.ndarray | None = None  # (K, frames, mels) float32
+    clip_ids: list[int] = field(default_factory=list)
+
+
+class _Clock:
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings, self.last = timings, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = round(self.timings.get(stage, 0.0) + now - self.last, 4)
+        self.last = now
+
+
+def plan(info: media.VideoInfo, config: PredictConfig) -> list[ClipPlan]:
+    if config.window:
+        return plan_windows(info.start_time, info.duration, config.window, config.clips)
+    return plan_clips(info.start_time, info.duration, config.clips)
+
+
+def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.FaceDetector) -> PreparedFile:
+    """Probe, then the front end: decode the clips' frames and audio spans, crop the face, fbank."""
+    result = FileResult(path=display_path(path))
+    clock = _Clock(result.timings)
+    info = media.probe(path)
+    result.media = {"duration": round(info.duration, 3), "width": info.width, "height": info.height,
+                    "rotation": info.rotation, "frame_rate": round(info.frame_rate or 0.0, 3),
+                    "audio_rate": info.audio_rate}
+    clock.lap("probe")
+    prepared = PreparedFile(result)
+    clips = list(load_clips(path, info, plan(info, config), config.face, size, detector, lap=clock.lap))
+    for c in clips:
+        p = c.plan
+        result.clips.append(ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
+                                       round(p.audio_end, 3), c.track.found, c.track.total))
+        if c.track.crops is not None:
+            prepared.clip_ids.append(p.index)
+    result.flags = file_flags(info, clips)
+    kept = [c for c in clips if c.track.crops is not None]
+    if kept:
+        prepared.videos = np.stack([c.track.crops for c in kept])
+        prepared.audios = np.stack([c.fbank for c in kept])
+    return prepared
+
+
+class Classifier:
+    """Softmax probabilities for batches of clips, on the chosen device."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, batch_size: int,
+                 precision: str = "fp32") -> None:
+        self.model, self.device, self.batch_size = model.to(device).eval(), device, batch_size
+        self.precision = precision
+
+    def __call__(self, videos: np.ndarray, audios: np.ndarray) -> np.ndarray:
+        """videos (K, T, S, S, 3) uint8, audios (K, frames, mels) float32 -> (K, C)."""
+        batches = ((torch.from_numpy(videos[i:i + self.batch_size]).permute(0, 1, 4, 2, 3),
+                    torch.from_numpy(audios[i:i + self.batch_size]).unsqueeze(1))
+                   for i in range(0, len(videos), self.batch_size))
+        return softmax_batches(self.model, batches, self.device, self.precision)
+
+
+def _guarded_prepare(path: str, config: PredictConfig, size: int) -> PreparedFile:
+    try:
+        return prepare_file(path, config, size, faces.process_detector(config.face))
+    except DferError as e:
+        return PreparedFile(FileResult.failed(display_path(path), getattr(e, "reason", str(e))))
+    except Exception as e:  # one bad file never sinks the batch; its record carries the reason
+        return PreparedFile(FileResult.failed(display_path(path), f"{type(e).__name__}: {e}"))
+
+
+def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str], config: PredictConfig,
+                 size: int) -> Iterator[FileResult]:
+    """Every file through the pipeline, each finished record yielded in input order."""
+    waiting: list[PreparedFile] = []
+
+    def flush() -> list[FileResult]:
+        _classify([p for p in waiting if p.videos is not None], classifier, class_names)
+        for p in waiting:
+            if p.result.status != "error":
+                p.result.finish(class_names)
+            p.result.timings["total"] = round(sum(p.result.timings.values()), 4)
+        done = [p.result for p in waiting]
+        waiting.clear()
+        return done
+
+    # Workers pay a start-up of a few seconds (imports, the face detector): worth it from 3 files.
+    workers = default_workers(len(paths), 3, 4) if config.workers is None else config.workers
+    # With workers, up to 2 files per worker are decoded ahead of the model.
+    for prepared in bounded_map(partial(_guarded_prepare, config=config, size=size), paths, workers):
+        waiting.append(prepared)
+        if sum(len(p.clip_ids) for p in waiting) >= config.batch_size:
+            yield from flush()
+    yield from flush()
+
+
+def predict(paths: list[str], classifier: Classifier, class_names: list[str], config: PredictConfig,
+            size: int, emit: Callable[[FileResult], None]) -> list[FileResult]:
+    """`iter_predict` as a list; `emit` gets each finished record as it comes."""
+    results = []
+    for result in iter_predict(paths, classifier, class_names, config, size):
+        results.append(result)
+        emit(result)
+    return results
+
+
+def _classify(batch: list[PreparedFile], classifier: Classifier, class_names: list[str]) -> None:
+    if not batch:
+        return
+    start = time.perf_counter()
+    probs = classifier(np.concatenate([p.videos for p in batch]), np.concatenate([p.audios for p in batch]))
+    share = (time.perf_counter() - start) / len(probs)
+    row = 0
+    for p in batch:
+        for clip_id in p.clip_ids:
+            p.result.clips[clip_id].probabilities = {
+                n: round(float(v), 6) for n, v in zip(class_names, probs[row], strict=True)}
+            row += 1
+        p.result.timings["model"] = round(share * len(p.clip_ids), 4)
+
+
+def timeline_arrays(result: FileResult, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each window as a flat step from its start to its end, so that the plot spans the whole video
+    and shows what was measured where (no interpolation between windows): times (2W,), probabilities
+    (2W, C), NaN where a window had no face."""
+    times = np.array([t for c in result.clips for t in (c.start, c.end)])
+    probs = np.array([[c.probabilities[n] for n in class_names] if c.probabilities else
+                      [np.nan] * len(class_names) for c in result.clips])
+    return times, np.repeat(probs, 2, axis=0)
+
+
+class UntrainedWeightsWarning(UserWarning):
+    """Random weights: the pipeline runs, the emotions are meaningless."""
+
+
+@dataclass
+class Model:
+    """A loaded MMA-DFER model ready to analyse videos (made by `load_model`)."""
+
+    network: torch.nn.Module
+    class_names: list[str]
+    weights: str  # what classified the records: entry name, path or URL, or the untrained notice
+    device: torch.device
+    precision: str  # "fp32" or "bf16" (autocast)
+    untrained: bool = False
+
+    @property
+    def image_size(self) -> int:
+        return self.network.dims.image_size
+
+    def stream(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], window: float | None = None,
+               clips: int = 2, batch_size: int = 8, workers: int | None = None, recursive: bool = True,
+               extensions: Iterable[str] | None = None) -> Iterator[FileResult]:
+        """Like `predict`, one record at a time as each file finishes (in input order)."""
+        paths = collect_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs, recursive,
+                               video_extensions(extensions))
+        config = PredictConfig(clips=ClipConfig(clips=clips), window=window, batch_size=batch_size,
+                               workers=workers)
+        return self.analyse(paths, config)
+
+    def analyse(self, paths: list[str], config: PredictConfig) -> Iterator[FileResult]:
+        """Records for files already collected (see `collect_inputs`), under a full config."""
+        classifier = Classifier(self.network, self.device, config.batch_size, self.precision)
+        for result in iter_predict(paths, classifier, self.class_names, config, self.image_size):
+            result.weights = self.weights
+            yield result
+
+    def predict(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], window: float | None = None,
+                clips: int = 2, batch_size: int = 8, workers: int | None = None, recursive: bool = True,
+                extensions: Iterable[str] | None = None) -> list[FileResult]:
+        """The emotion of each video (files, or folders searched for videos): one record per file,
+        in input order; with `window` (seconds) a timeline of one clip per window. A file that
+        cannot be analysed gets a record with status "error" and the reason."""
+        return list(self.stream(inputs, window, clips, batch_size, workers, recursive, extensions))
+
+
+def video_extensions(extensions: Iterable[str] | None) -> tuple[str, ...]:
+    """"mp4", ".MOV" -> (".mp4", ".mov"); None: every video extension dfer looks for in folders."""
+    if extensions is None:
+        return media.VIDEO_EXTENSIONS
+    return tuple("." + e.strip().lstrip(".").lower() for e in extensions if e.strip())
+
+
+def load_model(weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto") -> Model:
+    """The model to analyse videos with.
+
+    weights: an installed entry name (`dfer weights list`), a path to a dfer folder or an official
+    MMA-DFER checkpoint, an http(s) URL (downloaded once, then converted), "untrained" (random weights
+    to check the pipeline: a warning says the emotions mean nothing), or None for the default entry.
+    device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
+    precision: "auto" (bf16 on CUDA and on CPUs with native bf16, else fp32), "fp32" or "bf16".
+    """
+    from . import store
+    from .checkpoints import LoadedWeights, WeightsConfig
+    from .labels import default_class_names
+    from .model import MMADFER, ModelDims
+
+    torch_device = pick_device(device)
+    chosen = resolve_precision(precision, torch_device)
+    if weights == UNTRAINED:
+        dims = ModelDims()
+        loaded = LoadedWeights(MMADFER(dims).eval(), WeightsConfig(
+            dims, list(default_class_names(dims.num_classes)), provenance={"source": UNTRAINED}))
+        warnings.warn("untrained random weights: the pipeline runs, the emotions are meaningless",
+                      UntrainedWeightsWarning, stacklevel=2)
+        label = "untrained (random weights: the emotions are meaningless)"
+    else:
+        spec = os.fspath(weights) if weights is not None else None
+        loaded = store.resolve(spec)
+        label = spec or store.default_name()
+    network = loaded.model.to(torch_device).eval()
+    return Model(network, list(loaded.config.class_names), label, torch_device, chosen, weights == UNTRAINED)
+
+
+def to_dataframe(results: Iterable[FileResult]):
+    """One row per file (path, status, label, confidence, a column per class, the flags, error) as a
+    pandas DataFrame; pandas is optional and needed only here."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DferError("to_dataframe needs pandas: pip install pandas") from None
+    rows = []
+    for r in results:
+        row = {"path": r.path, "status": r.status, "label": r.label, "confidence": r.confidence}
+        row |= dict(r.probabilities or {})
+        row |= {k: v for k, v in r.flags.items() if isinstance(v, bool | int | float | str)}
+        row |= {"weights": r.weights, "error": r.error}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
