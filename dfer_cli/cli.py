@@ -89,7 +89,7 @@ def info() -> None:
 
     from . import store
     from .model import MMADFER, ModelDims, count_parameters
-    from .runtime import pick_device
+    from .runtime import pick_device, resolve_precision
 
     with torch.device("meta"):
         model = MMADFER(ModelDims())
@@ -103,6 +103,8 @@ def info() -> None:
         ("torch", torch.__version__),
         ("timm", f"{_version('timm')} (dfer uses its own timm-compatible ViT blocks)"),
         ("device", f"{device}{gpu}"),
+        ("precision", f"predict: {resolve_precision('auto', device)} (auto; --precision fp32|bf16 overrides), "
+                      "evaluate: fp32"),
         ("decoder", f"PyAV {av.__version__}, bundled FFmpeg libavformat "
                     f"{'.'.join(map(str, ffmpeg_libs))}"),
         ("ffmpeg binary", imageio_ffmpeg.get_ffmpeg_exe()),

