@@ -13,7 +13,7 @@ from pathlib import Path
 
 from platformdirs import user_data_path
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, recover_dir, replace_dir
 from .checkpoints import CONFIG_FILE, LoadedWeights, WeightsConfig, load_any, load_dfer, save_dfer
 from .errors import DferError, UsageError
 
@@ -45,8 +45,14 @@ def default_name() -> str | None:
     return marker.read_text().strip() or None
 
 
+def entry_dir(name: str) -> Path:
+    """The folder of entry `name`, put back first if an import was killed while it was moved aside."""
+    recover_dir(weights_dir() / name)
+    return weights_dir() / name
+
+
 def set_default(name: str) -> None:
-    if not (weights_dir() / name / CONFIG_FILE).is_file():
+    if not (entry_dir(name) / CONFIG_FILE).is_file():
         raise DferError(f"{name}: no such weights entry in {weights_dir()} (see `dfer weights list`)")
     atomic_write_text(weights_dir() / DEFAULT_FILE, name + "\n")
 
@@ -55,9 +61,12 @@ def entries() -> list[Entry]:
     root = weights_dir()
     if not root.is_dir():
         return []
+    for aside in root.glob(".*.old"):
+        entry_dir(aside.name[1:-len(".old")])
     default = default_name()
     found = []
-    for cfg in sorted(root.glob(f"*/{CONFIG_FILE}")):
+    # Staging and moved-aside folders start with a dot, which no entry name does.
+    for cfg in sorted(p for p in root.glob(f"*/{CONFIG_FILE}") if _NAME.match(p.parent.name)):
         config = WeightsConfig.from_json(cfg.read_text(), cfg)
         found.append(Entry(cfg.parent.name, cfg.parent, config, cfg.parent.name == default))
     return found
@@ -80,8 +89,7 @@ def import_weights(source: Path, name: str | None = None, make_default: bool | N
     staging = weights_dir() / f".{name}.importing"
     shutil.rmtree(staging, ignore_errors=True)
     save_dfer(staging, loaded.model, config)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    replace_dir(staging, target)
     if make_default or (make_default is None and default_name() is None):
         set_default(name)
     return Entry(name, target, config, default_name() == name)
@@ -95,9 +103,8 @@ def resolve(spec: str | None) -> LoadedWeights:
             raise UsageError(
                 f"no weights installed in {weights_dir()}. Import the official MMA-DFER checkpoint with "
                 "`dfer weights import PATH/TO/checkpoint.pth` (or pass --weights PATH).")
-    named = weights_dir() / spec
-    if _NAME.match(spec) and (named / CONFIG_FILE).is_file():
-        return load_dfer(named)
+    if _NAME.match(spec) and (entry_dir(spec) / CONFIG_FILE).is_file():
+        return load_dfer(weights_dir() / spec)
     path = Path(spec).expanduser()
     if path.exists():
         return load_any(path)
