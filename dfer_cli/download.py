@@ -12,6 +12,7 @@ import http.client
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -187,7 +188,7 @@ def _file_name(response: http.client.HTTPResponse, url: str) -> str:
     return _UNSAFE.sub("-", name).strip("-.") or _stem(url)
 
 
-def _copy(response: http.client.HTTPResponse, f: BinaryIO, advance) -> int:
+def _copy(response: http.client.HTTPResponse, f: BinaryIO, advance: Callable[[float], None]) -> int:
     """Appends the response body to `f`; returns the size `f` reached."""
     try:
         while chunk := response.read(_CHUNK):
