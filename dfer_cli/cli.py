@@ -37,6 +37,7 @@ app = typer.Typer(
 weights_app = typer.Typer(
     help="Manage model weights (official MMA-DFER checkpoints and dfer's own).\n\n"
          "Examples:\n\n"
+         "  dfer weights sources\n\n"
          "  dfer weights import DFEW_fold1_160.pth --name dfew-160\n\n"
          "  dfer weights list\n\n"
          "  dfer weights default dfew-160",
@@ -215,25 +216,48 @@ def _plot_first_timeline(results: list, class_names: list[str], plot: Path) -> N
 @weights_app.command("import")
 @reports_errors
 def weights_import(
-    path: Annotated[Path, typer.Argument(help="official MMA-DFER .pth, bare state dict, or dfer folder")],
+    source: Annotated[str, typer.Argument(
+        help="official MMA-DFER .pth, bare state dict or dfer folder: a path, or an http(s) URL "
+             "(Google Drive file links work)", show_default=False)],
     name: Annotated[str | None, typer.Option(help="entry name (default: the file's stem)")] = None,
     default: Annotated[bool | None, typer.Option(
         "--default/--no-default", help="make it the default entry (the first import is)")] = None,
     dataset: Annotated[str | None, typer.Option(help="dataset it was trained on, for the record")] = None,
     fold: Annotated[int | None, typer.Option(help="fold it was trained on, for the record")] = None,
+    sha256: Annotated[str | None, typer.Option(
+        help="refuse the file unless its SHA-256 is this (checked before anything is installed)")] = None,
 ) -> None:
     """Convert a checkpoint into the weights directory (safely: no pickled code runs).
 
-    Example:
+    A URL is downloaded first into $DFER_HOME/downloads, with a progress bar; an interrupted download
+    resumes when the command is run again, and a URL already downloaded is not fetched twice.
+
+    Examples:
 
       dfer weights import MMA-DFER_DFEW_fold1.pth --name dfew-160-f1
+
+      dfer weights import 'https://drive.usercontent.google.com/download?id=FILE_ID' --name dfew-160-f1
     """
     from . import store
 
-    entry = store.import_weights(path, name, default, dataset, fold)
+    entry = store.import_weights(source, name, default, dataset, fold, sha256)
     dims = entry.config.dims
-    err.print(f"imported {path} as '{entry.name}' ({dims.image_size} px, {dims.num_classes} classes)"
-              f"{' [default]' if entry.is_default else ''} -> {entry.path}")
+    err.print(f"imported {source} as '{entry.name}' ({dims.image_size} px, {dims.num_classes} classes)"
+              f"{' [default]' if entry.is_default else ''} -> {entry.path}", markup=False, soft_wrap=True)
+
+
+@weights_app.command("sources")
+@reports_errors
+def weights_sources() -> None:
+    """Where the official weights are published, and what each file is for.
+
+    Example:
+
+      dfer weights sources
+    """
+    from .sources import describe
+
+    out.print(describe(), markup=False, soft_wrap=True)
 
 
 @weights_app.command("list")
@@ -249,7 +273,8 @@ def weights_list() -> None:
 
     entries = store.entries()
     if not entries:
-        err.print(f"no weights in {store.weights_dir()}; import some with `dfer weights import PATH`")
+        err.print(f"no weights in {store.weights_dir()}; import some with `dfer weights import PATH-OR-URL` "
+                  "(`dfer weights sources` says where the official ones are)")
         return
     table = Table("name", "default", "size", "classes", "dataset", "fold", "source")
     for e in entries:

@@ -1,6 +1,7 @@
 """The weights directory: named dfer weights folders, one of them the default.
 
-Location: $DFER_HOME/weights when DFER_HOME is set, else the platform's user data folder.
+Location: $DFER_HOME/weights when DFER_HOME is set, else the platform's user data folder; weights
+given by URL are downloaded to $DFER_HOME/downloads first.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from pathlib import Path
 
 from platformdirs import user_data_path
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, recover_dir, replace_dir
 from .checkpoints import CONFIG_FILE, LoadedWeights, WeightsConfig, load_any, load_dfer, save_dfer
+from .download import fetch, is_url, parse_sha256, sha256_mismatch
 from .errors import DferError, UsageError
 
 DEFAULT_FILE = "DEFAULT"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def home() -> Path:
@@ -28,6 +31,11 @@ def home() -> Path:
 
 def weights_dir() -> Path:
     return home() / "weights"
+
+
+def downloads_dir() -> Path:
+    """Where `http(s)://` weights are downloaded to, once per URL."""
+    return home() / "downloads"
 
 
 @dataclass(frozen=True)
@@ -45,8 +53,14 @@ def default_name() -> str | None:
     return marker.read_text().strip() or None
 
 
+def entry_dir(name: str) -> Path:
+    """The folder of entry `name`, put back first if an import was killed while it was moved aside."""
+    recover_dir(weights_dir() / name)
+    return weights_dir() / name
+
+
 def set_default(name: str) -> None:
-    if not (weights_dir() / name / CONFIG_FILE).is_file():
+    if not (entry_dir(name) / CONFIG_FILE).is_file():
         raise DferError(f"{name}: no such weights entry in {weights_dir()} (see `dfer weights list`)")
     atomic_write_text(weights_dir() / DEFAULT_FILE, name + "\n")
 
@@ -55,51 +69,83 @@ def entries() -> list[Entry]:
     root = weights_dir()
     if not root.is_dir():
         return []
+    for aside in root.glob(".*.old"):
+        entry_dir(aside.name[1:-len(".old")])
     default = default_name()
     found = []
-    for cfg in sorted(root.glob(f"*/{CONFIG_FILE}")):
+    # Staging and moved-aside folders start with a dot, which no entry name does.
+    for cfg in sorted(p for p in root.glob(f"*/{CONFIG_FILE}") if _NAME.match(p.parent.name)):
         config = WeightsConfig.from_json(cfg.read_text(), cfg)
         found.append(Entry(cfg.parent.name, cfg.parent, config, cfg.parent.name == default))
     return found
 
 
-def import_weights(source: Path, name: str | None = None, make_default: bool | None = None,
-                   dataset: str | None = None, fold: int | None = None) -> Entry:
-    """Converts any checkpoint that `load_any` reads into a named entry; the first entry becomes the
-    default unless told otherwise."""
+def import_weights(source: Path | str, name: str | None = None, make_default: bool | None = None,
+                   dataset: str | None = None, fold: int | None = None, sha256: str | None = None) -> Entry:
+    """Converts any checkpoint that `load_any` reads (a path, or an http(s) URL, downloaded first) into
+    a named entry; the first entry becomes the default unless told otherwise. With `sha256`, a file
+    that does not match is refused before anything is installed."""
+    if name is not None:
+        _check_name(name)
+    path, origin = _local_file(source, sha256)
     if name is None:
-        name = re.sub(r"[^A-Za-z0-9_.-]", "-", source.stem if source.is_file() else source.name).strip("-.")
-    if not _NAME.match(name or ""):
-        raise DferError(f"{name!r}: a weights name uses letters, digits, '_', '.' and '-' (64 at most)")
-    loaded = load_any(source)
+        name = _check_name(_UNSAFE.sub("-", path.stem if path.is_file() else path.name).strip("-."))
+    loaded = load_any(path)
     config = loaded.config
     config.dataset = dataset or config.dataset
     config.fold = fold or config.fold
-    config.provenance.setdefault("imported_from", str(source.resolve()))
+    config.provenance.setdefault("imported_from", origin)
     target = weights_dir() / name
     staging = weights_dir() / f".{name}.importing"
     shutil.rmtree(staging, ignore_errors=True)
     save_dfer(staging, loaded.model, config)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    replace_dir(staging, target)
     if make_default or (make_default is None and default_name() is None):
         set_default(name)
     return Entry(name, target, config, default_name() == name)
 
 
 def resolve(spec: str | None) -> LoadedWeights:
-    """`--weights` value (an entry name or a path) or, when None, the default entry."""
+    """`--weights` value (an entry name, a path or an http(s) URL) or, when None, the default entry.
+
+    A URL is downloaded once into the downloads folder and converted in memory on every call; it adds
+    no entry."""
     if spec is None:
         spec = default_name()
         if spec is None:
             raise UsageError(
-                f"no weights installed in {weights_dir()}. Import the official MMA-DFER checkpoint with "
-                "`dfer weights import PATH/TO/checkpoint.pth` (or pass --weights PATH).")
-    named = weights_dir() / spec
-    if _NAME.match(spec) and (named / CONFIG_FILE).is_file():
-        return load_dfer(named)
+                f"no weights installed in {weights_dir()}. `dfer weights sources` says where the official "
+                "MMA-DFER checkpoints are; import one with `dfer weights import PATH-OR-URL` "
+                "(or pass --weights PATH).")
+    if is_url(spec):
+        loaded = load_any(fetch(spec, downloads_dir()))
+        loaded.config.provenance["url"] = spec
+        return loaded
+    if _NAME.match(spec) and (entry_dir(spec) / CONFIG_FILE).is_file():
+        return load_dfer(weights_dir() / spec)
     path = Path(spec).expanduser()
     if path.exists():
         return load_any(path)
     raise DferError(f"{spec}: neither a weights entry in {weights_dir()} nor an existing file "
                     "(see `dfer weights list`)")
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise DferError(f"{name!r}: a weights name uses letters, digits, '_', '.' and '-' (64 at most); "
+                        "choose one with --name")
+    return name
+
+
+def _local_file(source: Path | str, sha256: str | None) -> tuple[Path, str]:
+    """The checkpoint on disk (a URL is downloaded first, once) and where it came from."""
+    if is_url(str(source)):
+        return fetch(str(source), downloads_dir(), sha256), str(source)
+    path = Path(source).expanduser()
+    if sha256:
+        if not path.is_file():
+            raise DferError(f"{path}: --sha256 checks a file, and this is no file")
+        wrong = sha256_mismatch(path, parse_sha256(sha256))
+        if wrong:
+            raise DferError(f"{path}: {wrong}: refused")
+    return path, str(path.resolve())
