@@ -1,7 +1,10 @@
 """`dfer predict` cost on this machine: per-stage time for one 5-s clip (cold start included) and the
 peak RSS, a 1-hour video against a 5-s one in the same run, and folder throughput by worker count.
 
-    python benchmarks/predict_bench.py [--size 160] [--arch vit-b|tiny] [--folder-files 24]
+    python benchmarks/predict_bench.py [--size 160] [--arch vit-b|tiny] [--folder-files 24] [--precision fp32]
+
+The last table compares fp32 with bf16 autocast (what `--precision auto` picks on CPUs with native
+bf16) for one warm file and for a cold `dfer predict` process, start to result.
 
 The default model is the paper's ViT-B/16 pair at 160 px with random weights: speed does not depend
 on the values. Figures are for this machine only; compare the ratios.
@@ -39,6 +42,8 @@ def main() -> None:
     parser.add_argument("--arch", choices=["vit-b", "tiny"], default="vit-b")
     parser.add_argument("--folder-files", type=int, default=24)
     parser.add_argument("--long-seconds", type=int, default=3600)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="precision of the stage, long-video and folder tables")
     args = parser.parse_args()
 
     cold = time.perf_counter()
@@ -50,7 +55,7 @@ def main() -> None:
 
     dims = ModelDims(image_size=args.size) if args.arch == "vit-b" else ModelDims.tiny(image_size=args.size)
     model = MMADFER(dims).eval()
-    classifier = Classifier(model, torch.device("cpu"), 8)
+    classifier = Classifier(model, torch.device("cpu"), 8, args.precision)
     names = list(DFEW_CLASSES)
     imports_and_model = time.perf_counter() - cold
 
@@ -95,7 +100,27 @@ def main() -> None:
         for workers in (0, 1, 2):
             _, secs = run(files, workers)
             print(f"| {workers} | {secs:.1f} | {len(files) / secs:.2f} |")
+        print()
+        compare_precisions(short, classifier, run, args)
     sys.stdout.flush()
+
+
+def compare_precisions(short: Path, classifier, run, args: argparse.Namespace) -> None:
+    """fp32 against bf16 autocast in this run: a warm file (model alone and whole file), and a cold
+    `dfer predict --weights untrained` process from start to its result (the default 160-px ViT-B)."""
+    from dfer_cli.runtime import cpu_has_bf16
+
+    print(f"# fp32 vs bf16 on CPU (native bf16: {cpu_has_bf16()}), {args.arch} at {args.size} px")
+    print("| precision | model, warm file (s) | warm file (s) | cold start to result (s) |\n|---|---|---|---|")
+    for precision in ("fp32", "bf16"):
+        classifier.precision = precision
+        run([short])  # the first bf16 call pays oneDNN's kernel set-up
+        (result,), warm = run([short])
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "dfer_cli", "predict", "--weights", "untrained", "--precision",
+                        precision, "--json", str(short)], check=True, capture_output=True)
+        cold = time.perf_counter() - start
+        print(f"| {precision} | {result.timings['model']:.2f} | {warm:.2f} | {cold:.2f} |")
 
 
 if __name__ == "__main__":
