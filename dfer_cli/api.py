@@ -25,6 +25,7 @@ import torch
 
 from . import faces, media
 from .clips import ClipConfig, ClipPlan, plan_clips, plan_windows
+from .distributed import Ranks, gather
 from .errors import DferError, UsageError
 from .frontend import file_flags, load_clips
 from .inference import softmax_batches
@@ -243,6 +244,13 @@ class Model:
         for result in iter_predict(paths, classifier, self.class_names, config, self.image_size):
             result.weights = self.weights
             yield result
+
+    def analyse_sharded(self, paths: list[str], config: PredictConfig, ranks: Ranks) -> list[FileResult]:
+        """Under torchrun: this process analyses every `world`-th file, then every process gets all
+        the records, in input order (a file that failed on any rank keeps its error record)."""
+        mine = list(self.analyse(paths[ranks.rank::ranks.world], config))
+        shards = gather(mine, ranks)
+        return [shards[i % ranks.world][i // ranks.world] for i in range(len(paths))]
 
     def predict(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], window: float | None = None,
                 clips: int = 2, batch_size: int = 8, workers: int | None = None, recursive: bool = True,

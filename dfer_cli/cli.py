@@ -9,7 +9,7 @@ import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +18,11 @@ from rich.table import Table
 from . import __version__
 from .errors import DferError, UsageError
 from .progress import progress_bar
+
+if TYPE_CHECKING:
+    from .api import PredictConfig
+    from .distributed import Ranks
+    from .results import FileResult
 
 app = typer.Typer(
     name="dfer",
@@ -160,11 +165,9 @@ def predict(
     Exit codes: 0 all files analysed, 1 some files failed (each has an error record), 2 usage error.
     """
 
-    import warnings
-
-    from .api import UNTRAINED, PredictConfig, UntrainedWeightsWarning, collect_inputs, load_model, video_extensions
+    from .api import PredictConfig, collect_inputs, video_extensions
     from .clips import ClipConfig
-    from .writers import make_writer
+    from .distributed import process_group
 
     formats = [f for f, on in (("json", json_out), ("jsonl", jsonl), ("csv", csv_out)) if on]
     if len(formats) > 1:
@@ -174,40 +177,57 @@ def predict(
     if plot and not plot.parent.exists():
         raise UsageError(f"{plot}: folder {plot.parent} does not exist")
     paths = collect_inputs(inputs, recursive, video_extensions(ext.split(",") if ext else None))
+    config = PredictConfig(clips=ClipConfig(clips=clips), window=window, batch_size=batch_size, workers=workers)
+    with process_group(device) as (ranks, torch_device):
+        results = _predict_and_write(weights, str(torch_device), precision, paths, config, ranks,
+                                     formats[0] if formats else "table")
+    if plot and ranks.main:
+        _plot_first_timeline(results, plot)
+    if any(r.status == "error" for r in results):
+        raise typer.Exit(1)
+
+
+def _predict_and_write(weights: str | None, device: str, precision: str, paths: list[str],
+                       config: PredictConfig, ranks: Ranks, fmt: str) -> list[FileResult]:
+    """Records through the writer as they come; under torchrun, each rank analyses its share of the
+    files and rank 0 alone writes all the records, in input order."""
+    import warnings
+
+    from .api import UNTRAINED, UntrainedWeightsWarning, load_model
+    from .writers import make_writer
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words
         model = load_model(weights, device, precision)
-    if weights == UNTRAINED:
+    if weights == UNTRAINED and ranks.main:
         err.print("[bold yellow]warning:[/bold yellow] untrained random weights: the pipeline runs, "
                   "the emotions are meaningless. Import real weights with `dfer weights import`.")
-    config = PredictConfig(clips=ClipConfig(clips=clips), window=window, batch_size=batch_size,
-                           workers=workers)
-    writer = make_writer(formats[0] if formats else "table", sys.stdout, model.class_names, window is not None)
-    results, failures = [], 0
+    records = model.analyse(paths, config) if ranks.world == 1 else model.analyse_sharded(paths, config, ranks)
+    if not ranks.main:
+        return list(records)
+    writer = make_writer(fmt, sys.stdout, model.class_names, config.window is not None)
+    results = []
     with progress_bar("analysing", len(paths)) as advance:
         try:
-            for result in model.analyse(paths, config):
+            for result in records:
                 results.append(result)
                 if result.status == "error":
-                    failures += 1
                     err.print(f"dfer: {result.path}: {result.error}", markup=False, soft_wrap=True)
                 writer.write(result)
                 advance(description=result.path[-40:])
         finally:
             writer.close()
-    if plot:
-        _plot_first_timeline(results, model.class_names, plot)
-    if failures:
-        raise typer.Exit(1)
+    return results
 
 
-def _plot_first_timeline(results: list, class_names: list[str], plot: Path) -> None:
+def _plot_first_timeline(results: list, plot: Path) -> None:
     from .api import timeline_arrays
     from .plots import plot_timeline
 
     shown = next((r for r in results if r.probabilities), None)
     if shown is None:
         raise DferError(f"{plot}: nothing to plot (no file had a face)")
+    class_names = list(shown.probabilities)
     times, probs = timeline_arrays(shown, class_names)
     plot_timeline(times, probs, class_names, plot, title=shown.path)
     err.print(f"timeline of {shown.path} -> {plot}", markup=False)

