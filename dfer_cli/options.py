@@ -26,4 +26,5 @@ LabelsOpt = Annotated[Path | None, typer.Option(
     help="folder data set: a CSV of path,label[,split] instead of one sub-folder per class")]
 ValFractionOpt = Annotated[float, typer.Option(
     help="folder data set: share of each class held out as val (stratified, seeded)", min=0.0, max=0.9)]
-WorkersOpt = Annotated[int, typer.Option(help="data loading processes", min=0)]
+WorkersOpt = Annotated[int | None, typer.Option(
+    help="data loading processes (default: one per core but one, at most 4; none on 1-2 cores)", min=0)]

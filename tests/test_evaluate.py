@@ -10,7 +10,7 @@ import typer
 from test_train import CLASSES, SyntheticClips
 from typer.testing import CliRunner
 
-from dfer_cli import cache, prepare
+from dfer_cli import cache, clipdata, prepare
 from dfer_cli.checkpoints import WeightsConfig, save_dfer
 from dfer_cli.commands_train import evaluate_command, train_command
 from dfer_cli.errors import DferError, UsageError
@@ -91,16 +91,19 @@ def fake_dfew(tmp_path, monkeypatch):
         (root / "Clip" / "clip_224x224" / f"{i:05d}").mkdir(parents=True)
 
     # The commands' cache step is replaced by synthetic clips: 24 train, 12 test.
-    def open_split(adapter, split, root, size):
+    def prepare_missing(adapter, split, root, size):
         assert root == tmp_path / "cache"
-        return types.SimpleNamespace(split=split)
+
+    def read_split(root, adapter, split):
+        return types.SimpleNamespace(split=split, no_audio=[])
 
     def dataset(clips, train, size, seed=0, position=0.5):
         dims = ModelDims.tiny(num_classes=7, image_size=size)
         return SyntheticClips(24 if clips.split == "train" else 12, dims, seed=seed, position=position)
 
-    monkeypatch.setattr(prepare, "open_split", open_split)
-    monkeypatch.setattr(cache, "CacheDataset", dataset)
+    monkeypatch.setattr(prepare, "prepare_missing", prepare_missing)
+    monkeypatch.setattr(cache, "read_split", read_split)
+    monkeypatch.setattr(clipdata, "CacheDataset", dataset)
     return root, tmp_path / "cache"
 
 
