@@ -202,7 +202,7 @@ def train_command(
     run = RunConfig(out=out, device=device, workers=loader_workers() if workers is None else workers,
                     compile=compile_model, resume=resume, log_every=log_every, progress=True)
     err = Console(stderr=True, highlight=False, quiet=int(os.environ.get("RANK", "0")) != 0)
-    final = train_run(job, run, log=lambda line: err.print(line, markup=False))
+    final = train_run(job, run, log=lambda line: err.print(line, markup=False, soft_wrap=True))
     err.print(f"final checkpoint: {final}\n  {evaluate_hint(job, final)}", markup=False, soft_wrap=True)
 
 
@@ -250,7 +250,7 @@ def evaluate_command(
                         two_clips, cache, labels, val_fraction, device, precision, batch_size,
                         loader_workers() if workers is None else workers)
     err = Console(stderr=True, highlight=False)
-    result = evaluate_run(config, log=lambda line: err.print(line, markup=False))
+    result = evaluate_run(config, log=lambda line: err.print(line, markup=False, soft_wrap=True))
     if out is not None:
         written = write_outputs(result.evaluations, result.report, out)
         err.print(f"wrote {', '.join(p.name for p in written)} -> {out}", markup=False)

@@ -318,3 +318,24 @@ def test_every_fold_reads_one_cache(fake_dfew, dfew_cache, tmp_path, monkeypatch
     (root / "Clip" / "clip_224x224" / "00021").mkdir()
     with pytest.raises(DferError, match="lacks clips of DFEW fold 2 test"):
         prepare_missing(DfewDataset(root, 2), "test", tmp_path / "cache", 48)
+
+
+def test_commands_say_how_many_clips_have_no_audio_track(fake_dfew, dfew_cache, tmp_path):
+    """Clips without an audio track (no original video, or an unreadable one) train on the model's
+    no-audio input: prepare, train and evaluate each say how many there are."""
+    shutil.copytree(dfew_cache[0], tmp_path / "cache")
+    common = ["--dataset", "dfew", "--data", str(fake_dfew), "--cache", str(tmp_path / "cache")]
+    runner = CliRunner()
+    prepared = runner.invoke(app, ["prepare", *common, "--size", "48", "--workers", "0"])
+    assert prepared.exit_code == 0, prepared.output
+    train_note = "DFEW fold 1 train: 14 of 16 clips have no audio track: the model gets its no-audio input"
+    test_note = "DFEW fold 1 test: 1 of 1 clips have no audio track"
+    assert train_note in prepared.output and test_note in prepared.output
+    trained = runner.invoke(app, ["train", *common, "--arch", "tiny", "--epochs", "1", "--val-split", "test",
+                                  "--out", str(tmp_path / "run"), "--device", "cpu", "--workers", "0"])
+    assert trained.exit_code == 0, trained.output
+    assert train_note in trained.output and test_note in trained.output
+    evaluated = runner.invoke(app, ["evaluate", "--weights", str(tmp_path / "run" / "last"), *common, "--one-clip",
+                                    "--device", "cpu", "--workers", "0"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert test_note in evaluated.output and train_note not in evaluated.output
