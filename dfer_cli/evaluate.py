@@ -138,7 +138,7 @@ def evaluate_run(config: EvalConfig, log: Callable[[str], None] | None = None) -
                             f"{adapter.name} has {len(adapter.class_names)}")
         size = loaded.config.dims.image_size
         split = config.split or ("val" if config.dataset == "folder" else "test")
-        root = config.cache or prepare.default_cache(adapter, size)
+        root = Path(config.cache) if config.cache else prepare.default_cache(adapter, size)
         clips = clipdata.prepare_and_read(adapter, split, root, size, say)
         name = spec or store.default_name()
         say(f"evaluating {name} on {adapter.name}, {split} ({precision})")
