@@ -18,7 +18,6 @@ single process's step-i batch, and DDP's gradient average equals the single proc
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
@@ -36,13 +35,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .atomic import atomic_path, atomic_write_text, recover_dir, replace_dir
 from .checkpoints import LoadedWeights, WeightsConfig, load_dfer, load_encoders, save_dfer
 from .clipdata import loader_workers
+from .distributed import Ranks, gather, process_group
 from .errors import DferError
 from .evaluate import predict_probs
 from .metrics import evaluate_predictions
 from .model import MMADFER, ModelDims
 from .plots import plot_training_curves
 from .progress import progress_bar
-from .runtime import autocast, pick_device
+from .runtime import autocast
 
 CHECKPOINT_DIR = "last"
 STATE_FILE = "train_state.pt"
@@ -73,16 +73,6 @@ class RunConfig:
     log_every: int = 50  # steps between intra-epoch loss / throughput records
     progress: bool = False  # rich progress bar on stderr (rank 0)
     eval_batch_size: int = 16
-
-
-@dataclass(frozen=True)
-class Ranks:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
 
 
 def build_model(dims: ModelDims, seed: int, image_encoder: Path | None = None,
@@ -118,19 +108,11 @@ def train(model: MMADFER, train_set: Dataset, weights: WeightsConfig, recipe: Tr
     epoch's log record after its checkpoint is written (on every rank). Launched by torchrun
     (WORLD_SIZE > 1), it joins the process group itself: nccl on CUDA, gloo on CPU.
     """
-    ranks, device, owns_group = _init_distributed(run.device)
-    try:
-        checkpoint = _train(model, train_set, weights, recipe, run, val_set, on_epoch, ranks, device)
-        if ranks.world > 1:
-            # Every rank waits for rank 0's last checkpoint, and the last collective holds no tensors:
-            # gloo's worker frees the final all_gather_object's Python-backed tensors a moment after
-            # wait() returns, and a rank that exited at once reached interpreter shutdown first and
-            # aborted in that decref (rank 1 in CI, about 1 run in 40 under load here).
-            dist.barrier()
-        return checkpoint
-    finally:
-        if owns_group:
-            dist.destroy_process_group()
+    with process_group(run.device) as (ranks, device):
+        if device.type == "cuda":
+            torch.set_float32_matmul_precision("high")
+        # Every rank leaves the group only after rank 0's last checkpoint (process_group's barrier).
+        return _train(model, train_set, weights, recipe, run, val_set, on_epoch, ranks, device)
 
 
 def _train(model: MMADFER, train_set: Dataset, weights: WeightsConfig, recipe: TrainRecipe, run: RunConfig,
@@ -154,7 +136,7 @@ def _train(model: MMADFER, train_set: Dataset, weights: WeightsConfig, recipe: T
             if val_set is not None and ranks.main:
                 record.update(_validate(model, val_set, weights.class_names, device, run))
             log.append(record)
-            rng = _gather(_rng_state(device), ranks)
+            rng = gather(_rng_state(device), ranks)
             if ranks.main:
                 _save(run, model, weights, recipe, epoch + 1, loop, rng, log)
             if on_epoch is not None:
@@ -304,24 +286,6 @@ def _load_state(out: Path, model: MMADFER, recipe: TrainRecipe, ranks: Ranks) ->
     return state
 
 
-def _init_distributed(device_spec: str) -> tuple[Ranks, torch.device, bool]:
-    """Rank, world size and device from torchrun's environment; joins the process group if needed."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(device_spec)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
-    if world == 1:
-        return Ranks(), device, False
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Ranks(rank, world), device, owns
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -345,11 +309,3 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
-
-
-def _gather(obj: dict, ranks: Ranks) -> list[dict]:
-    if ranks.world == 1:
-        return [obj]
-    gathered: list = [None] * ranks.world
-    dist.all_gather_object(gathered, obj)
-    return gathered
