@@ -22,6 +22,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from flops import model_dims, train_flops
 
 from dfer_cli.cache import CacheDataset
 from dfer_cli.datasets import DfewDataset
-from dfer_cli.model import MMADFER
+from dfer_cli.model import MMADFER, ModelDims
 from dfer_cli.prepare import PrepareConfig, open_split, prepare
 from dfer_cli.runtime import autocast, pick_device
 
@@ -40,16 +41,20 @@ DFEW_FOLD_CLIPS = 9_356  # fold-1 training clips (spec section 7)
 EPOCHS = 25
 
 
-def time_steps(net: torch.nn.Module, model: MMADFER, batch: int, precision: str, device: torch.device,
-               steps: int, warmup: int) -> tuple[float, float]:
-    """(samples/s over `steps` timed steps, seconds of the first step)."""
-    dims = model.dims
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2, fused=device.type == "cuda")
+def synthetic_batch(dims: ModelDims, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """What the training loader delivers: uint8 pixels, float audio features, int64 labels."""
     video = torch.randint(0, 256, (batch, dims.num_frames, 3, dims.image_size, dims.image_size),
                           dtype=torch.uint8, device=device)
     audio = torch.randn(batch, 1, dims.audio_frames, dims.mel_bins, device=device)
-    label = torch.randint(0, dims.num_classes, (batch,), device=device)
+    return video, audio, torch.randint(0, dims.num_classes, (batch,), device=device)
+
+
+def make_step(net: torch.nn.Module, model: MMADFER, batch: int, precision: str,
+              device: torch.device) -> Callable[[], None]:
+    """One `dfer train` step on a fixed synthetic batch, `net` being `model` or its compiled form."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2, fused=device.type == "cuda")
+    video, audio, label = synthetic_batch(model.dims, batch, device)
 
     def step() -> None:
         with autocast(device, precision):
@@ -59,6 +64,12 @@ def time_steps(net: torch.nn.Module, model: MMADFER, batch: int, precision: str,
         loss.backward()
         optimizer.step()
 
+    return step
+
+
+def time_steps(step: Callable[[], None], batch: int, device: torch.device, steps: int,
+               warmup: int) -> tuple[float, float]:
+    """(samples/s over `steps` timed steps, seconds of the first step)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     start = time.perf_counter()
     step()
@@ -88,7 +99,8 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> None:
                         torch._dynamo.reset()  # a clean compile per case, timed in "first step"
                     net = torch.compile(model, dynamic=False) if mode == "compile" else model
                     try:
-                        speed, first = time_steps(net, model, batch, precision, device, args.steps, args.warmup)
+                        step = make_step(net, model, batch, precision, device)
+                        speed, first = time_steps(step, batch, device, args.steps, args.warmup)
                     except torch.OutOfMemoryError:
                         print(f"| {size} | {precision} | {mode} | {batch} | out of memory | | | | |", flush=True)
                         torch.cuda.empty_cache()
