@@ -77,6 +77,8 @@ def main() -> None:
                     try:
                         speed, peak, first = measure(model, dims, batch, device, precision, args.steps)
                     except torch.OutOfMemoryError:
+                        speed = None  # the exception's frames, holding the tensors, go at the end of this block
+                    if speed is None:
                         print(f"| {size} | {precision} | {mode} | {batch} | out of memory | | | | |", flush=True)
                         torch.cuda.empty_cache()
                         continue

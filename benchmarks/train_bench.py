@@ -85,6 +85,15 @@ def time_steps(step: Callable[[], None], batch: int, device: torch.device, steps
     return steps * batch / (time.perf_counter() - start), first
 
 
+def run_case(net: torch.nn.Module, model: MMADFER, batch: int, precision: str, device: torch.device,
+             args: argparse.Namespace) -> tuple[float, float] | None:
+    """time_steps of one case, or None when it does not fit in memory (its tensors are freed on return)."""
+    try:
+        return time_steps(make_step(net, model, batch, precision, device), batch, device, args.steps, args.warmup)
+    except torch.OutOfMemoryError:
+        return None
+
+
 def bench_steps(args: argparse.Namespace, device: torch.device) -> None:
     print("| px | precision | mode | batch | samples/s | first step s | TFLOP/s | MFU | DFEW fold (min) |\n"
           "|---|---|---|---|---|---|---|---|---|")
@@ -98,13 +107,12 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> None:
                     if mode == "compile":
                         torch._dynamo.reset()  # a clean compile per case, timed in "first step"
                     net = torch.compile(model, dynamic=False) if mode == "compile" else model
-                    try:
-                        step = make_step(net, model, batch, precision, device)
-                        speed, first = time_steps(step, batch, device, args.steps, args.warmup)
-                    except torch.OutOfMemoryError:
+                    measured = run_case(net, model, batch, precision, device, args)
+                    if measured is None:
                         print(f"| {size} | {precision} | {mode} | {batch} | out of memory | | | | |", flush=True)
                         torch.cuda.empty_cache()
                         continue
+                    speed, first = measured
                     achieved = speed * per_sample / 1e12
                     mfu = f"{100 * achieved / args.peak_tflops:.1f}%" if device.type == "cuda" else "-"
                     fold = DFEW_FOLD_CLIPS * EPOCHS / speed / 60
