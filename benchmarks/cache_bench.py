@@ -16,15 +16,14 @@ The page cache is warm (files just written): that is the steady state when the c
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import torch
 from PIL import Image
+from synth_media import write_clip
 
 from dfer_cli.cache import CacheSpec, CacheWriter, ClipSet, ClipStore, write_clip_files
 from dfer_cli.clipdata import CacheDataset
@@ -40,23 +39,23 @@ def face_like(rng: np.random.Generator, size: int = 224) -> np.ndarray:
 
 
 def fake_dfew(root: Path, clips: int, frames: int, rng: np.random.Generator) -> None:
+    """A DFEW-shaped folder: `clips` clips of `frames` JPEG face frames each (the same pictures, hard
+    links after the first clip) and a 3-s original video with sound each (hard links of one)."""
     folder = root / "EmoLabel_DataSplit" / "train(single-labeled)"
     folder.mkdir(parents=True)
     (folder / "set_1.csv").write_text("video_name,label\n" + "".join(f"{i},{i % 7 + 1}\n" for i in range(1, clips + 1)))
     (root / "Clip" / "original").mkdir(parents=True)
-    original = root / "Clip" / "original" / "00001.mp4"
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=size=320x240:rate=25:duration=3", "-f", "lavfi", "-i",
-                    "sine=frequency=440:sample_rate=44100:duration=3", "-c:v", "libx264", "-preset", "ultrafast",
-                    "-c:a", "aac", "-shortest", str(original)], check=True)
-    pictures = [face_like(rng) for _ in range(frames)]
-    for i in range(1, clips + 1):
+    original = write_clip(root / "Clip" / "original" / "00001.mp4", 3.0)
+    first = root / "Clip" / "clip_224x224" / "00001"
+    first.mkdir(parents=True)
+    for k in range(frames):
+        Image.fromarray(face_like(rng)).save(first / f"{k + 1:05d}.jpg", quality=90)
+    for i in range(2, clips + 1):
         folder = root / "Clip" / "clip_224x224" / f"{i:05d}"
-        folder.mkdir(parents=True)
-        for k, picture in enumerate(pictures):
-            Image.fromarray(picture).save(folder / f"{k + 1:05d}.jpg", quality=90)
-        if i > 1:
-            (root / "Clip" / "original" / f"{i:05d}.mp4").hardlink_to(original)
+        folder.mkdir()
+        for picture in first.iterdir():
+            (folder / picture.name).hardlink_to(picture)
+        (root / "Clip" / "original" / f"{i:05d}.mp4").hardlink_to(original)
 
 
 def bench_prepare(tmp: Path, args: argparse.Namespace) -> None:

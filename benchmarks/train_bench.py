@@ -1,22 +1,19 @@
-"""Train-step throughput of the default MMA-DFER model (ViT-B/16 x 2) on synthetic tensors.
+"""Train-step throughput of MMA-DFER (ViT-B/16 x 2) on synthetic batches, and the data loader feeding it.
 
-One step = forward, cross-entropy, backward, fused AdamW on the adapters: what `dfer train` runs per
-batch, without data loading. Then the data side: clips/s that `dfer train`'s loader (the cache's
-augmented train view, batch 8, shuffled) delivers from a `dfer prepare` cache of generated clips
-(a fake DFEW split, as in cache_bench.py), by worker count; the step rate is what it must keep up with.
-On CUDA it uses bf16 autocast (as `dfer train` does) and reports MFU
-against --peak-tflops; on CPU it runs fp32 and the MFU column is left empty.
+One step is what `dfer train` runs per batch (dfer_cli/train.py): uint8 pixels in, forward under bf16
+autocast (or fp32, with TF32 as train.py allows it on CUDA), cross-entropy, backward, fused AdamW on
+the adapters; no data loading. Cases: face size x precision x eager/compiled x batch. MFU is against
+--peak-tflops, counting two forwards per sample (flops.train_flops); "first step" is the first call's
+time (compilation, for compiled cases); "DFEW fold" projects 9,356 clips x 25 epochs of steps.
 
-FLOPs per sample are counted from the architecture (matmuls of the 2 x 12 ViT blocks, attention, fusion
-bottlenecks, patch embeddings): about 0.345 TFLOP forward at 160 px. A training step costs about twice
-the forward: the backward pass needs the activation gradients through the frozen blocks (one more
-forward's worth) but no weight gradients for them.
+Then the data side (--loader-clips N): clips/s that the augmented training view of a freshly
+`dfer prepare`d cache (a fake DFEW split) delivers through a DataLoader (batch 8, shuffled), by
+worker count; the step rate above is what it must keep up with.
 
-Examples:
-
-  python benchmarks/train_bench.py                                  # 160 and 224 px, batch 8..64
-  python benchmarks/train_bench.py --sizes 160 --batches 8 --steps 3 --warmup 1   # a CPU-sized case
-  python benchmarks/train_bench.py --batches '' --loader-workers 0 4 8 16        # the loader only
+  python benchmarks/train_bench.py                              # 160/224 px, batch 8-64, bf16/fp32, eager
+  python benchmarks/train_bench.py --modes compile --sizes 160 --batches 32 --precisions bf16
+  python benchmarks/train_bench.py --arch tiny --sizes 32 --batches 4 --steps 2 --warmup 1 --precisions fp32
+  python benchmarks/train_bench.py --batches --loader-clips 200 --loader-workers 15   # the loader only
 """
 
 from __future__ import annotations
@@ -25,12 +22,14 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from cache_bench import fake_dfew, rate
+from flops import model_dims, train_flops
 
 from dfer_cli.cache import read_split
 from dfer_cli.clipdata import CacheDataset
@@ -43,53 +42,88 @@ DFEW_FOLD_CLIPS = 9_356  # fold-1 training clips (spec section 7)
 EPOCHS = 25
 
 
-def forward_flops(dims: ModelDims) -> float:
-    """Forward FLOPs (2 per multiply-add) of one sample."""
-    d, blocks, t = dims.width, dims.depth, dims.num_frames
-    image_tokens = 1 + dims.image_patches + dims.prompts
-    grid_t, grid_f = dims.audio_grid
-    audio_tokens = 1 + grid_t * grid_f + dims.prompts
-
-    def vit(tokens: int, sequences: int) -> float:
-        linear = 2 * (4 * d * d + 2 * int(d * dims.mlp_ratio) * d) * tokens  # qkv + proj, MLP
-        attention = 2 * 2 * tokens * tokens * d  # q k^T and attn v
-        return blocks * sequences * (linear + attention)
-
-    patch = 2 * d * dims.patch_size ** 2 * (3 * t * dims.image_patches + grid_t * grid_f)
-    fusion = blocks * 2 * dims.bottleneck * d * (3 * t * image_tokens + 2 * audio_tokens)
-    head = 2 * t * d * dims.temporal_dim + 2 * (t + 1) * dims.temporal_dim * (4 * dims.temporal_dim
-                                                                             + 2 * dims.temporal_mlp)
-    return vit(image_tokens, t) + vit(audio_tokens, 1) + patch + fusion + head
+def synthetic_batch(dims: ModelDims, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """What the training loader delivers: uint8 pixels, float audio features, int64 labels."""
+    video = torch.randint(0, 256, (batch, dims.num_frames, 3, dims.image_size, dims.image_size),
+                          dtype=torch.uint8, device=device)
+    audio = torch.randn(batch, 1, dims.audio_frames, dims.mel_bins, device=device)
+    return video, audio, torch.randint(0, dims.num_classes, (batch,), device=device)
 
 
-def bench(size: int, batch: int, steps: int, warmup: int, device: torch.device, compile_model: bool) -> float:
-    """Training samples per second."""
-    torch.manual_seed(0)
-    dims = ModelDims(image_size=size)
-    model = MMADFER(dims).to(device).train()
+def make_step(net: torch.nn.Module, model: MMADFER, batch: int, precision: str,
+              device: torch.device) -> Callable[[], None]:
+    """One `dfer train` step on a fixed synthetic batch, `net` being `model` or its compiled form."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2, fused=device.type == "cuda")
-    net = torch.compile(model) if compile_model else model
-    video = torch.rand(batch, dims.num_frames, 3, size, size, device=device)
-    audio = torch.randn(batch, 1, dims.audio_frames, dims.mel_bins, device=device)
-    label = torch.randint(0, dims.num_classes, (batch,), device=device)
+    video, audio, label = synthetic_batch(model.dims, batch, device)
 
     def step() -> None:
-        with autocast(device, "bf16" if device.type == "cuda" else "fp32"):
-            loss = F.cross_entropy(net(video, audio).float(), label)
+        with autocast(device, precision):
+            logits = net(video, audio)
+        loss = F.cross_entropy(logits.float(), label)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    for _ in range(warmup):
-        step()
+    return step
+
+
+def time_steps(step: Callable[[], None], batch: int, device: torch.device, steps: int,
+               warmup: int) -> tuple[float, float]:
+    """(samples/s over `steps` timed steps, seconds of the first step)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    start = time.perf_counter()
+    step()
+    sync()
+    first = time.perf_counter() - start
+    for _ in range(warmup - 1):
+        step()
     sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
     sync()
-    return steps * batch / (time.perf_counter() - start)
+    return steps * batch / (time.perf_counter() - start), first
+
+
+def run_case(net: torch.nn.Module, model: MMADFER, batch: int, precision: str, device: torch.device,
+             args: argparse.Namespace) -> tuple[float, float] | None:
+    """time_steps of one case, or None when it does not fit in memory (its tensors are freed on return)."""
+    try:
+        return time_steps(make_step(net, model, batch, precision, device), batch, device, args.steps, args.warmup)
+    except torch.OutOfMemoryError:
+        return None
+
+
+def bench_steps(args: argparse.Namespace, device: torch.device) -> None:
+    print("| px | precision | mode | batch | samples/s | first step s | TFLOP/s | MFU | DFEW fold (min) |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        torch.manual_seed(0)
+        model = MMADFER(model_dims(args.arch, size)).to(device).train()
+        per_sample = train_flops(model.dims)
+        for mode in args.modes:
+            for precision in args.precisions:
+                for batch in args.batches:
+                    if mode == "compile":
+                        torch._dynamo.reset()  # a clean compile per case, timed in "first step"
+                    net = torch.compile(model, dynamic=False) if mode == "compile" else model
+                    measured = run_case(net, model, batch, precision, device, args)
+                    if measured is None:
+                        print(f"| {size} | {precision} | {mode} | {batch} | out of memory | | | | |", flush=True)
+                        torch.cuda.empty_cache()
+                        continue
+                    speed, first = measured
+                    achieved = speed * per_sample / 1e12
+                    mfu = f"{100 * achieved / args.peak_tflops:.1f}%" if device.type == "cuda" else "-"
+                    fold = DFEW_FOLD_CLIPS * EPOCHS / speed / 60
+                    print(f"| {size} | {precision} | {mode} | {batch} | {speed:.1f} | {first:.1f} | {achieved:.1f} "
+                          f"| {mfu} | {fold:.1f} |", flush=True)
+        del model
+    print("\nTFLOP per training sample: " + ", ".join(
+        f"{s} px {train_flops(model_dims(args.arch, s)) / 1e12:.3f}" for s in args.sizes)
+        + f". DFEW fold = {DFEW_FOLD_CLIPS:,} clips x {EPOCHS} epochs of steps (no data loading, no "
+        f"validation); goal 10 min. MFU against {args.peak_tflops:g} TFLOP/s.")
 
 
 def bench_loader(clips: int, size: int, workers: list[int]) -> None:
@@ -98,57 +132,43 @@ def bench_loader(clips: int, size: int, workers: list[int]) -> None:
         root = Path(tmp) / "DFEW"
         fake_dfew(root, clips, 72, np.random.default_rng(1))
         dataset = DfewDataset(root, 1)
+        config = PrepareConfig(size=size)
         start = time.perf_counter()
-        prepare(dataset, "train", Path(tmp) / "cache", PrepareConfig(size=size), progress=False)
+        prepare(dataset, "train", Path(tmp) / "cache", config, progress=False)
         prepared = clips / (time.perf_counter() - start)
         data = CacheDataset(read_split(Path(tmp) / "cache", dataset, "train"), train=True, size=size)
-        print(f"\n# data loader: {clips} generated clips prepared at {prepared:.1f} clips/s "
-              f"({PrepareConfig().workers} processes); train view at {size} px, batch 8, shuffled, "
-              f"{os.cpu_count()} cores\n{'workers':>7} {'clips/s':>8}")
+        print(f"\n## data loader: {clips} fake DFEW clips (72 JPEG frames each) prepared at {prepared:.1f} clips/s "
+              f"({config.workers} processes); train view at {size} px, batch 8, shuffled, {os.cpu_count()} cores\n\n"
+              "| workers | clips/s |\n|---|---|")
         for w in workers:
-            print(f"{w:>7} {rate(data, w, passes=max(1, 1000 // clips)):>8.0f}", flush=True)
+            print(f"| {w} | {rate(data, w, passes=max(1, 1000 // clips)):.0f} |", flush=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="160,224", help="face sizes in px, comma-separated")
-    parser.add_argument("--batches", default="8,16,32,64", help="batch sizes, comma-separated")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[160, 224], help="face sizes in px")
+    parser.add_argument("--batches", type=int, nargs="*", default=[8, 16, 32, 64], help="none: loader only")
+    parser.add_argument("--precisions", nargs="+", choices=["bf16", "fp32"], default=["bf16", "fp32"])
+    parser.add_argument("--modes", nargs="+", choices=["eager", "compile"], default=["eager"])
+    parser.add_argument("--arch", choices=["vit-b", "tiny"], default="vit-b", help="tiny: a quick CPU run")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per case")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first, the first one included")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="accelerator bf16 peak, for MFU")
-    parser.add_argument("--loader-clips", type=int, default=200, help="generated clips for the loader (0: skip)")
+    parser.add_argument("--loader-clips", type=int, default=0, help="fake DFEW clips for the loader (0: skip)")
     parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 2, 4, 8, 16])
     args = parser.parse_args()
 
     device = pick_device(args.device)
-    cuda = device.type == "cuda"
-    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
-    precision = "bf16 autocast" if device.type == "cuda" else "fp32"
-    print(f"# MMA-DFER train step, {name}, {precision}, torch {torch.__version__}"
-          f"{', compiled' if args.compile else ''}; {args.steps} timed steps after {args.warmup} warm-up")
-    print(f"{'px':>4} {'batch':>5} {'TFLOP/sample':>12} {'samples/s':>10} {'TFLOP/s':>8} {'MFU':>6} "
-          f"{'DFEW fold (h)':>13}")
-    for size in (int(s) for s in args.sizes.split(",")):
-        train_flops = 2 * forward_flops(ModelDims(image_size=size))
-        for batch in (int(b) for b in args.batches.split(",") if b):
-            try:
-                rate = bench(size, batch, args.steps, args.warmup, device, args.compile)
-            except torch.OutOfMemoryError:
-                print(f"{size:>4} {batch:>5} {'out of memory':>12}")
-                torch.cuda.empty_cache()
-                continue
-            achieved = rate * train_flops / 1e12
-            mfu = f"{100 * achieved / args.peak_tflops:5.1f}%" if device.type == "cuda" else "-"
-            hours = DFEW_FOLD_CLIPS * EPOCHS / rate / 3600
-            print(f"{size:>4} {batch:>5} {train_flops / 1e12:>12.3f} {rate:>10.2f} {achieved:>8.2f} {mfu:>6} "
-                  f"{hours:>13.1f}", flush=True)
-    print(f"# DFEW fold = {DFEW_FOLD_CLIPS:,} clips x {EPOCHS} epochs of train steps (no data loading, "
-          f"no validation); MFU against {args.peak_tflops:g} TFLOP/s")
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # as dfer train sets it
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    if args.batches:
+        print(f"## MMA-DFER train step ({args.arch}), {name}, torch {torch.__version__}; "
+              f"{args.steps} timed steps after {args.warmup} warm-up\n")
+        bench_steps(args, device)
     if args.loader_clips:
-        bench_loader(args.loader_clips, int(args.sizes.split(",")[0]), args.loader_workers)
+        bench_loader(args.loader_clips, args.sizes[0], args.loader_workers)
 
 
 if __name__ == "__main__":
