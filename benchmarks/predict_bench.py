@@ -1,13 +1,13 @@
-"""`dfer predict` cost end to end (decode, faces, fbank, model), in three sections:
+"""`dfer predict` cost end to end (decode, faces, fbank, model), in four sections:
 
-  stages  one short clip: per-stage seconds (cold start included), a warm file, the peak RSS;
-  folder  a folder of --folder-files short clips (copies of the sample media) by worker count: videos/s;
-  precision  fp32 against bf16 autocast: a warm file and a cold `dfer predict` process;
-  long    a long video (a sample looped, packets copied) per --long-seconds, as a timeline with
-          --window: wall time and that time as a fraction of the video's length. A length whose time,
-          projected from the one before, would pass --budget seconds is skipped and says so.
+  stages     one short clip: per-stage seconds (cold start included), a warm file, the peak RSS;
+  folder     a folder of --folder-files short clips (copies of the sample media) by worker count: videos/s;
+  precision  fp32 against bf16 autocast in one run: a warm file and a cold `dfer predict` process;
+  long       a long video (a sample looped, packets copied) per --long-seconds, as a timeline with
+             --window: wall time and that time as a fraction of the video's length. A length whose
+             time, projected from the one before, would pass --budget seconds is skipped and says so.
 
-    python benchmarks/predict_bench.py                       # CPU: all three, vit-b at 160 px
+    python benchmarks/predict_bench.py                       # CPU: all four, vit-b at 160 px
     python benchmarks/predict_bench.py --sections folder --folder-files 256 --workers 15 --batch-size 32
     python benchmarks/predict_bench.py --sections long --long-seconds 600 3600 --window 2 --budget 240
 
