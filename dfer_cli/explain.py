@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import audio
-from .errors import DferError
+from .errors import DferError, UsageError
 from .model import MMADFER
 from .runtime import autocast
 
@@ -59,6 +59,12 @@ class ExplainConfig:
     # about 1.2 GB per clip in fp32 at 160 px.
     batch_size: int = 2
     decimals: int = 6
+
+    def __post_init__(self) -> None:
+        if self.voice_bins < 1 or audio.TARGET_FRAMES % self.voice_bins:
+            raise UsageError(f"explain: {self.voice_bins} voice bins do not split {audio.TARGET_FRAMES} fbank frames")
+        if self.steps < 1 or self.batch_size < 1:
+            raise UsageError(f"explain: steps ({self.steps}) and batch size ({self.batch_size}) must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -97,10 +103,10 @@ def explain(model: MMADFER, clips: ClipInputs, target: int, class_names: Sequenc
     shares with both counterfactual probability vectors (means over the clips, as the file's own
     probabilities are), and per clip the frame, face-region and voice-moment importances."""
     config = config or ExplainConfig()
-    if len(class_names) < 2:
-        raise DferError("explain: a model with one class has no call to explain")
-    if clips.has_audio and audio.TARGET_FRAMES % config.voice_bins:
-        raise DferError(f"explain: {config.voice_bins} voice bins do not split {audio.TARGET_FRAMES} fbank frames")
+    if len(class_names) < 2 or not 0 <= target < len(class_names):
+        raise DferError(f"explain: no class {target} among {len(class_names)} to explain (two or more needed)")
+    if not len(clips.videos):
+        raise DferError("explain: no clips with a face to explain")
     model.eval()  # no drop-path: two runs must give the same record
     # predict classifies under inference_mode; tensors made there could not be saved for backward.
     with torch.inference_mode(False):
@@ -125,7 +131,7 @@ def _slice(clips: ClipInputs, a: int, b: int) -> ClipInputs:
 def _evidence(model: MMADFER, clips: ClipInputs, target: int, device: torch.device, precision: str,
               config: ExplainConfig) -> _Evidence:
     video = torch.from_numpy(clips.videos).to(device).permute(0, 1, 4, 2, 3).float().div_(255)
-    fbank = torch.from_numpy(clips.audios).to(device).unsqueeze(1)
+    fbank = torch.from_numpy(np.asarray(clips.audios, np.float32)).to(device).unsqueeze(1)
     silence = torch.from_numpy(audio.model_input(None, 0)).to(device).expand_as(fbank)
     grey = torch.full_like(video, FACE_BASELINE)
     quiet = background(fbank[:, 0], silence[0, 0]).unsqueeze(1) if clips.has_audio else fbank

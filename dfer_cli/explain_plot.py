@@ -88,6 +88,8 @@ def _crops(ax, video: np.ndarray, regions: np.ndarray, k: int) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_ylabel(f"clip {k + 1}\nfaces", fontsize=9)
+    if not regions.any():
+        _nothing(ax, "no face region of this clip supports the call")
 
 
 def _frames(ax, clip: dict, s: int) -> None:
@@ -97,6 +99,8 @@ def _frames(ax, clip: dict, s: int) -> None:
     ax.set_xlim(0, s * len(importance))
     ax.set_xticks(centres, [f"{t:.2f}s" for t in clip["frame_times"]], fontsize=8)
     ax.set_ylabel("frame\nimportance", fontsize=9)
+    if not importance.any():
+        _nothing(ax, "no frame of this clip supports the call")
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -117,4 +121,12 @@ def _voice(ax, fbank: np.ndarray, clip: dict) -> None:
     twin.fill_between(times, importance, step="mid", color=VOICE_COLOUR, alpha=0.35)
     twin.set_ylim(0, max(importance.max() * 1.15, 1e-6))
     twin.set_ylabel("voice\nimportance", fontsize=9, color=VOICE_COLOUR)
+    if not importance.any():
+        _nothing(ax, "no moment of this clip's sound supports the call")
     ax.set_xlim(start, end)
+
+
+def _nothing(ax, text: str) -> None:
+    """An all-zero map is a finding (nothing there argues for the call), not a missing panel."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=10,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})

@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import MEDIA
+from PIL import Image
 
 from dfer_cli import audio, faces, media
-from dfer_cli.errors import DferError
-from dfer_cli.explain import ClipInputs, explain, shares
+from dfer_cli.errors import DferError, UsageError
+from dfer_cli.explain import ClipInputs, ExplainConfig, explain, shares
+from dfer_cli.explain_plot import plot_explanation
 from dfer_cli.model import ModelDims
 from dfer_cli.predict import PredictConfig, plan, read_clip_media
 from dfer_cli.train import build_model
@@ -235,7 +237,24 @@ def test_shares_when_a_drop_is_negative_or_neither_is_positive():
     assert shares(None, 0.4) == (None, 1.0, False)
 
 
-def test_mismatched_inputs_are_an_error():
+def test_mismatched_inputs_and_settings_are_errors():
     with pytest.raises(DferError, match="do not line up"):
         ClipInputs(np.zeros((2, 16, 32, 32, 3), np.uint8), np.zeros((1, 512, 128), np.float32),
                    np.zeros((2, 16)), np.zeros(2), True)
+    with pytest.raises(UsageError, match="voice bins"):
+        ExplainConfig(voice_bins=30)
+    with pytest.raises(UsageError, match="at least 1"):
+        ExplainConfig(steps=0)
+
+
+def test_the_picture_is_one_png_written_atomically(trained, tmp_path):
+    model, files = trained("late_tone")
+    label, clips, e = files[0]
+    plot_explanation(e, clips.videos, clips.audios, tmp_path / "a.png", "a.mp4", "test model")
+    silent = ClipInputs(clips.videos, np.broadcast_to(audio.model_input(None, 0), clips.audios.shape).copy(),
+                        clips.frame_times, clips.audio_starts, has_audio=False)
+    plot_explanation(explain(model, silent, label, CLASSES, CPU), silent.videos, silent.audios,
+                     tmp_path / "b.png", "b.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no temporary files left
+    with Image.open(tmp_path / "a.png") as image:
+        assert image.format == "PNG" and image.width == 1600 and image.height > 600
