@@ -68,7 +68,7 @@ class ExplainConfig:
 
 
 @dataclass(frozen=True)
-class ClipInputs:
+class FileClips:
     """One file's classified clips, as predict feeds them to the model."""
 
     videos: np.ndarray  # (K, T, S, S, 3) uint8 face crops
@@ -97,7 +97,7 @@ class _Evidence:
     voice: np.ndarray | None  # (K, bins) signed
 
 
-def explain(model: MMADFER, clips: ClipInputs, target: int, class_names: Sequence[str], device: torch.device,
+def explain(model: MMADFER, clips: FileClips, target: int, class_names: Sequence[str], device: torch.device,
             precision: str = "fp32", config: ExplainConfig | None = None) -> dict:
     """The `explanation` record of one file for class `target` (the file's top class): voice and face
     shares with both counterfactual probability vectors (means over the clips, as the file's own
@@ -123,12 +123,12 @@ def _concat(parts: list[_Evidence]) -> _Evidence:
     return _Evidence(*(joined(f.name) for f in fields(_Evidence)))
 
 
-def _slice(clips: ClipInputs, a: int, b: int) -> ClipInputs:
-    return ClipInputs(clips.videos[a:b], clips.audios[a:b], np.asarray(clips.frame_times)[a:b],
+def _slice(clips: FileClips, a: int, b: int) -> FileClips:
+    return FileClips(clips.videos[a:b], clips.audios[a:b], np.asarray(clips.frame_times)[a:b],
                       np.asarray(clips.audio_starts)[a:b], clips.has_audio)
 
 
-def _evidence(model: MMADFER, clips: ClipInputs, target: int, device: torch.device, precision: str,
+def _evidence(model: MMADFER, clips: FileClips, target: int, device: torch.device, precision: str,
               config: ExplainConfig) -> _Evidence:
     video = torch.from_numpy(clips.videos).to(device).permute(0, 1, 4, 2, 3).float().div_(255)
     fbank = torch.from_numpy(np.asarray(clips.audios, np.float32)).to(device).unsqueeze(1)
@@ -249,7 +249,7 @@ def _support(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return np.divide(a, total, out=np.zeros_like(a), where=total > 0)
 
 
-def _record(ev: _Evidence, clips: ClipInputs, target: int, class_names: Sequence[str],
+def _record(ev: _Evidence, clips: FileClips, target: int, class_names: Sequence[str],
             config: ExplainConfig) -> dict:
     def r(x: float) -> float:
         return round(float(x), config.decimals)
@@ -282,7 +282,7 @@ def _record(ev: _Evidence, clips: ClipInputs, target: int, class_names: Sequence
             "clips": [{**_clip_maps(ev, clips, k, config), **modality(k)} for k in range(len(clips.videos))]}
 
 
-def _clip_maps(ev: _Evidence, clips: ClipInputs, k: int, config: ExplainConfig) -> dict:
+def _clip_maps(ev: _Evidence, clips: FileClips, k: int, config: ExplainConfig) -> dict:
     def r(values) -> list:
         return [round(float(x), config.decimals) for x in values]
 

@@ -12,11 +12,11 @@ from conftest import MEDIA
 from PIL import Image
 
 from dfer_cli import audio, faces, media
+from dfer_cli.clips import ClipConfig, plan_clips
 from dfer_cli.errors import DferError, UsageError
-from dfer_cli.explain import ClipInputs, ExplainConfig, explain, shares
+from dfer_cli.explain import ExplainConfig, FileClips, explain, shares
 from dfer_cli.explain_plot import plot_explanation
 from dfer_cli.model import ModelDims
-from dfer_cli.predict import PredictConfig, plan, read_clip_media
 from dfer_cli.train import build_model
 
 CLASSES = ["low", "high"]
@@ -36,12 +36,13 @@ def face_clips():
     """(train, held-out) lists of (16, 32, 32, 3) uint8 real face crops: 2 clips from each GRID file,
     the last 3 files held out."""
     detector = faces.process_detector(faces.FaceConfig())
-    clips = []
+    crops = []
     for path in sorted((MEDIA / "grid").glob("*.mpg")):
         info = media.probe(path)
-        for _, frames, _, _ in read_clip_media(str(path), info, plan(info, PredictConfig()), 16):
-            clips.append(faces.faces_for_clip(frames, detector, faces.FaceConfig(), 32).crops)
-    return clips[:-6], clips[-6:]
+        for plan in plan_clips(info.start_time, info.duration, ClipConfig()):
+            frames, _ = media.read_frames(path, plan.frame_times)
+            crops.append(faces.faces_for_clip(frames, detector, faces.FaceConfig(), 32).crops)
+    return crops[:-6], crops[-6:]
 
 
 @pytest.fixture(scope="module")
@@ -110,19 +111,19 @@ def _train(case: str, bases: list, energies: dict, batch: int = 8):
 
 
 def _held_out_files(case: str, held: list, energies: dict, count: int = 4):
-    """(label, ClipInputs) for `count` files of 2 held-out clips each, both classes alike."""
+    """(label, FileClips) for `count` files of 2 held-out clips each, both classes alike."""
     rng = np.random.default_rng(2)
     files = []
     for i in range(count):
         label = i % len(CLASSES)
         pairs = [_sample(case, label, held[(2 * i + k) % len(held)], energies, rng) for k in range(2)]
         times = np.stack([np.linspace(0.1, 1.6, 16) + 1.5 * k for k in range(2)])
-        files.append((label, ClipInputs(np.stack([v for v, _ in pairs]), np.stack([a for _, a in pairs]),
+        files.append((label, FileClips(np.stack([v for v, _ in pairs]), np.stack([a for _, a in pairs]),
                                         times, np.array([0.0, 0.5]), has_audio=True)))
     return files
 
 
-def _call(model, clips: ClipInputs) -> int:
+def _call(model, clips: FileClips) -> int:
     with torch.no_grad():
         probs = model(torch.from_numpy(clips.videos).permute(0, 1, 4, 2, 3), torch.from_numpy(clips.audios)[:, None])
     return int(probs.softmax(-1).mean(0).argmax())
@@ -195,7 +196,7 @@ def test_padding_gets_no_voice_importance(trained, energies):
     label, clips, _ = files[0]
     audios = clips.audios.copy()
     audios[:, 300:] = audio.model_input(None, 0)[300:]
-    e = explain(model, ClipInputs(clips.videos, audios, clips.frame_times, clips.audio_starts, True),
+    e = explain(model, FileClips(clips.videos, audios, clips.frame_times, clips.audio_starts, True),
                 label, CLASSES, CPU)
     for clip in e["clips"]:
         assert all(v == 0 for v in clip["voice_importance"][19:])  # bins 19+ start at frame 304
@@ -222,7 +223,7 @@ def test_a_file_without_audio_has_no_voice_share(trained):
     model, files = trained("face")
     label, clips, _ = files[0]
     silent = np.broadcast_to(audio.model_input(None, 0), clips.audios.shape).copy()
-    e = explain(model, ClipInputs(clips.videos, silent, clips.frame_times, clips.audio_starts, has_audio=False),
+    e = explain(model, FileClips(clips.videos, silent, clips.frame_times, clips.audio_starts, has_audio=False),
                 label, CLASSES, CPU)
     assert e["voice_share"] is None and e["no_audio"] and e["without_voice"] is None
     assert e["face_share"] == 1.0 and not e["undetermined"]
@@ -239,7 +240,7 @@ def test_shares_when_a_drop_is_negative_or_neither_is_positive():
 
 def test_mismatched_inputs_and_settings_are_errors():
     with pytest.raises(DferError, match="do not line up"):
-        ClipInputs(np.zeros((2, 16, 32, 32, 3), np.uint8), np.zeros((1, 512, 128), np.float32),
+        FileClips(np.zeros((2, 16, 32, 32, 3), np.uint8), np.zeros((1, 512, 128), np.float32),
                    np.zeros((2, 16)), np.zeros(2), True)
     with pytest.raises(UsageError, match="voice bins"):
         ExplainConfig(voice_bins=30)
@@ -251,7 +252,7 @@ def test_the_picture_is_one_png_written_atomically(trained, tmp_path):
     model, files = trained("late_tone")
     label, clips, e = files[0]
     plot_explanation(e, clips.videos, clips.audios, tmp_path / "a.png", "a.mp4", "test model")
-    silent = ClipInputs(clips.videos, np.broadcast_to(audio.model_input(None, 0), clips.audios.shape).copy(),
+    silent = FileClips(clips.videos, np.broadcast_to(audio.model_input(None, 0), clips.audios.shape).copy(),
                         clips.frame_times, clips.audio_starts, has_audio=False)
     plot_explanation(explain(model, silent, label, CLASSES, CPU), silent.videos, silent.audios,
                      tmp_path / "b.png", "b.mp4")
