@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +44,8 @@ class PredictConfig:
     window: float | None = None  # seconds per timeline window; None: `clips.clips` clips per file
     batch_size: int = 8
     workers: int | None = 0  # 0: decode in the main process; None: by the number of files
+    explain: bool = False  # add an explanation of each file's label (explain.py): about 5x the model's time
+    explain_dir: Path | None = None  # with explain: one PNG per file there
 
 
 def display_path(path: str | os.PathLike) -> str:
@@ -81,6 +84,9 @@ class PreparedFile:
     videos: np.ndarray | None = None  # (K, T, S, S, 3) uint8
     audios: np.ndarray | None = None  # (K, frames, mels) float32
     clip_ids: list[int] = field(default_factory=list)
+    frame_times: np.ndarray | None = None  # (K, T) s: the crops' own times in the video
+    audio_starts: np.ndarray | None = None  # (K,) s: where each clip's audio window starts
+    has_audio: bool = False  # a track was heard (the explanation measures the voice only then)
 
 
 class _Clock:
@@ -121,6 +127,9 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.Fa
     if kept:
         prepared.videos = np.stack([c.track.crops for c in kept])
         prepared.audios = np.stack([c.fbank for c in kept])
+        prepared.frame_times = np.stack([c.frame_times for c in kept])
+        prepared.audio_starts = np.array([c.plan.audio_start for c in kept])
+        prepared.has_audio = not result.flags["no_audio"]
     return prepared
 
 
@@ -150,15 +159,19 @@ def _guarded_prepare(path: str, config: PredictConfig, size: int) -> PreparedFil
 
 
 def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str], config: PredictConfig,
-                 size: int) -> Iterator[FileResult]:
-    """Every file through the pipeline, each finished record yielded in input order."""
+                 size: int, note: str = "") -> Iterator[FileResult]:
+    """Every file through the pipeline, each finished record yielded in input order. `note` goes on
+    the explanation pictures (e.g. that the weights are untrained)."""
     waiting: list[PreparedFile] = []
+    pictures = _PictureNames(config.explain_dir)
 
     def flush() -> list[FileResult]:
         _classify([p for p in waiting if p.videos is not None], classifier, class_names)
         for p in waiting:
             if p.result.status != "error":
                 p.result.finish(class_names)
+            if p.result.label is not None and (config.explain or config.explain_dir):
+                _explain(p, classifier, class_names, pictures, note)
             p.result.timings["total"] = round(sum(p.result.timings.values()), 4)
         done = [p.result for p in waiting]
         waiting.clear()
@@ -199,6 +212,42 @@ def _classify(batch: list[PreparedFile], classifier: Classifier, class_names: li
         p.result.timings["model"] = round(share * len(p.clip_ids), 4)
 
 
+def _explain(p: PreparedFile, classifier: Classifier, class_names: list[str], pictures: _PictureNames,
+             note: str) -> None:
+    """The explanation of the file's label; each clip (a timeline's window) gets its own shares."""
+    from .explain import FileClips, explain
+
+    start = time.perf_counter()
+    clips = FileClips(p.videos, p.audios, p.frame_times, p.audio_starts, p.has_audio)
+    record = explain(classifier.model, clips, class_names.index(p.result.label), class_names, classifier.device,
+                     classifier.precision)
+    p.result.explanation = record
+    for clip_id, clip in zip(p.clip_ids, record["clips"], strict=True):
+        p.result.clips[clip_id].voice_share = clip["voice_share"]
+        p.result.clips[clip_id].face_share = clip["face_share"]
+    if pictures.folder is not None:
+        from .explain_plot import plot_explanation
+
+        plot_explanation(record, p.videos, p.audios, pictures.next(p.result.path), p.result.path, note)
+    p.result.timings["explain"] = round(time.perf_counter() - start, 4)
+
+
+class _PictureNames:
+    """DIR/<file stem>.png for each explained file; a stem met twice in one run gets -2, -3..."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder, self.used = folder, set()
+
+    def next(self, path: str) -> Path:
+        stem = Path(path).stem or "video"
+        name, k = stem, 1
+        while name in self.used:
+            k += 1
+            name = f"{stem}-{k}"
+        self.used.add(name)
+        return self.folder / f"{name}.png"
+
+
 def timeline_arrays(result: FileResult, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Each window as a flat step from its start to its end, so that the plot spans the whole video
     and shows what was measured where (no interpolation between windows): times (2W,), probabilities
@@ -230,18 +279,21 @@ class Model:
 
     def stream(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], window: float | None = None,
                clips: int = 2, batch_size: int = 8, workers: int | None = None, recursive: bool = True,
-               extensions: Iterable[str] | None = None) -> Iterator[FileResult]:
+               extensions: Iterable[str] | None = None, explain: bool = False,
+               explain_dir: str | os.PathLike | None = None) -> Iterator[FileResult]:
         """Like `predict`, one record at a time as each file finishes (in input order)."""
         paths = collect_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs, recursive,
                                video_extensions(extensions))
         config = PredictConfig(clips=ClipConfig(clips=clips), window=window, batch_size=batch_size,
-                               workers=workers)
+                               workers=workers, explain=explain or explain_dir is not None,
+                               explain_dir=Path(explain_dir) if explain_dir is not None else None)
         return self.analyse(paths, config)
 
     def analyse(self, paths: list[str], config: PredictConfig) -> Iterator[FileResult]:
         """Records for files already collected (see `collect_inputs`), under a full config."""
         classifier = Classifier(self.network, self.device, config.batch_size, self.precision)
-        for result in iter_predict(paths, classifier, self.class_names, config, self.image_size):
+        note = self.weights if self.untrained else ""
+        for result in iter_predict(paths, classifier, self.class_names, config, self.image_size, note):
             result.weights = self.weights
             yield result
 
@@ -254,11 +306,14 @@ class Model:
 
     def predict(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], window: float | None = None,
                 clips: int = 2, batch_size: int = 8, workers: int | None = None, recursive: bool = True,
-                extensions: Iterable[str] | None = None) -> list[FileResult]:
+                extensions: Iterable[str] | None = None, explain: bool = False,
+                explain_dir: str | os.PathLike | None = None) -> list[FileResult]:
         """The emotion of each video (files, or folders searched for videos): one record per file,
         in input order; with `window` (seconds) a timeline of one clip per window. A file that
-        cannot be analysed gets a record with status "error" and the reason."""
-        return list(self.stream(inputs, window, clips, batch_size, workers, recursive, extensions))
+        cannot be analysed gets a record with status "error" and the reason. `explain` adds why
+        (voice or face, which moments and face regions); `explain_dir` also draws it, a PNG per file."""
+        return list(self.stream(inputs, window, clips, batch_size, workers, recursive, extensions, explain,
+                                explain_dir))
 
 
 def video_extensions(extensions: Iterable[str] | None) -> tuple[str, ...]:

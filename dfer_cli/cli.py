@@ -141,6 +141,11 @@ def predict(
         help="timeline: one prediction per WINDOW seconds", min=0.5)] = None,
     plot: Annotated[Path | None, typer.Option(help="with --window: draw the timeline to this PNG")] = None,
     clips: Annotated[int, typer.Option(help="clips per file, averaged", min=1)] = 2,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="add why: the voice's and the face's shares of the call, which frames, face "
+                          "regions and voice moments drove it (about 5x the model's time)")] = False,
+    explain_dir: Annotated[Path | None, typer.Option(
+        help="with or without --explain: also draw each file's explanation to DIR/<name>.png")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     batch_size: Annotated[int, typer.Option(help="clips per model call", min=1)] = 8,
@@ -162,6 +167,8 @@ def predict(
 
       dfer predict lecture.mkv --window 5 --plot timeline.png
 
+      dfer predict interview.mp4 --explain --explain-dir why/
+
     Exit codes: 0 all files analysed, 1 some files failed (each has an error record), 2 usage error.
     """
 
@@ -177,7 +184,12 @@ def predict(
     if plot and not plot.parent.exists():
         raise UsageError(f"{plot}: folder {plot.parent} does not exist")
     paths = collect_inputs(inputs, recursive, video_extensions(ext.split(",") if ext else None))
-    config = PredictConfig(clips=ClipConfig(clips=clips), window=window, batch_size=batch_size, workers=workers)
+    if explain_dir is not None:
+        if explain_dir.exists() and not explain_dir.is_dir():
+            raise UsageError(f"--explain-dir {explain_dir}: exists and is not a folder")
+        explain_dir.mkdir(parents=True, exist_ok=True)
+    config = PredictConfig(clips=ClipConfig(clips=clips), window=window, batch_size=batch_size, workers=workers,
+                           explain=explain or explain_dir is not None, explain_dir=explain_dir)
     with process_group(device) as (ranks, torch_device):
         results = _predict_and_write(weights, str(torch_device), precision, paths, config, ranks,
                                      formats[0] if formats else "table")
@@ -205,7 +217,7 @@ def _predict_and_write(weights: str | None, device: str, precision: str, paths: 
     records = model.analyse(paths, config) if ranks.world == 1 else model.analyse_sharded(paths, config, ranks)
     if not ranks.main:
         return list(records)
-    writer = make_writer(fmt, sys.stdout, model.class_names, config.window is not None)
+    writer = make_writer(fmt, sys.stdout, model.class_names, config.window is not None, config.explain)
     results = []
     with progress_bar("analysing", len(paths)) as advance:
         try:
@@ -221,6 +233,8 @@ def _predict_and_write(weights: str | None, device: str, precision: str, paths: 
 
 
 def _plot_first_timeline(results: list, plot: Path) -> None:
+    import numpy as np
+
     from .api import timeline_arrays
     from .plots import plot_timeline
 
@@ -229,7 +243,10 @@ def _plot_first_timeline(results: list, plot: Path) -> None:
         raise DferError(f"{plot}: nothing to plot (no file had a face)")
     class_names = list(shown.probabilities)
     times, probs = timeline_arrays(shown, class_names)
-    plot_timeline(times, probs, class_names, plot, title=shown.path)
+    voice = None
+    if shown.explanation is not None:  # NaN where a window had no face, or the file no audio
+        voice = np.repeat([np.nan if c.voice_share is None else c.voice_share for c in shown.clips], 2)
+    plot_timeline(times, probs, class_names, plot, title=shown.path, voice=voice)
     err.print(f"timeline of {shown.path} -> {plot}", markup=False)
 
 

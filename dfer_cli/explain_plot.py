@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from .plots import DPI, _save
+from .plots import DPI, save_figure
 
 WIDTH_IN = 16.0
 SHARES_IN = 1.0
@@ -42,7 +42,7 @@ def plot_explanation(explanation: dict, videos: np.ndarray, audios: np.ndarray, 
         _crops(crops, videos[k], np.asarray(clip["face_regions"]), k)
         _frames(frames, clip, videos.shape[2])
         _voice(voice, audios[k], clip)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _shares(ax, e: dict) -> None:

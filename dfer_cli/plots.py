@@ -69,12 +69,14 @@ def plot_confusion(report: Report, path: str | os.PathLike[str], title: str = ""
     ax.set_ylabel("true")
     scores = f"UAR {report.uar:.2f}%   WAR {report.war:.2f}%   ({report.num_samples} clips)"
     ax.set_title(f"{title}\n{scores}" if title else scores)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_timeline(times: Sequence[float] | np.ndarray, probs: np.ndarray, class_names: Sequence[str],
-                  path: str | os.PathLike[str], title: str) -> None:
-    """Stacked emotion probabilities over time: times (T,) in seconds, probs (T, C), rows summing to 1."""
+                  path: str | os.PathLike[str], title: str, voice: np.ndarray | None = None) -> None:
+    """Stacked emotion probabilities over time: times (T,) in seconds, probs (T, C), rows summing to 1.
+    With `voice` (T,), the voice's share of each window's call (NaN where not measured) is drawn in a
+    strip below, over the face's share."""
     t = np.asarray(times, dtype=np.float64).reshape(-1)
     p = np.asarray(probs, dtype=np.float64)
     names = tuple(class_names)
@@ -86,20 +88,29 @@ def plot_timeline(times: Sequence[float] | np.ndarray, probs: np.ndarray, class_
         # A single window would stack into a zero-width area; draw it as a band one second wide.
         t = np.array([t[0] - 0.5, t[0] + 0.5])
         p = np.repeat(p, 2, axis=0)
+        voice = None if voice is None else np.repeat(voice, 2)
     fig = Figure(figsize=TIMELINE_SIZE_IN, dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    ax, shares = (fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [4, 1]}) if voice is not None
+                  else (fig.add_subplot(), None))
     colours = _class_colours(names)
     ax.stackplot(t, p.T, labels=names, colors=colours, alpha=0.9, linewidth=0.3, edgecolor="white")
     ax.set_xlim(t[0], t[-1])
     ax.set_ylim(0.0, 1.0)
-    ax.set_xlabel("time (s)")
     ax.set_ylabel("probability")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
+    if shares is not None:
+        v = np.asarray(voice, dtype=np.float64)
+        shares.fill_between(t, 0, v, color="#3b6fb6", label="voice", step=None)
+        shares.fill_between(t, v, np.where(np.isnan(v), np.nan, 1.0), color="#e07b24", label="face")
+        shares.set_ylim(0.0, 1.0)
+        shares.set_ylabel("share")
+        shares.legend(loc="upper right", fontsize=8, ncols=2, frameon=False)
+    (shares or ax).set_xlabel("time (s)")
     # Reversed so the legend reads top-down in the same order as the stack.
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles[::-1], labels[::-1], loc="outside right upper", frameon=False)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_training_curves(log_records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -136,7 +147,7 @@ def plot_training_curves(log_records: Sequence[Mapping[str, Any]], path: str | o
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
             continue
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _class_colours(names: Sequence[str]) -> list[tuple[float, float, float, float]]:
@@ -147,6 +158,6 @@ def _class_colours(names: Sequence[str]) -> list[tuple[float, float, float, floa
     ]
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)

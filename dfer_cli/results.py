@@ -17,6 +17,9 @@ class ClipResult:
     faces_found: int
     frames: int
     probabilities: dict[str, float] | None = None  # None: no face in this clip, nothing classified
+    # With --explain: how much of the file's call this clip's voice and face carry (None: not measured).
+    voice_share: float | None = None
+    face_share: float | None = None
 
     @property
     def label(self) -> str | None:
@@ -36,6 +39,7 @@ class FileResult:
     media: dict[str, object] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     weights: str | None = None  # which weights classified it, so a record never hides random ones
+    explanation: dict | None = None  # with --explain (explain.py): why the label, in voice, face, time
 
     @classmethod
     def failed(cls, path: str, error: str) -> FileResult:
@@ -53,7 +57,12 @@ class FileResult:
         self.label, self.confidence = class_names[best], round(float(mean[best]), 6)
 
     def to_dict(self) -> dict:
+        """The JSON record; the explanation's keys appear only where one was asked for."""
         record = asdict(self)
+        if self.explanation is None:
+            del record["explanation"]
         for clip, raw in zip(self.clips, record["clips"], strict=True):
             raw["label"] = clip.label
+            if self.explanation is None:
+                del raw["voice_share"], raw["face_share"]
         return record
