@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dfer_cli.cache import CacheDataset, CacheSpec, CacheWriter, ClipSet, ClipStore, write_clip_files
+from dfer_cli.cache import CacheSpec, CacheWriter, ClipSet, ClipStore, write_clip_files
+from dfer_cli.clipdata import CacheDataset
 from dfer_cli.clips import segment_indices
 from dfer_cli.datasets import DfewDataset
 from dfer_cli.prepare import PrepareConfig, prepare

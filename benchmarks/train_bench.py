@@ -32,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from cache_bench import fake_dfew, rate
 
-from dfer_cli.cache import CacheDataset
+from dfer_cli.cache import read_split
+from dfer_cli.clipdata import CacheDataset
 from dfer_cli.datasets import DfewDataset
 from dfer_cli.model import MMADFER, ModelDims
-from dfer_cli.prepare import PrepareConfig, open_split, prepare
+from dfer_cli.prepare import PrepareConfig, prepare
 from dfer_cli.runtime import autocast, pick_device
 
 DFEW_FOLD_CLIPS = 9_356  # fold-1 training clips (spec section 7)
@@ -100,7 +101,7 @@ def bench_loader(clips: int, size: int, workers: list[int]) -> None:
         start = time.perf_counter()
         prepare(dataset, "train", Path(tmp) / "cache", PrepareConfig(size=size), progress=False)
         prepared = clips / (time.perf_counter() - start)
-        data = CacheDataset(open_split(dataset, "train", Path(tmp) / "cache", size), train=True, size=size)
+        data = CacheDataset(read_split(Path(tmp) / "cache", dataset, "train"), train=True, size=size)
         print(f"\n# data loader: {clips} generated clips prepared at {prepared:.1f} clips/s "
               f"({PrepareConfig().workers} processes); train view at {size} px, batch 8, shuffled, "
               f"{os.cpu_count()} cores\n{'workers':>7} {'clips/s':>8}")

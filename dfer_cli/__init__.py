@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_model": "api", "Model": "api", "PredictConfig": "api", "to_dataframe": "api",
     "FileResult": "results", "ClipResult": "results",
-    "train_run": "train", "TrainJob": "train", "RunConfig": "train", "TrainRecipe": "train",
-    "evaluate_run": "evaluate",
+    "train_run": "run", "TrainJob": "run", "RunConfig": "train", "TrainRecipe": "train",
+    "evaluate_run": "evaluate", "EvalConfig": "evaluate",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .atomic import atomic_path, atomic_write_text
-from .clips import random_segment_indices, segment_indices
 from .errors import DferError
+
+if TYPE_CHECKING:
+    from .datasets import Dataset
 
 try:
     import fcntl
@@ -156,6 +156,12 @@ class ClipStore:
         return CachedClip(key, label, frames, audio)
 
 
+def read_split(root: Path, dataset: Dataset, split: str) -> ClipSet:
+    """A split's clips as the cache holds them now. Only a read: what the cache lacks is listed in
+    `missing` (`prepare.prepare_missing` adds it)."""
+    return ClipStore(root).split({s.key: s.label for s in dataset.samples(split)})
+
+
 class ClipSet:
     """One split's clips in a store, in key order (a clip's position seeds its training draws, so it
     must not depend on the order in which parallel workers finished)."""
@@ -170,6 +176,11 @@ class ClipSet:
     @property
     def complete(self) -> bool:
         return not self.missing
+
+    @property
+    def no_audio(self) -> list[str]:
+        """The clips prepared without an audio track: the model hears its no-audio input for them."""
+        return [k for k in self.keys if self.store.entries[k].get("no_audio")]
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -235,96 +246,3 @@ class CacheWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class CacheDataset(torch.utils.data.Dataset):
-    """(video (16, 3, S, S) uint8 pixels, audio (1, 512, 128) float32, label) from a cache.
-
-    The video stays uint8 all the way to the model, which scales it to [0, 1] on its device: a loader
-    worker then copies, the main process pins and the GPU receives 4 times fewer bytes than floats.
-
-    Test time: the frame at `position` of each of 16 segments (0.5: the reference's middle frame,
-    which `dfer prepare` always keeps), resized to S when the cache is larger (bilinear, antialiased).
-    Train time (spec section 5): a random frame per segment, then one draw shared by all 16 frames:
-    brightness x U[0.5, 1.5], the reference's random sized crop (area 0.08-1, aspect U[3/4, 4/3],
-    sides swapped with p = 0.5; the whole frame after 10 misses) resized to S x S, horizontal flip
-    with p = 0.5. Draws are seeded by (seed, epoch, index): runs repeat whatever the worker count.
-    """
-
-    def __init__(self, cache: ClipSet, train: bool, frames: int = 16, size: int = 160, seed: int = 1,
-                 position: float = 0.5) -> None:
-        if not cache.complete:
-            raise DferError(f"{cache.root}: {len(cache.missing)} clips of the split are not "
-                            f"prepared yet (e.g. {cache.missing[0]}); run `dfer prepare` to finish it")
-        if not len(cache):
-            raise DferError(f"{cache.root}: the cache holds no clips of this split")
-        if cache.spec.size < size:
-            raise DferError(f"{cache.root}: faces cached at {cache.spec.size} px, the model takes {size}; "
-                            f"prepare a cache with --size {size}")
-        self.cache, self.train, self.frames, self.size = cache, train, frames, size
-        self.seed, self.position, self.epoch = seed, position, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.cache)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        clip = self.cache.read(i)
-        n = len(clip.frames)
-        if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
-            video = _augment(_frames(clip, random_segment_indices(n, self.frames, rng)), self.size, rng)
-        else:
-            video = _pixels(_resize(_frames(clip, segment_indices(n, self.frames, self.position)), self.size))
-        return video, torch.from_numpy(clip.audio)[None], clip.label
-
-
-def _frames(clip: CachedClip, picks: np.ndarray) -> torch.Tensor:
-    """The picked frames, uint8 (T, 3, H, W) over (T, H, W, 3) memory: the layout on which torch's
-    uint8 resize is fastest (it matches PIL's bilinear filter, the reference's, to within 1 level)."""
-    return torch.from_numpy(np.ascontiguousarray(clip.frames[picks])).permute(0, 3, 1, 2)
-
-
-def _augment(video: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
-    brightness = rng.uniform(0.5, 1.5)
-    box = _crop_box(*video.shape[-2:], rng)
-    if box is not None:
-        top, left, ch, cw = box
-        video = video[..., top:top + ch, left:left + cw]
-    return _pixels(_resize(video, size), brightness, flip=rng.random() < 0.5)
-
-
-def _resize(video: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (T, 3, h, w) -> (T, 3, size, size), bilinear, antialiased when shrinking as PIL does."""
-    if video.shape[-2:] == (size, size):
-        return video
-    return F.interpolate(video, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-
-def _pixels(video: torch.Tensor, brightness: float = 1.0, flip: bool = False) -> torch.Tensor:
-    """uint8 (T, 3, S, S) of any layout -> contiguous uint8 (T, 3, S, S). The layout change and the
-    flip are one numpy copy. Brightness scales each level and rounds it, as the reference's 8-bit
-    image library does; it is applied here, after the resize, where the reference applied it first:
-    the two orders differ by about one level."""
-    pixels = video.permute(0, 2, 3, 1).numpy()
-    if flip:
-        pixels = pixels[:, :, ::-1]
-    video = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
-    if brightness != 1.0:
-        video = video.float().mul_(brightness).round_().clamp_(0, 255).to(torch.uint8)
-    return video
-
-
-def _crop_box(h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int] | None:
-    """The reference's GroupRandomSizedCrop draw: (top, left, height, width), or None after 10 misses."""
-    for _ in range(10):
-        area = rng.uniform(0.08, 1.0) * h * w
-        aspect = rng.uniform(3 / 4, 4 / 3)
-        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-        if rng.random() < 0.5:
-            cw, ch = ch, cw
-        if cw <= w and ch <= h:
-            return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
-    return None

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import DferError, UsageError
+from .options import DeviceOpt, PrecisionOpt
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -140,9 +141,8 @@ def predict(
         help="timeline: one prediction per WINDOW seconds", min=0.5)] = None,
     plot: Annotated[Path | None, typer.Option(help="with --window: draw the timeline to this PNG")] = None,
     clips: Annotated[int, typer.Option(help="clips per file, averaged", min=1)] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
-    precision: Annotated[str, typer.Option(
-        help="auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16")] = "auto",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     batch_size: Annotated[int, typer.Option(help="clips per model call", min=1)] = 8,
     workers: Annotated[int | None, typer.Option(
         help="decoding processes (default: 0 for 1-2 files, else up to 4, fewer than the cores)", min=0)] = None,

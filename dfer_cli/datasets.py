@@ -10,7 +10,8 @@ DFEW (root = the DFEW folder), folds 1..5, splits train and test:
   Names are matched ignoring case and the characters ' _-()' , so `train_single-labeled` or
   `Train (single-labeled)` work too; `set1.csv` and `train_set_1.csv` are accepted; ids may lack their zero
   padding (25 for 00025), in the CSV and in the original clips' file names. A clip without an original
-  video is kept with `video=None` (its audio input is then silence) and is counted by `summarize`.
+  video is kept with `video=None` (its audio input is then the no-audio input); prepare, train and
+  evaluate say how many clips of a split have no audio track.
 
 MAFW (root = the MAFW folder), folds 1..5, splits train and test:
     Train & Test Set/single/no_caption/set_<fold>/train.txt    lines `<clip>.mp4 <label>`
@@ -29,27 +30,28 @@ used as 0-based indices with labels.default_class_names; rows without a split ar
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import random
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dfer_cli.errors import DferError
-from dfer_cli.labels import DFEW_CLASSES, MAFW_CLASSES, default_class_names
-from dfer_cli.media import VIDEO_EXTENSIONS
+from .errors import DferError
+from .labelfiles import (
+    SPLITS,
+    Entry,
+    dfew_id,
+    listed,
+    norm_name,
+    read_dfew_csv,
+    read_labels_csv,
+    read_mafw_list,
+)
+from .labels import DFEW_CLASSES, MAFW_CLASSES
+from .media import VIDEO_EXTENSIONS
 
 NUM_FOLDS = 5
-SPLITS = ("train", "val", "test")
-
-# MAFW's own label numbering (its paper and release list the emotions in this order).
-_MAFW_NUMBERING = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise",
-                   "contempt", "anxiety", "helplessness", "disappointment")
-_MAFW_ALIASES = {"happy": "happiness", "sad": "sadness", "angry": "anger"}
-_LISTED = 5  # how many offending entries an error message names
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class SplitSummary:
         text = f"{self.dataset}, {self.split}: {sum(self.counts)} clips ({per_class})"
         if self.without_video:
             text += (f"\n  {len(self.without_video)} clips have no original video, so their audio input is "
-                     f"silence: {_first(self.without_video)}")
+                     f"silence: {listed(self.without_video)}")
         return text
 
 
@@ -139,19 +141,19 @@ class DfewDataset:
         split_dir = label_dir and _child_dir(label_dir, lambda n: n.startswith(split) and "single" in n)
         if split_dir is not None:
             for path in sorted(split_dir.iterdir()):
-                if path.is_file() and _norm(path.name).endswith(f"set{self.fold}csv"):
+                if path.is_file() and norm_name(path.name).endswith(f"set{self.fold}csv"):
                     return path
         raise DferError(f"DFEW {split} split file for fold {self.fold} not found: expected {expected} "
                         f"(columns video_name,label)")
 
     def samples(self, split: str) -> list[Sample]:
         path = self.split_file(split)
-        rows = _read_dfew_csv(path)
+        rows = read_dfew_csv(path)
         frame_dirs = {p.name for p in self._frames_root.iterdir() if p.is_dir()}
         missing = [key for key, _ in rows if key not in frame_dirs]
         if missing:
             raise DferError(f"{len(missing)} of the {len(rows)} clips in {path} have no face "
-                            f"frames folder {self._frames_root}/<id>: {_first(missing)}")
+                            f"frames folder {self._frames_root}/<id>: {listed(missing)}")
         videos = self._original_videos()
         return [Sample(key, label, videos.get(key), self._frames_root / key, split) for key, label in rows]
 
@@ -169,8 +171,8 @@ class DfewDataset:
         if self._videos is None:
             clip_dir = _child_dir(self.root, lambda n: n == "clip") or self.root
             roots = [p for p in sorted(clip_dir.iterdir())
-                     if p.is_dir() and _norm(p.name).startswith("original")]
-            self._videos = {_dfew_id(p.stem): p for p in _video_files(roots)}
+                     if p.is_dir() and norm_name(p.name).startswith("original")]
+            self._videos = {dfew_id(p.stem): p for p in _video_files(roots)}
         return self._videos
 
 
@@ -202,31 +204,19 @@ class MafwDataset:
                                 f"{expected} (no folder '{shown}' in {folder})")
             folder = child
         for path in sorted(folder.iterdir()):
-            if path.is_file() and _norm(path.name) == f"{split}txt":
+            if path.is_file() and norm_name(path.name) == f"{split}txt":
                 return path
         raise DferError(f"MAFW {split} split file for fold {self.fold} not found: expected {expected}")
 
     def samples(self, split: str) -> list[Sample]:
         path = self.split_file(split)
         clips = {p.stem: p for p in _video_files([self._clips_dir])}
-        samples: list[Sample] = []
-        missing: list[str] = []
-        for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-            if not line.strip():
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2:
-                raise DferError(f"{path}, line {line_no}: expected '<clip>.mp4 <label>', "
-                                f"got {line.strip()!r}")
-            key = Path(parts[0].strip()).stem
-            label = _mafw_label(parts[1], f"{path}, line {line_no}")
-            if key not in clips:
-                missing.append(key)
-            samples.append(Sample(key, label, clips.get(key), None, split))
+        rows = read_mafw_list(path)
+        missing = [key for key, _ in rows if key not in clips]
         if missing:
-            raise DferError(f"{len(missing)} of the {len(samples)} clips in {path} are not in "
-                            f"{self._clips_dir} (expected <clip>.mp4 there): {_first(missing)}")
-        return samples
+            raise DferError(f"{len(missing)} of the {len(rows)} clips in {path} are not in "
+                            f"{self._clips_dir} (expected <clip>.mp4 there): {listed(missing)}")
+        return [Sample(key, label, clips[key], None, split) for key, label in rows]
 
     def _find_clips_dir(self) -> Path:
         data_dir = _child_dir(self.root, lambda n: n == "data")
@@ -250,7 +240,7 @@ class FolderDataset:
         if labels_csv is None:
             self.class_names, entries = _scan_class_folders(self.root)
         else:
-            self.class_names, entries = _read_labels_csv(Path(labels_csv), self.root)
+            self.class_names, entries = read_labels_csv(Path(labels_csv), self.root)
         unsplit = [(key, label, video) for key, label, video, split in entries if split is None]
         assigned = [(key, label, video, split) for key, label, video, split in entries if split is not None]
         assigned += _stratified_split(unsplit, self.class_names, val_fraction, seed)
@@ -264,15 +254,12 @@ class FolderDataset:
         return list(self._by_split[split])
 
 
-_Entry = tuple[str, int, Path, str | None]  # key, label, video, split (None: to be assigned)
-
-
-def _scan_class_folders(root: Path) -> tuple[tuple[str, ...], list[_Entry]]:
+def _scan_class_folders(root: Path) -> tuple[tuple[str, ...], list[Entry]]:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DferError(f"{root}: no class folders; expected one sub-folder per class holding videos "
                         f"({_extensions()})")
-    entries: list[_Entry] = []
+    entries: list[Entry] = []
     for label, class_dir in enumerate(class_dirs):
         videos = _video_files([class_dir])
         if not videos:
@@ -281,52 +268,14 @@ def _scan_class_folders(root: Path) -> tuple[tuple[str, ...], list[_Entry]]:
     return tuple(p.name for p in class_dirs), entries
 
 
-def _read_labels_csv(csv_path: Path, root: Path) -> tuple[tuple[str, ...], list[_Entry]]:
-    if not csv_path.is_file():
-        raise DferError(f"{csv_path}: labels CSV not found (expected columns path,label[,split])")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        rows = list(_csv_rows(csv.reader(f)))
-    columns = {"path": 0, "label": 1, "split": 2}
-    if rows and _norm(rows[0][1][0]) == "path":
-        header = [_norm(c) for c in rows.pop(0)[1]]
-        if "label" not in header:
-            raise DferError(f"{csv_path}: the header has no 'label' column (expected path,label[,split])")
-        columns = {name: header.index(name) for name in columns if name in header}
-    if not rows:
-        raise DferError(f"{csv_path}: no rows (expected path,label[,split])")
-    raw: list[tuple[str, str, Path, str | None]] = []
-    missing: list[str] = []
-    for line_no, row in rows:
-        where = f"{csv_path}, line {line_no}"
-        if len(row) <= max(columns["path"], columns["label"]):
-            raise DferError(f"{where}: expected path,label[,split], got {','.join(row)!r}")
-        name, label = row[columns["path"]].strip(), row[columns["label"]].strip()
-        split_col = columns.get("split")
-        split = row[split_col].strip() if split_col is not None and split_col < len(row) else ""
-        video = _resolve(name, (csv_path.parent, root))
-        if video is None:
-            missing.append(f"{name} (line {line_no})")
-            continue
-        raw.append((name, label, video, _canonical_split(split, where) if split else None))
-    if missing:
-        raise DferError(f"{len(missing)} videos listed in {csv_path} exist neither relative to "
-                        f"{csv_path.parent} nor to {root}: {_first(missing)}")
-    if all(label.isdigit() for _, label, _, _ in raw):
-        class_names = default_class_names(max(int(label) for _, label, _, _ in raw) + 1)
-        return class_names, [(k, int(label), v, s) for k, label, v, s in raw]
-    class_names = tuple(sorted({label for _, label, _, _ in raw}))
-    index = {name: i for i, name in enumerate(class_names)}
-    return class_names, [(k, index[label], v, s) for k, label, v, s in raw]
-
-
 def _stratified_split(entries: Sequence[tuple[str, int, Path]], class_names: Sequence[str],
-                      val_fraction: float, seed: int) -> list[_Entry]:
+                      val_fraction: float, seed: int) -> list[Entry]:
     """Per class, a seeded shuffle then the first round(n * val_fraction) go to val.
 
     Each class gets its own generator seeded by (seed, class name), so adding a class or a video to one
     class does not reshuffle the others. A class with 2+ videos keeps at least one in each split.
     """
-    out: list[_Entry] = []
+    out: list[Entry] = []
     for label, name in enumerate(class_names):
         members = sorted((e for e in entries if e[1] == label), key=lambda e: e[0])
         random.Random(f"{seed}:{name}").shuffle(members)
@@ -336,73 +285,6 @@ def _stratified_split(entries: Sequence[tuple[str, int, Path]], class_names: Seq
     return out
 
 
-def _read_dfew_csv(path: Path) -> list[tuple[str, int]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(_csv_rows(csv.reader(f)))
-    name_col, label_col = 0, 1
-    if rows and not rows[0][1][-1].strip().isdigit():
-        header = [_norm(c) for c in rows.pop(0)[1]]
-        if "videoname" in header and "label" in header:
-            name_col, label_col = header.index("videoname"), header.index("label")
-    out: list[tuple[str, int]] = []
-    for line_no, row in rows:
-        where = f"{path}, line {line_no}"
-        if len(row) <= max(name_col, label_col):
-            raise DferError(f"{where}: expected video_name,label, got {','.join(row)!r}")
-        label = row[label_col].strip()
-        if not (label.isdigit() and 1 <= int(label) <= len(DFEW_CLASSES)):
-            raise DferError(f"{where}: label {label!r} is not 1..7 (1 happy, 2 sad, 3 neutral, 4 angry, "
-                            f"5 surprise, 6 disgust, 7 fear)")
-        out.append((_dfew_id(row[name_col]), int(label) - 1))
-    if not out:
-        raise DferError(f"{path}: no clips listed (expected rows video_name,label)")
-    return out
-
-
-def _csv_rows(reader: Iterable[list[str]]) -> Iterable[tuple[int, list[str]]]:
-    """Non-blank rows with their 1-based line numbers (for error messages)."""
-    for line_no, row in enumerate(reader, start=1):
-        if any(cell.strip() for cell in row):
-            yield line_no, row
-
-
-def _dfew_id(raw: str) -> str:
-    """DFEW clip ids are 5-digit folder names; split files and some copies drop the zero padding."""
-    text = Path(raw.strip()).stem if raw.strip().lower().endswith(tuple(VIDEO_EXTENSIONS)) else raw.strip()
-    match = re.fullmatch(r"(\d+)(\.0+)?", text)  # "25.0": the id went through a float column somewhere
-    return f"{int(match.group(1)):05d}" if match else text
-
-
-def _mafw_label(raw: str, where: str) -> int:
-    text = raw.strip().lower()
-    if text.isdigit():
-        number = int(text)
-        if not 1 <= number <= len(_MAFW_NUMBERING):
-            raise DferError(f"{where}: label {raw!r} is not 1..11 (MAFW numbering: "
-                            f"{', '.join(f'{i} {n}' for i, n in enumerate(_MAFW_NUMBERING, 1))})")
-        return MAFW_CLASSES.index(_MAFW_NUMBERING[number - 1])
-    name = _MAFW_ALIASES.get(text, text)
-    if name not in MAFW_CLASSES:
-        raise DferError(f"{where}: unknown MAFW label {raw!r} (expected one of {', '.join(MAFW_CLASSES)} "
-                        f"or 1..11)")
-    return MAFW_CLASSES.index(name)
-
-
-def _canonical_split(text: str, where: str) -> str:
-    split = {"validation": "val", "valid": "val"}.get(text.lower(), text.lower())
-    if split not in SPLITS:
-        raise DferError(f"{where}: split {text!r} is not one of train, val, test")
-    return split
-
-
-def _resolve(name: str, bases: Sequence[Path]) -> Path | None:
-    for base in bases:
-        candidate = base / name  # an absolute `name` ignores the base
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def _video_files(folders: Iterable[Path]) -> list[Path]:
     return sorted(
         p for folder in folders for p in folder.rglob("*")
@@ -410,16 +292,11 @@ def _video_files(folders: Iterable[Path]) -> list[Path]:
     )
 
 
-def _norm(name: str) -> str:
-    """Folder and file names compared without case, spaces or punctuation ('Train (single-labeled)')."""
-    return re.sub(r"[^0-9a-z]", "", name.lower())
-
-
 def _child_dir(parent: Path, accept: Callable[[str], bool]) -> Path | None:
     """The first sub-folder (sorted) whose normalised name `accept` takes."""
     if not parent.is_dir():
         return None
-    return next((p for p in sorted(parent.iterdir()) if p.is_dir() and accept(_norm(p.name))), None)
+    return next((p for p in sorted(parent.iterdir()) if p.is_dir() and accept(norm_name(p.name))), None)
 
 
 def _existing_root(root: str | Path, what: str) -> Path:
@@ -438,11 +315,6 @@ def _checked_fold(fold: int) -> int:
 def _check_split(dataset: Dataset, split: str) -> None:
     if split not in dataset.splits:
         raise DferError(f"{dataset.name} has no '{split}' split (available: {', '.join(dataset.splits)})")
-
-
-def _first(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:_LISTED])
-    return shown + (f", ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else "")
 
 
 def _extensions() -> str:

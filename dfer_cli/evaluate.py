@@ -8,24 +8,34 @@ the same audio input (the clip's whole track from its start, as in training). Th
 clips uniformly" and reports no significant difference from 1 clip (DFEW: 66.51 vs 66.61 UAR).
 
 A video shorter than 16 frames gives the same frames at every position, so both protocols agree on it.
+
+`evaluate_run` is `dfer evaluate`: one fold or several (their means), in fp32 unless asked otherwise, so
+that a reproduction is exact; the report states the precision used.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
+from . import clipdata, prepare, store
 from .atomic import atomic_write_text
-from .errors import DferError
+from .datasets import open_dataset
+from .errors import DferError, UsageError
 from .inference import softmax_batches
 from .metrics import Report, evaluate_predictions
 from .plots import plot_confusion
+from .runtime import pick_device, resolve_precision
 
 ONE_CLIP = (0.5,)
 TWO_CLIPS = (0.25, 0.75)
@@ -39,12 +49,39 @@ class Evaluation:
     name: str  # what was evaluated, e.g. "DFEW fold 1, test"
     one_clip: Report
     two_clips: Report | None
+    precision: str = "fp32"  # the model's arithmetic: fp32, or bf16 autocast
 
     def protocols(self) -> dict[str, Report]:
         return {"1-clip": self.one_clip, **({"2-clip": self.two_clips} if self.two_clips else {})}
 
     def to_dict(self) -> dict:
-        return {"name": self.name, **{k: r.to_dict() for k, r in self.protocols().items()}}
+        return {"name": self.name, "precision": self.precision,
+                **{k: r.to_dict() for k, r in self.protocols().items()}}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `dfer evaluate` scores, on what, and how."""
+
+    dataset: str  # dfew, mafw or folder
+    data: Path
+    weights: str | None = None  # entry name or path (None: the default entry); several folds: holds {fold}
+    folds: tuple[int, ...] = (1,)
+    split: str | None = None  # None: test; val for a folder data set
+    two_clips: bool = True  # the 2-clip protocol too
+    cache: Path | None = None  # None: the default cache for the model's face size
+    labels: Path | None = None  # folder data set: a labels CSV
+    val_fraction: float = 0.2  # folder data set
+    device: str = "auto"
+    precision: str = "fp32"  # auto, fp32 or bf16 (runtime.PRECISIONS)
+    batch_size: int = 16
+    workers: int = field(default_factory=clipdata.loader_workers)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    evaluations: list[Evaluation]  # one per fold
+    report: dict  # the JSON report (report_dict)
 
 
 def predict_probs(model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 16,
@@ -65,16 +102,54 @@ def predict_probs(model: torch.nn.Module, dataset: Dataset, device: torch.device
 
 def evaluate(model: torch.nn.Module, view: ViewFactory, class_names: Sequence[str], name: str,
              device: torch.device, two_clips: bool = True, batch_size: int = 16,
-             workers: int = 0) -> Evaluation:
+             workers: int = 0, precision: str = "fp32") -> Evaluation:
     """Runs the 1-clip protocol, and the 2-clip one unless `two_clips` is False."""
+    precision = resolve_precision(precision, device)
+
     def report(positions: tuple[float, ...]) -> Report:
-        runs = [predict_probs(model, view(p), device, batch_size, workers) for p in positions]
+        runs = [predict_probs(model, view(p), device, batch_size, workers, precision) for p in positions]
         labels = runs[0][1]
         if any(not np.array_equal(other, labels) for _, other in runs):
             raise DferError("the clip views list their videos in different orders")
         return evaluate_predictions(labels, np.mean([probs for probs, _ in runs], axis=0), class_names)
 
-    return Evaluation(name, report(ONE_CLIP), report(TWO_CLIPS) if two_clips else None)
+    return Evaluation(name, report(ONE_CLIP), report(TWO_CLIPS) if two_clips else None, precision)
+
+
+def evaluate_run(config: EvalConfig, log: Callable[[str], None] | None = None) -> EvalResult:
+    """Score trained weights on a labelled split of each fold in `config.folds`. Clips the cache lacks
+    are prepared first; `log` gets the progress lines (default: stderr)."""
+    several = len(config.folds) > 1
+    if several and config.dataset == "folder":
+        raise UsageError("--all-folds is for DFEW and MAFW; a folder data set has no folds")
+    if several and (config.weights is None or "{fold}" not in config.weights):
+        raise UsageError("--all-folds needs one model per fold: --weights with {fold} in it, "
+                         "e.g. 'dfew-160-f{fold}' or 'runs/dfew-fold{fold}/last'")
+    device = pick_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    say = log or functools.partial(print, file=sys.stderr)
+    evaluations, sources = [], []
+    for fold in config.folds:
+        spec = config.weights.format(fold=fold) if several else config.weights
+        loaded = store.resolve(spec)
+        adapter = open_dataset(config.dataset, config.data, fold, config.labels, config.val_fraction)
+        if loaded.config.dims.num_classes != len(adapter.class_names):
+            raise DferError(f"{spec or 'the default weights'} has {loaded.config.dims.num_classes} classes, "
+                            f"{adapter.name} has {len(adapter.class_names)}")
+        size = loaded.config.dims.image_size
+        split = config.split or ("val" if config.dataset == "folder" else "test")
+        root = Path(config.cache) if config.cache else prepare.default_cache(adapter, size)
+        clips = clipdata.prepare_and_read(adapter, split, root, size, say)
+        name = spec or store.default_name()
+        say(f"evaluating {name} on {adapter.name}, {split} ({precision})")
+
+        def view(position: float, c=clips, s=size) -> Dataset:
+            return clipdata.CacheDataset(c, train=False, size=s, position=position)
+
+        evaluations.append(evaluate(loaded.model, view, adapter.class_names, f"{adapter.name}, {split}", device,
+                                    config.two_clips, config.batch_size, config.workers, precision))
+        sources.append({"weights": name, **loaded.config.provenance})
+    return EvalResult(evaluations, report_dict(evaluations, sources))
 
 
 def mean_over_folds(evaluations: Sequence[Evaluation]) -> dict:
@@ -96,8 +171,8 @@ def report_dict(evaluations: Sequence[Evaluation], weights: Sequence[dict]) -> d
     describes the model of each."""
     if len(evaluations) == 1:
         return {"weights": weights[0], **evaluations[0].to_dict()}
-    return {"weights": list(weights), "folds": [e.to_dict() for e in evaluations],
-            "mean": mean_over_folds(evaluations)}
+    return {"weights": list(weights), "precision": evaluations[0].precision,
+            "folds": [e.to_dict() for e in evaluations], "mean": mean_over_folds(evaluations)}
 
 
 def write_outputs(evaluations: Sequence[Evaluation], report: dict, out: Path) -> list[Path]:
@@ -114,3 +189,28 @@ def write_outputs(evaluations: Sequence[Evaluation], report: dict, out: Path) ->
             plot_confusion(rep, path, title=f"{evaluation.name}, {protocol}")
             written.append(path)
     return written
+
+
+def results_table(evaluations: Sequence[Evaluation], report: dict) -> Table:
+    """Per-class recall with UAR and WAR for one evaluation; UAR and WAR per fold and their mean for
+    several. The caption states the precision."""
+    protocols = list(evaluations[0].protocols())
+    caption = f"precision {evaluations[0].precision}"
+    if len(evaluations) > 1:
+        table = Table("fold", *(f"{p} {m}" for p in protocols for m in ("UAR", "WAR")), caption=caption)
+        for e in evaluations:
+            scores = [f"{getattr(r, m):.2f}" for r in e.protocols().values() for m in ("uar", "war")]
+            table.add_row(e.name, *scores)
+        mean = report["mean"]
+        table.add_row("mean", *(f"{mean[p][m]:.2f}" for p in protocols for m in ("uar", "war")), style="bold")
+        return table
+    e = evaluations[0]
+    table = Table("class", "clips", *(f"recall {p}" for p in protocols), title=e.name, caption=caption)
+    reports = list(e.protocols().values())
+    for i, name in enumerate(e.one_clip.class_names):
+        recalls = [float(r.per_class_recall[i]) for r in reports]
+        shown = ["-" if math.isnan(x) else f"{x:.2f}" for x in recalls]  # "-": no clips of the class
+        table.add_row(name, str(int(e.one_clip.counts[i])), *shown)
+    table.add_row("UAR", "", *(f"{r.uar:.2f}" for r in reports), style="bold")
+    table.add_row("WAR", str(e.one_clip.num_samples), *(f"{r.war:.2f}" for r in reports), style="bold")
+    return table

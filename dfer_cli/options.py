@@ -1,4 +1,4 @@
-"""Command-line options that `dfer prepare`, `dfer train` and `dfer evaluate` share."""
+"""Command-line options that several `dfer` commands share."""
 
 from __future__ import annotations
 
@@ -22,8 +22,11 @@ FoldOpt = Annotated[int, typer.Option(help="DFEW / MAFW fold", min=1, max=5)]
 CacheOpt = Annotated[Path | None, typer.Option(
     help="prepared clip cache (default: $DFER_HOME/cache/<dataset>-<size>, shared by all folds)")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16")]
 LabelsOpt = Annotated[Path | None, typer.Option(
     help="folder data set: a CSV of path,label[,split] instead of one sub-folder per class")]
 ValFractionOpt = Annotated[float, typer.Option(
     help="folder data set: share of each class held out as val (stratified, seeded)", min=0.0, max=0.9)]
-WorkersOpt = Annotated[int, typer.Option(help="data loading processes", min=0)]
+WorkersOpt = Annotated[int | None, typer.Option(
+    help="data loading processes (default: one per core but one, at most 4; none on 1-2 cores)", min=0)]

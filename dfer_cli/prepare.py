@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from . import audio, faces, media, store
-from .cache import META, CacheSpec, CacheWriter, ClipSet, ClipStore, write_clip_files
+from .cache import META, CacheSpec, CacheWriter, read_split, write_clip_files
 from .clips import ClipPlan, segment_indices, segment_times
 from .datasets import Dataset, Sample
 from .errors import DferError, MediaError, UsageError
@@ -197,16 +197,15 @@ def prepare(dataset: Dataset, split: str, out: Path, config: PrepareConfig | Non
                           tuple(audio_errors))
 
 
-def open_split(dataset: Dataset, split: str, root: Path, size: int) -> ClipSet:
-    """A split's prepared clips, preparing first what the cache lacks (at the size the cache was
-    started with, or `size` for a new one). Clips left out before are not tried again here."""
-    labels = {s.key: s.label for s in dataset.samples(split)}
-    clips = ClipStore(root).split(labels) if (root / META).is_file() else None
-    if clips is None or not clips.complete:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UsageError(f"{root}: the cache lacks clips of {dataset.name} {split}: prepare it before "
-                             f"launching torchrun (dfer prepare, or one single-process run)")
-        config = PrepareConfig(clips.spec.size, clips.spec.max_frames) if clips else PrepareConfig(size)
-        prepare(dataset, split, root, config)
-        clips = ClipStore(root).split(labels)
-    return clips
+def prepare_missing(dataset: Dataset, split: str, root: Path, size: int) -> PrepareSummary | None:
+    """Prepare what the cache in `root` lacks of a split, at the size the cache was started with (or
+    `size` for a new one); None when it lacks nothing. Clips left out before are not tried again.
+    Under torchrun a missing clip is an error: one process alone must write the cache."""
+    clips = read_split(root, dataset, split) if (root / META).is_file() else None
+    if clips is not None and clips.complete:
+        return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(f"{root}: the cache lacks clips of {dataset.name} {split}: prepare it before "
+                         f"launching torchrun (dfer prepare, or one single-process run)")
+    config = PrepareConfig(clips.spec.size, clips.spec.max_frames) if clips else PrepareConfig(size)
+    return prepare(dataset, split, root, config)

@@ -18,12 +18,11 @@ single process's step-i batch, and DDP's gradient average equals the single proc
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +32,17 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, recover_dir, replace_dir
 from .checkpoints import LoadedWeights, WeightsConfig, load_dfer, load_encoders, save_dfer
+from .clipdata import loader_workers
+from .distributed import Ranks, gather, process_group
 from .errors import DferError
 from .evaluate import predict_probs
 from .metrics import evaluate_predictions
 from .model import MMADFER, ModelDims
 from .plots import plot_training_curves
 from .progress import progress_bar
-from .runtime import autocast, pick_device
+from .runtime import autocast
 
 CHECKPOINT_DIR = "last"
 STATE_FILE = "train_state.pt"
@@ -66,22 +67,12 @@ class RunConfig:
 
     out: Path
     device: str = "auto"
-    workers: int = 4
+    workers: int = field(default_factory=loader_workers)  # data loading processes; 0: in this one
     compile: bool = False
     resume: bool = False
     log_every: int = 50  # steps between intra-epoch loss / throughput records
     progress: bool = False  # rich progress bar on stderr (rank 0)
     eval_batch_size: int = 16
-
-
-@dataclass(frozen=True)
-class Ranks:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
 
 
 def build_model(dims: ModelDims, seed: int, image_encoder: Path | None = None,
@@ -117,19 +108,11 @@ def train(model: MMADFER, train_set: Dataset, weights: WeightsConfig, recipe: Tr
     epoch's log record after its checkpoint is written (on every rank). Launched by torchrun
     (WORLD_SIZE > 1), it joins the process group itself: nccl on CUDA, gloo on CPU.
     """
-    ranks, device, owns_group = _init_distributed(run.device)
-    try:
-        checkpoint = _train(model, train_set, weights, recipe, run, val_set, on_epoch, ranks, device)
-        if ranks.world > 1:
-            # Every rank waits for rank 0's last checkpoint, and the last collective holds no tensors:
-            # gloo's worker frees the final all_gather_object's Python-backed tensors a moment after
-            # wait() returns, and a rank that exited at once reached interpreter shutdown first and
-            # aborted in that decref (rank 1 in CI, about 1 run in 40 under load here).
-            dist.barrier()
-        return checkpoint
-    finally:
-        if owns_group:
-            dist.destroy_process_group()
+    with process_group(run.device) as (ranks, device):
+        if device.type == "cuda":
+            torch.set_float32_matmul_precision("high")
+        # Every rank leaves the group only after rank 0's last checkpoint (process_group's barrier).
+        return _train(model, train_set, weights, recipe, run, val_set, on_epoch, ranks, device)
 
 
 def _train(model: MMADFER, train_set: Dataset, weights: WeightsConfig, recipe: TrainRecipe, run: RunConfig,
@@ -139,91 +122,123 @@ def _train(model: MMADFER, train_set: Dataset, weights: WeightsConfig, recipe: T
         raise DferError(f"batch size {recipe.batch_size} does not split evenly over {ranks.world} processes")
     if len(train_set) < recipe.batch_size:
         raise DferError(f"{len(train_set)} training clips: fewer than one batch of {recipe.batch_size}")
-    cuda = device.type == "cuda"
     checkpoint = run.out / CHECKPOINT_DIR
     state = _load_state(run.out, model, recipe, ranks) if run.resume else None
     if state is None and (checkpoint / STATE_FILE).exists():
         raise DferError(f"{run.out} already holds a run: pass --resume to continue it, or another --out")
-
-    model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=cuda)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs, eta_min=0.0)
-    net: torch.nn.Module = model
-    if ranks.world > 1:
-        net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    if run.compile:
-        net = torch.compile(net)
-
-    sampler = DistributedSampler(train_set, num_replicas=ranks.world, rank=ranks.rank, shuffle=True,
-                                 seed=recipe.seed, drop_last=True)
-    # The loader's own generator (reseeded per epoch) seeds its workers, so no draw is taken from
-    # the global stream that drop-path uses.
-    loader_rng = torch.Generator()
-    loader = DataLoader(train_set, batch_size=recipe.batch_size // ranks.world, sampler=sampler,
-                        drop_last=True, num_workers=run.workers, pin_memory=cuda, generator=loader_rng)
-    steps = len(loader)
-
-    if state is None:
-        start, log = 0, []
-        _seed_everything(recipe.seed + ranks.rank)
-    else:
-        start, log = state["epoch"], state["log"]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"][ranks.rank], device)
-
-    per_epoch = steps * recipe.batch_size
+    loop = _Loop(model, _Batches(train_set, recipe, run, ranks, device), recipe, run, ranks, device)
+    start, log = loop.restore(state)
+    per_epoch = len(loop.batches) * recipe.batch_size
     with progress_bar("training", per_epoch * recipe.epochs, per_epoch * start, run.progress and ranks.main,
                       rate_unit="samples") as advance:
         for epoch in range(start, recipe.epochs):
-            sampler.set_epoch(epoch)
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
-            loader_rng.manual_seed(recipe.seed * 1_000_003 + epoch)
-            lr = optimizer.param_groups[0]["lr"]
-            total = torch.zeros((), device=device)
-            interval = torch.zeros((), device=device)
-            started = tick = time.perf_counter()
-            for step, (video, audio, label) in enumerate(loader, start=1):
-                video = video.to(device, non_blocking=True)
-                audio = audio.to(device, non_blocking=True)
-                label = label.to(device, non_blocking=True)
-                # bf16 on CUDA (the paper's V100 ran fp16 AMP); fp32 on CPU, where training is a demo.
-                with autocast(device, "bf16" if cuda else "fp32"):
-                    logits = net(video, audio)
-                loss = F.cross_entropy(logits.float(), label)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                # Summed on the device: the host reads a loss only once per log interval.
-                total += loss.detach()
-                interval += loss.detach()
-                advance(recipe.batch_size, f"epoch {epoch + 1}/{recipe.epochs}")
-                if ranks.main and (step % run.log_every == 0 or step == steps):
-                    count = step % run.log_every or run.log_every
-                    now = time.perf_counter()
-                    log.append({"epoch": round(epoch + step / steps, 4), "step": epoch * steps + step,
-                                "loss": interval.item() / count,
-                                "samples_per_s": count * recipe.batch_size / (now - tick)})
-                    interval.zero_()
-                    tick = now
-            scheduler.step()
-            if ranks.world > 1:
-                dist.all_reduce(total)
-                total /= ranks.world
-            elapsed = time.perf_counter() - started
-            record = {"epoch": epoch + 1, "train_loss": total.item() / steps, "lr": lr,
-                      "samples_per_s": steps * recipe.batch_size / elapsed, "epoch_time_s": elapsed}
+            record = loop.epoch(epoch, log, advance)
             if val_set is not None and ranks.main:
                 record.update(_validate(model, val_set, weights.class_names, device, run))
             log.append(record)
-            rng = _gather(_rng_state(device), ranks)
+            rng = gather(_rng_state(device), ranks)
             if ranks.main:
-                _save(run, model, weights, recipe, epoch + 1, optimizer, scheduler, rng, log)
+                _save(run, model, weights, recipe, epoch + 1, loop, rng, log)
             if on_epoch is not None:
                 on_epoch(record)
     return checkpoint
+
+
+class _Batches:
+    """The training loader, dealt and seeded per epoch: the shuffle order and the workers' seeds are
+    functions of (seed, epoch) alone. The loader's own generator seeds its workers, so no draw is
+    taken from the global stream that drop-path uses."""
+
+    def __init__(self, data: Dataset, recipe: TrainRecipe, run: RunConfig, ranks: Ranks,
+                 device: torch.device) -> None:
+        self.data, self.seed = data, recipe.seed
+        self.sampler = DistributedSampler(data, num_replicas=ranks.world, rank=ranks.rank, shuffle=True,
+                                          seed=recipe.seed, drop_last=True)
+        self.rng = torch.Generator()
+        self.loader = DataLoader(data, batch_size=recipe.batch_size // ranks.world, sampler=self.sampler,
+                                 drop_last=True, num_workers=run.workers, pin_memory=device.type == "cuda",
+                                 generator=self.rng)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int) -> DataLoader:
+        self.sampler.set_epoch(epoch)
+        if hasattr(self.data, "set_epoch"):
+            self.data.set_epoch(epoch)
+        self.rng.manual_seed(self.seed * 1_000_003 + epoch)
+        return self.loader
+
+
+class _Loop:
+    """The model, its optimizer and schedule, and one epoch of steps."""
+
+    def __init__(self, model: MMADFER, batches: _Batches, recipe: TrainRecipe, run: RunConfig, ranks: Ranks,
+                 device: torch.device) -> None:
+        cuda = device.type == "cuda"
+        self.batches, self.recipe, self.run, self.ranks, self.device = batches, recipe, run, ranks, device
+        model.to(device).train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=cuda)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=recipe.epochs,
+                                                                    eta_min=0.0)
+        net: torch.nn.Module = model
+        if ranks.world > 1:
+            net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+        self.net = torch.compile(net) if run.compile else net
+
+    def restore(self, state: dict | None) -> tuple[int, list[dict]]:
+        """The first epoch to run and the log so far: a resumed run's, or a fresh start's."""
+        if state is None:
+            _seed_everything(self.recipe.seed + self.ranks.rank)
+            return 0, []
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"][self.ranks.rank], self.device)
+        return state["epoch"], state["log"]
+
+    def epoch(self, epoch: int, log: list[dict], advance: Callable[..., None]) -> dict:
+        """Train one epoch (intra-epoch loss records go to `log`); returns the epoch's record."""
+        recipe, steps, every = self.recipe, len(self.batches), self.run.log_every
+        lr = self.optimizer.param_groups[0]["lr"]
+        # Summed on the device: the host reads a loss only once per log interval.
+        total = torch.zeros((), device=self.device)
+        interval = torch.zeros((), device=self.device)
+        started = tick = time.perf_counter()
+        for step, (video, audio, label) in enumerate(self.batches.epoch(epoch), start=1):
+            loss = self._step(video, audio, label)
+            total += loss
+            interval += loss
+            advance(recipe.batch_size, f"epoch {epoch + 1}/{recipe.epochs}")
+            if self.ranks.main and (step % every == 0 or step == steps):
+                count = step % every or every
+                now = time.perf_counter()
+                log.append({"epoch": round(epoch + step / steps, 4), "step": epoch * steps + step,
+                            "loss": interval.item() / count,
+                            "samples_per_s": count * recipe.batch_size / (now - tick)})
+                interval.zero_()
+                tick = now
+        self.scheduler.step()
+        if self.ranks.world > 1:
+            dist.all_reduce(total)
+            total /= self.ranks.world
+        elapsed = time.perf_counter() - started
+        return {"epoch": epoch + 1, "train_loss": total.item() / steps, "lr": lr,
+                "samples_per_s": steps * recipe.batch_size / elapsed, "epoch_time_s": elapsed}
+
+    def _step(self, video: torch.Tensor, audio: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        device = self.device
+        video = video.to(device, non_blocking=True)
+        audio = audio.to(device, non_blocking=True)
+        label = label.to(device, non_blocking=True)
+        # bf16 on CUDA (the paper's V100 ran fp16 AMP); fp32 on CPU, where training is a demo.
+        with autocast(device, "bf16" if device.type == "cuda" else "fp32"):
+            logits = self.net(video, audio)
+        loss = F.cross_entropy(logits.float(), label)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
 
 
 def _validate(model: MMADFER, val_set: Dataset, class_names: list[str], device: torch.device,
@@ -235,8 +250,7 @@ def _validate(model: MMADFER, val_set: Dataset, class_names: list[str], device: 
     return {"val_uar": report.uar, "val_war": report.war}
 
 
-def _save(run: RunConfig, model: MMADFER, weights: WeightsConfig, recipe: TrainRecipe, epoch: int,
-          optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+def _save(run: RunConfig, model: MMADFER, weights: WeightsConfig, recipe: TrainRecipe, epoch: int, loop: _Loop,
           rng: list[dict], log: list[dict]) -> None:
     staging = run.out / f".{CHECKPOINT_DIR}.staging"
     shutil.rmtree(staging, ignore_errors=True)
@@ -244,33 +258,18 @@ def _save(run: RunConfig, model: MMADFER, weights: WeightsConfig, recipe: TrainR
     save_dfer(staging, model, WeightsConfig(model.dims, list(weights.class_names), weights.dataset,
                                             weights.fold, provenance))
     with atomic_path(staging / STATE_FILE) as tmp:
-        torch.save({"epoch": epoch, "recipe": asdict(recipe), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng, "log": log}, tmp)
-    _swap_in(staging, run.out / CHECKPOINT_DIR)
+        torch.save({"epoch": epoch, "recipe": asdict(recipe), "optimizer": loop.optimizer.state_dict(),
+                    "scheduler": loop.scheduler.state_dict(), "rng": rng, "log": log}, tmp)
+    replace_dir(staging, run.out / CHECKPOINT_DIR)
     atomic_write_text(run.out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
     plot_training_curves(log, run.out / CURVES_FILE)
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    """Replace `target` by the fully written `staging` folder. A kill between the two renames leaves
-    the previous checkpoint complete at `.last.old`, which resuming puts back."""
-    old = _old(target)
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _old(target: Path) -> Path:
-    return target.with_name(f".{target.name}.old")
 
 
 def _load_state(out: Path, model: MMADFER, recipe: TrainRecipe, ranks: Ranks) -> dict | None:
     """The model weights go into `model`; the rest is returned. None: nothing to resume."""
     checkpoint = out / CHECKPOINT_DIR
-    if ranks.main and not checkpoint.exists() and _old(checkpoint).exists():
-        _old(checkpoint).rename(checkpoint)
+    if ranks.main:
+        recover_dir(checkpoint)
     if ranks.world > 1:
         dist.barrier()
     if not (checkpoint / STATE_FILE).is_file():
@@ -285,24 +284,6 @@ def _load_state(out: Path, model: MMADFER, recipe: TrainRecipe, ranks: Ranks) ->
     saved = load_dfer(checkpoint).model
     model.load_state_dict(saved.state_dict())
     return state
-
-
-def _init_distributed(device_spec: str) -> tuple[Ranks, torch.device, bool]:
-    """Rank, world size and device from torchrun's environment; joins the process group if needed."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(device_spec)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
-    if world == 1:
-        return Ranks(), device, False
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Ranks(rank, world), device, owns
 
 
 def _seed_everything(seed: int) -> None:
@@ -328,11 +309,3 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
-
-
-def _gather(obj: dict, ranks: Ranks) -> list[dict]:
-    if ranks.world == 1:
-        return [obj]
-    gathered: list = [None] * ranks.world
-    dist.all_gather_object(gathered, obj)
-    return gathered

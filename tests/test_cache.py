@@ -12,12 +12,13 @@ from typer.testing import CliRunner
 from dfer_cli import cache as cache_module
 from dfer_cli import media
 from dfer_cli.audio import model_input
-from dfer_cli.cache import INDEX, SKIPPED, CacheDataset, CacheSpec, CacheWriter, ClipStore, _crop_box
+from dfer_cli.cache import INDEX, SKIPPED, CacheSpec, CacheWriter, ClipStore, read_split
 from dfer_cli.cli import app
+from dfer_cli.clipdata import CacheDataset, _crop_box
 from dfer_cli.clips import random_segment_indices, segment_indices
 from dfer_cli.datasets import DfewDataset, FolderDataset, MafwDataset
 from dfer_cli.errors import DferError
-from dfer_cli.prepare import PrepareConfig, open_split, prepare
+from dfer_cli.prepare import PrepareConfig, prepare, prepare_missing
 
 # id -> (1-based label, frame count); 1 and 3 have an original clip (a tone, silence), 4 a broken one
 DFEW_TRAIN = {1: (1, 100), 2: (3, 20), 3: (7, 9), **{k: (k % 7 + 1, 10 + k) for k in range(4, 17)}}
@@ -294,7 +295,7 @@ def test_train_view_matches_the_reference_transforms(tmp_path):
 
 
 def test_every_fold_reads_one_cache(fake_dfew, dfew_cache, tmp_path, monkeypatch):
-    """Fold 2 regroups fold 1's clips: opening its splits prepares only the clip it adds, and a split's
+    """Fold 2 regroups fold 1's clips: preparing its splits adds only the clip it adds, and a split's
     labels are the adapter's, not the cache's."""
     root = tmp_path / "DFEW"
     shutil.copytree(fake_dfew, root)
@@ -303,10 +304,13 @@ def test_every_fold_reads_one_cache(fake_dfew, dfew_cache, tmp_path, monkeypatch
     (splits / "train(single-labeled)" / "set_2.csv").write_text("video_name,label\n2,5\n3,7\n20,2\n")
     (splits / "test(single-labeled)" / "set_2.csv").write_text("video_name,label\n1,1\n")
     fold2 = DfewDataset(root, 2)
-    train = open_split(fold2, "train", tmp_path / "cache", 48)
+    assert read_split(tmp_path / "cache", fold2, "train").missing == ["00020"]  # a read prepares nothing
+    prepare_missing(fold2, "train", tmp_path / "cache", 48)
+    train = read_split(tmp_path / "cache", fold2, "train")
     assert train.keys == ["00002", "00003", "00020"] and train.labels.tolist() == [4, 6, 1]
     assert len(ClipStore(tmp_path / "cache").entries) == 17  # 16 from fold 1's train, plus 00020
-    test = open_split(fold2, "test", tmp_path / "cache", 48)
+    assert prepare_missing(fold2, "test", tmp_path / "cache", 48) is None  # nothing lacking, nothing done
+    test = read_split(tmp_path / "cache", fold2, "test")
     assert test.keys == ["00001"] and test.complete
     fold1 = split_of(dfew_cache[0], DfewDataset(fake_dfew, 1))
     np.testing.assert_array_equal(test.read(0).frames, fold1.read(0).frames)
@@ -314,4 +318,25 @@ def test_every_fold_reads_one_cache(fake_dfew, dfew_cache, tmp_path, monkeypatch
     (splits / "test(single-labeled)" / "set_2.csv").write_text("video_name,label\n1,1\n20,2\n21,3\n")
     (root / "Clip" / "clip_224x224" / "00021").mkdir()
     with pytest.raises(DferError, match="lacks clips of DFEW fold 2 test"):
-        open_split(DfewDataset(root, 2), "test", tmp_path / "cache", 48)
+        prepare_missing(DfewDataset(root, 2), "test", tmp_path / "cache", 48)
+
+
+def test_commands_say_how_many_clips_have_no_audio_track(fake_dfew, dfew_cache, tmp_path):
+    """Clips without an audio track (no original video, or an unreadable one) train on the model's
+    no-audio input: prepare, train and evaluate each say how many there are."""
+    shutil.copytree(dfew_cache[0], tmp_path / "cache")
+    common = ["--dataset", "dfew", "--data", str(fake_dfew), "--cache", str(tmp_path / "cache")]
+    runner = CliRunner()
+    prepared = runner.invoke(app, ["prepare", *common, "--size", "48", "--workers", "0"])
+    assert prepared.exit_code == 0, prepared.output
+    train_note = "DFEW fold 1 train: 14 of 16 clips have no audio track: the model gets its no-audio input"
+    test_note = "DFEW fold 1 test: 1 of 1 clips have no audio track"
+    assert train_note in prepared.output and test_note in prepared.output
+    trained = runner.invoke(app, ["train", *common, "--arch", "tiny", "--epochs", "1", "--val-split", "test",
+                                  "--out", str(tmp_path / "run"), "--device", "cpu", "--workers", "0"])
+    assert trained.exit_code == 0, trained.output
+    assert train_note in trained.output and test_note in trained.output
+    evaluated = runner.invoke(app, ["evaluate", "--weights", str(tmp_path / "run" / "last"), *common, "--one-clip",
+                                    "--device", "cpu", "--workers", "0"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert test_note in evaluated.output and train_note not in evaluated.output

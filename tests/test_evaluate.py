@@ -10,7 +10,8 @@ import typer
 from test_train import CLASSES, SyntheticClips
 from typer.testing import CliRunner
 
-from dfer_cli import cache, prepare
+from dfer_cli import cache, clipdata, prepare
+from dfer_cli import train as train_module
 from dfer_cli.checkpoints import WeightsConfig, save_dfer
 from dfer_cli.commands_train import evaluate_command, train_command
 from dfer_cli.errors import DferError, UsageError
@@ -91,16 +92,19 @@ def fake_dfew(tmp_path, monkeypatch):
         (root / "Clip" / "clip_224x224" / f"{i:05d}").mkdir(parents=True)
 
     # The commands' cache step is replaced by synthetic clips: 24 train, 12 test.
-    def open_split(adapter, split, root, size):
+    def prepare_missing(adapter, split, root, size):
         assert root == tmp_path / "cache"
-        return types.SimpleNamespace(split=split)
+
+    def read_split(root, adapter, split):
+        return types.SimpleNamespace(split=split, no_audio=[])
 
     def dataset(clips, train, size, seed=0, position=0.5):
         dims = ModelDims.tiny(num_classes=7, image_size=size)
         return SyntheticClips(24 if clips.split == "train" else 12, dims, seed=seed, position=position)
 
-    monkeypatch.setattr(prepare, "open_split", open_split)
-    monkeypatch.setattr(cache, "CacheDataset", dataset)
+    monkeypatch.setattr(prepare, "prepare_missing", prepare_missing)
+    monkeypatch.setattr(cache, "read_split", read_split)
+    monkeypatch.setattr(clipdata, "CacheDataset", dataset)
     return root, tmp_path / "cache"
 
 
@@ -160,3 +164,72 @@ def test_all_folds_needs_a_pattern_and_reports_the_mean(fake_dfew, tmp_path):
     uars = [f["1-clip"]["uar"] for f in report["folds"]]
     assert len(uars) == 5 and report["mean"]["1-clip"]["uar"] == pytest.approx(np.mean(uars))
     assert "2-clip" not in report["mean"]
+
+
+def _train_args(root, cache, run, *more):
+    return ["train", "--dataset", "dfew", "--data", str(root), "--cache", str(cache), "--device", "cpu",
+            "--workers", "0", "--out", str(run), *more]
+
+
+def test_train_refuses_a_folder_that_holds_a_run_and_leaves_its_settings(fake_dfew, tmp_path):
+    root, cache = fake_dfew
+    runner = CliRunner()
+    run = tmp_path / "run"
+    assert runner.invoke(_app(), _train_args(root, cache, run, "--arch", "tiny", "--epochs", "1")).exit_code == 0
+    settings = (run / "run.json").read_bytes()
+    again = runner.invoke(_app(), _train_args(root, cache, run, "--arch", "tiny", "--epochs", "2"))
+    assert isinstance(again.exception, DferError) and "already holds a run" in str(again.exception)
+    assert (run / "run.json").read_bytes() == settings  # a later --resume still continues the old run
+
+    # A run killed in its first epoch has run.json and no checkpoint yet: refused all the same.
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "run.json").write_text("{}")
+    refused = runner.invoke(_app(), _train_args(root, cache, started, "--arch", "tiny", "--epochs", "1"))
+    assert isinstance(refused.exception, DferError) and (started / "run.json").read_text() == "{}"
+    assert not (started / CHECKPOINT_DIR).exists()
+
+
+def test_resume_needs_only_the_run_folder(fake_dfew, tmp_path, monkeypatch):
+    """--resume builds the model from RUN_DIR/last (its dims and weights): the weights the run started
+    from may be gone by then."""
+    root, cache = fake_dfew
+    dims = ModelDims.tiny(num_classes=7)
+    save_dfer(tmp_path / "init", build_model(dims, 3), WeightsConfig(dims, list(DFEW_CLASSES)))
+    run = tmp_path / "run"
+
+    kills = [RuntimeError("killed")]  # the run dies once epoch 1's checkpoint is written
+
+    def plot_then_die(log, path):
+        if kills:
+            raise kills.pop()
+
+    monkeypatch.setattr(train_module, "plot_training_curves", plot_then_die)
+    runner = CliRunner()
+    killed = runner.invoke(_app(), _train_args(root, cache, run, "--init-weights", str(tmp_path / "init"),
+                                               "--epochs", "2"))
+    assert str(killed.exception) == "killed"
+    assert json.loads((run / CHECKPOINT_DIR / "dfer.json").read_text())["provenance"]["epoch"] == 1
+    (tmp_path / "init").rename(tmp_path / "moved")
+    resumed = runner.invoke(_app(), ["train", "--resume", "--out", str(run), "--device", "cpu", "--workers", "0"])
+    assert resumed.exit_code == 0, resumed.output
+    config = json.loads((run / CHECKPOINT_DIR / "dfer.json").read_text())
+    assert config["provenance"]["epoch"] == 2 and config["provenance"]["init_weights"] == str(tmp_path / "init")
+
+
+def test_evaluate_states_its_precision(fake_dfew, tmp_path):
+    root, cache = fake_dfew
+    dims = ModelDims.tiny(num_classes=7)
+    save_dfer(tmp_path / "w", build_model(dims, 1), WeightsConfig(dims, list(DFEW_CLASSES)))
+    common = ["evaluate", "--weights", str(tmp_path / "w"), "--dataset", "dfew", "--data", str(root), "--cache",
+              str(cache), "--device", "cpu", "--workers", "0", "--one-clip"]
+    runner = CliRunner()
+    exact = json.loads(runner.invoke(_app(), [*common, "--json"]).stdout)
+    assert exact["precision"] == "fp32"  # the default: a reproduction is exact
+    fast = runner.invoke(_app(), [*common, "--json", "--precision", "bf16"])
+    assert fast.exit_code == 0, fast.output
+    report = json.loads(fast.stdout)
+    assert report["precision"] == "bf16" and report["1-clip"]["num_samples"] == 12
+    assert "precision fp32" in runner.invoke(_app(), common).stdout
+    bad = runner.invoke(_app(), [*common, "--precision", "fp16"])
+    assert isinstance(bad.exception, UsageError) and "fp16" in str(bad.exception)

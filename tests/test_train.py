@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 from test_checkpoints import _fake_mae
 
 from dfer_cli.checkpoints import WEIGHTS_FILE, WeightsConfig, load_dfer, save_dfer
+from dfer_cli.clipdata import loader_workers
 from dfer_cli.errors import DferError
 from dfer_cli.evaluate import predict_probs
 from dfer_cli.metrics import evaluate_predictions
@@ -218,3 +220,20 @@ def test_finetuning_replaces_the_classifier_only_when_classes_differ(tmp_path):
     kept = {k: v for k, v in same.state_dict().items() if not k.startswith("classifier.")}
     assert all(torch.equal(v, other.state_dict()[k]) for k, v in kept.items())
     assert not other.image.blocks[0].attn.qkv.weight.requires_grad
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 0), (3, 2), (4, 3), (5, 4), (64, 4)])
+def test_default_loader_workers_follow_the_cores(cores, workers, monkeypatch, tmp_path):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert loader_workers() == workers and RunConfig(out=tmp_path).workers == workers
+
+
+def test_training_on_two_cores_starts_no_more_loader_workers_than_cores(tmp_path, monkeypatch):
+    """torch warns when a loader starts more worker processes than the cores this process may use."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    dims = ModelDims.tiny(num_classes=len(CLASSES))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(build_model(dims, 1), SyntheticClips(8, dims), _weights(dims), TrainRecipe(epochs=1),
+              RunConfig(out=tmp_path / "run", device="cpu"))
+    assert not [w for w in caught if "worker processes" in str(w.message)]

@@ -1,0 +1,145 @@
+"""The clips as training and evaluation read them from a prepared cache (cache.py): the split made
+ready (`prepare_and_read`: prepare what the cache lacks, then read), a torch Dataset with the test-time
+view and the train-time augmentations (spec section 5), and a loader worker count that suits the machine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import cache, prepare
+from .cache import CachedClip, ClipSet
+from .clips import random_segment_indices, segment_indices
+from .datasets import Dataset
+from .errors import DferError
+
+# Loader processes at most: dfer's fixed count before the default followed the machine's cores.
+_MAX_WORKERS = 4
+
+
+def loader_workers() -> int:
+    """Default data-loading processes: one core stays with the process that runs the model, and the
+    count never exceeds the cores this process may use, which is what torch checks (it warns above
+    that); with 1 or 2 cores the clips are read in the main process."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 0 if cores <= 2 else min(_MAX_WORKERS, cores - 1)
+
+
+def prepare_and_read(dataset: Dataset, split: str, root: Path, size: int,
+                     log: Callable[[str], None]) -> ClipSet:
+    """A split's clips for training or evaluation: what the cache in `root` lacks is prepared first (at
+    `size` for a new cache), then the split is read; `log` hears how many clips have no audio track."""
+    prepare.prepare_missing(dataset, split, root, size)
+    clips = cache.read_split(root, dataset, split)
+    if note := no_audio_note(f"{dataset.name} {split}", clips):
+        log(note)
+    return clips
+
+
+def no_audio_note(name: str, clips: ClipSet) -> str | None:
+    """The line that tells how many of a split's clips have no audio track; None when all have one."""
+    count = len(clips.no_audio)
+    if not count:
+        return None
+    return (f"{name}: {count} of {len(clips)} clips have no audio track: the model gets its no-audio "
+            f"input for them")
+
+
+class CacheDataset(torch.utils.data.Dataset):
+    """(video (16, 3, S, S) uint8 pixels, audio (1, 512, 128) float32, label) from a cache.
+
+    The video stays uint8 all the way to the model, which scales it to [0, 1] on its device: a loader
+    worker then copies, the main process pins and the GPU receives 4 times fewer bytes than floats.
+
+    Test time: the frame at `position` of each of 16 segments (0.5: the reference's middle frame,
+    which `dfer prepare` always keeps), resized to S when the cache is larger (bilinear, antialiased).
+    Train time (spec section 5): a random frame per segment, then one draw shared by all 16 frames:
+    brightness x U[0.5, 1.5], the reference's random sized crop (area 0.08-1, aspect U[3/4, 4/3],
+    sides swapped with p = 0.5; the whole frame after 10 misses) resized to S x S, horizontal flip
+    with p = 0.5. Draws are seeded by (seed, epoch, index): runs repeat whatever the worker count.
+    """
+
+    def __init__(self, cache: ClipSet, train: bool, frames: int = 16, size: int = 160, seed: int = 1,
+                 position: float = 0.5) -> None:
+        if not cache.complete:
+            raise DferError(f"{cache.root}: {len(cache.missing)} clips of the split are not "
+                            f"prepared yet (e.g. {cache.missing[0]}); run `dfer prepare` to finish it")
+        if not len(cache):
+            raise DferError(f"{cache.root}: the cache holds no clips of this split")
+        if cache.spec.size < size:
+            raise DferError(f"{cache.root}: faces cached at {cache.spec.size} px, the model takes {size}; "
+                            f"prepare a cache with --size {size}")
+        self.cache, self.train, self.frames, self.size = cache, train, frames, size
+        self.seed, self.position, self.epoch = seed, position, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        clip = self.cache.read(i)
+        n = len(clip.frames)
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            video = _augment(_frames(clip, random_segment_indices(n, self.frames, rng)), self.size, rng)
+        else:
+            video = _pixels(_resize(_frames(clip, segment_indices(n, self.frames, self.position)), self.size))
+        return video, torch.from_numpy(clip.audio)[None], clip.label
+
+
+def _frames(clip: CachedClip, picks: np.ndarray) -> torch.Tensor:
+    """The picked frames, uint8 (T, 3, H, W) over (T, H, W, 3) memory: the layout on which torch's
+    uint8 resize is fastest (it matches PIL's bilinear filter, the reference's, to within 1 level)."""
+    return torch.from_numpy(np.ascontiguousarray(clip.frames[picks])).permute(0, 3, 1, 2)
+
+
+def _augment(video: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    brightness = rng.uniform(0.5, 1.5)
+    box = _crop_box(*video.shape[-2:], rng)
+    if box is not None:
+        top, left, ch, cw = box
+        video = video[..., top:top + ch, left:left + cw]
+    return _pixels(_resize(video, size), brightness, flip=rng.random() < 0.5)
+
+
+def _resize(video: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (T, 3, h, w) -> (T, 3, size, size), bilinear, antialiased when shrinking as PIL does."""
+    if video.shape[-2:] == (size, size):
+        return video
+    return F.interpolate(video, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _pixels(video: torch.Tensor, brightness: float = 1.0, flip: bool = False) -> torch.Tensor:
+    """uint8 (T, 3, S, S) of any layout -> contiguous uint8 (T, 3, S, S). The layout change and the
+    flip are one numpy copy. Brightness scales each level and rounds it, as the reference's 8-bit
+    image library does; it is applied here, after the resize, where the reference applied it first:
+    the two orders differ by about one level."""
+    pixels = video.permute(0, 2, 3, 1).numpy()
+    if flip:
+        pixels = pixels[:, :, ::-1]
+    video = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
+    if brightness != 1.0:
+        video = video.float().mul_(brightness).round_().clamp_(0, 255).to(torch.uint8)
+    return video
+
+
+def _crop_box(h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int] | None:
+    """The reference's GroupRandomSizedCrop draw: (top, left, height, width), or None after 10 misses."""
+    for _ in range(10):
+        area = rng.uniform(0.08, 1.0) * h * w
+        aspect = rng.uniform(3 / 4, 4 / 3)
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if rng.random() < 0.5:
+            cw, ch = ch, cw
+        if cw <= w and ch <= h:
+            return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+    return None
