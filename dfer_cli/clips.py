@@ -17,6 +17,7 @@ checkpoints the same order; its own training uses time order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -106,6 +107,19 @@ def frame_picks(n: int, position: float | Fraction = 0.5, count: int = 16, order
     rule for `dfer evaluate` and `dfer predict`."""
     picks = segment_indices(n, count, position)
     return reference_order(n)[picks] if order == REFERENCE_ORDER else picks
+
+
+def kept_frames(n: int, max_frames: int = 48, orders: Sequence[str] = (TIME_ORDER,)) -> np.ndarray:
+    """The frame numbers, sorted, that a prepared clip cache keeps of a clip's `n` frames: all of them
+    up to `max_frames`; else every frame a test-time view picks in any of `orders` (1/4, 1/2 and 3/4
+    of each segment: 48 frames per order at most), which training's random picks also choose from,
+    and with `max_frames` above 48 the middles of `max_frames` equal spans too."""
+    if n <= max_frames:
+        return np.arange(n)
+    picks = [frame_picks(n, p, 16, order) for p in (*clip_positions(1), *clip_positions(2)) for order in orders]
+    if max_frames > 48:
+        picks.append(segment_indices(n, max_frames))
+    return np.unique(np.concatenate(picks))
 
 
 def random_segment_indices(n: int, count: int, rng: np.random.Generator) -> np.ndarray:

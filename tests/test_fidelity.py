@@ -21,9 +21,10 @@ import dfer_cli as dfer
 from dfer_cli import media
 from dfer_cli.api import PredictConfig, plan
 from dfer_cli.audio import model_input
-from dfer_cli.cache import CacheDataset, ClipStore
+from dfer_cli.cache import read_split
 from dfer_cli.checkpoints import CheckpointError, WeightsConfig, load_dfer, save_dfer
 from dfer_cli.cli import app
+from dfer_cli.clipdata import CacheDataset
 from dfer_cli.clips import REFERENCE_ORDER, TIME_ORDER, ClipConfig, frame_picks
 from dfer_cli.datasets import DfewDataset
 from dfer_cli.evaluate import ONE_CLIP, TWO_CLIPS
@@ -121,7 +122,7 @@ def evaluated(dfew_sample, tmp_path_factory):
         dataset = DfewDataset(dfew_sample, 1)
         root = tmp_path_factory.mktemp("cache") / "dfew-32"
         prepare(dataset, "test", root, PrepareConfig(size=32, workers=0), progress=False)
-    clips = ClipStore(root).split({s.key: s.label for s in dataset.samples("test")})
+    clips = read_split(root, dataset, "test")
     views = {p: CacheDataset(clips, train=False, size=32, position=p) for p in (*ONE_CLIP, *TWO_CLIPS)}
     out = {}
     for i, key in enumerate(clips.keys):
@@ -130,13 +131,8 @@ def evaluated(dfew_sample, tmp_path_factory):
     return out
 
 
-CACHE_MISSES_TWO_CLIP_FRAMES = pytest.mark.xfail(
-    strict=True, reason="the cache keeps frames at 1/6 and 5/6 of each segment, not the 2-clip picks")
-
-
-@pytest.mark.parametrize(("key", "clips"), [
-    (1, 1), (2, 1), (3, 1), (4, 1), (1, 2), (2, 2),
-    pytest.param(3, 2, marks=CACHE_MISSES_TWO_CLIP_FRAMES), pytest.param(4, 2, marks=CACHE_MISSES_TWO_CLIP_FRAMES)])
+@pytest.mark.parametrize("clips", [1, 2])
+@pytest.mark.parametrize("key", sorted(DFEW_CLIPS))
 def test_predict_plans_what_evaluate_reads(dfew_sample, evaluated, key, clips, monkeypatch):
     """The original video of each DFEW clip, given to predict: the same frames as evaluate's view of
     its frame folder, in the same order, and the same audio input, for 1 and 2 clips."""
