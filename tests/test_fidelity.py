@@ -12,21 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import MEDIA
 from mediagen import ffmpeg
 from PIL import Image
+from reference import official_state_dict, save_reference_checkpoint
 from typer.testing import CliRunner
 
 import dfer_cli as dfer
-from dfer_cli import media
+from dfer_cli import media, store
 from dfer_cli.api import PredictConfig, plan
 from dfer_cli.audio import model_input
-from dfer_cli.cache import read_split
+from dfer_cli.cache import ClipStore, read_split
 from dfer_cli.checkpoints import CheckpointError, WeightsConfig, load_dfer, save_dfer
 from dfer_cli.cli import app
 from dfer_cli.clipdata import CacheDataset
-from dfer_cli.clips import REFERENCE_ORDER, TIME_ORDER, ClipConfig, frame_picks
+from dfer_cli.clips import REFERENCE_ORDER, TIME_ORDER, ClipConfig, frame_picks, kept_frames, segment_indices
 from dfer_cli.datasets import DfewDataset
+from dfer_cli.errors import DferError
 from dfer_cli.evaluate import ONE_CLIP, TWO_CLIPS
 from dfer_cli.frontend import read_clip_media
 from dfer_cli.labels import DFEW_CLASSES
@@ -201,3 +204,69 @@ def test_predict_feeds_frames_in_the_weights_order(tmp_path, monkeypatch):
     assert asked.pop() == fed(TIME_ORDER)
     result = CliRunner().invoke(app, ["predict", str(SINGLE), "--frame-order", "shuffled"])
     assert result.exit_code == 2 and "time or reference" in result.output
+
+
+# MAFW clip -> frame count: under 16 (the name order is time order up to ten frames), 37 and 100.
+MAFW_CLIPS = {"00021": 9, "00022": 10, "00023": 37, "00024": 100}
+
+
+def make_mafw(root) -> None:
+    """MAFW's layout, each clip's frame k a flat `colour(k)` (no face: MAFW's central square is cropped)."""
+    split = root / "Train & Test Set" / "single" / "no_caption" / "set_1"
+    split.mkdir(parents=True)
+    (split / "test.txt").write_text("".join(f"{key}.mp4 anger\n" for key in MAFW_CLIPS))
+    clips = root / "data" / "clips"
+    clips.mkdir(parents=True)
+    for key, n in MAFW_CLIPS.items():
+        frames = root / "frames" / key
+        frames.mkdir(parents=True)
+        for k in range(n):
+            Image.new("RGB", (64, 64), colour(k)).save(frames / f"{k:03d}.png")
+        ffmpeg("-framerate", str(FPS), "-i", frames / "%03d.png", "-f", "lavfi", "-i",
+               "sine=sample_rate=16000:duration=1", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+               "-c:a", "aac", clips / f"{key}.mp4")
+
+
+def test_official_mafw_checkpoint_is_evaluated_in_the_reference_order(tmp_path, monkeypatch):
+    """`dfer weights import` of an official-layout 11-class checkpoint records the reference's order and
+    says so; `dfer evaluate --dataset mafw` then feeds the model exactly the hand-written frames, for
+    the 1-clip and the 2-clip views, and --frame-order time overrides it. The network is replaced by a
+    recorder of its input: its arithmetic is checked against the reference's golden logits in
+    test_checkpoints.py, and here only which frames reach it matters."""
+    save_reference_checkpoint(tmp_path / "MAFW_fold1.pth", official_state_dict("S160_C11"), monkeypatch)
+    runner = CliRunner()
+    imported = runner.invoke(app, ["weights", "import", str(tmp_path / "MAFW_fold1.pth"), "--name", "mafw-160"])
+    assert imported.exit_code == 0, imported.output
+    assert f"frame order: {REFERENCE_ORDER}" in imported.output
+    entry = store.weights_dir() / "mafw-160"
+    assert json.loads((entry / "dfer.json").read_text())["frame_order"] == REFERENCE_ORDER
+    make_mafw(tmp_path / "MAFW")
+    seen = []
+
+    def recorder(self, video, audio):
+        seen.append(video.clone())
+        return torch.zeros(len(video), self.dims.num_classes)
+
+    monkeypatch.setattr(MMADFER, "forward", recorder)
+    common = ["evaluate", "--weights", "mafw-160", "--dataset", "mafw", "--data", str(tmp_path / "MAFW"), "--json",
+              "--device", "cpu", "--workers", "0", "--cache", str(tmp_path / "cache")]
+    result = runner.invoke(app, common)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["weights"]["frame_order"] == REFERENCE_ORDER
+    # Only the frames some view picks were decoded and kept: those of both orders.
+    kept = ClipStore(tmp_path / "cache").entries["00024"]["frame_numbers"]
+    assert kept == kept_frames(100, 48, (TIME_ORDER, REFERENCE_ORDER)).tolist() and len(kept) < 100
+    keys = sorted(MAFW_CLIPS)
+    for position, batch in zip((0.5, 0.25, 0.75), seen, strict=True):  # 1-clip view, then 2-clip views
+        assert [frame_numbers(v.numpy()) for v in batch] == [REFERENCE_PICKS[MAFW_CLIPS[k], position] for k in keys]
+    seen.clear()
+    assert runner.invoke(app, [*common, "--one-clip", "--frame-order", "time"]).exit_code == 0
+    (batch,) = seen
+    assert [frame_numbers(v.numpy()) for v in batch] == [segment_indices(MAFW_CLIPS[k]).tolist() for k in keys]
+
+
+def test_a_cache_of_the_old_format_is_refused(tmp_path):
+    """Format 2 kept the frames at 1/6 and 5/6 of each segment, not the 2-clip view's."""
+    (tmp_path / "meta.json").write_text(json.dumps({"dataset": "dfew", "size": 32, "max_frames": 48, "format": 2}))
+    with pytest.raises(DferError, match="cache format 2, this dfer reads 3; delete the folder"):
+        ClipStore(tmp_path)
