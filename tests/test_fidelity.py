@@ -163,6 +163,8 @@ def test_predict_plans_what_evaluate_reads(dfew_sample, evaluated, key, clips, m
 
 def test_weights_record_their_frame_order(tmp_path):
     dims = ModelDims.tiny(num_classes=7)
+    # What `dfer train` writes (run.py gives no order): its views read frames in time order.
+    assert json.loads(WeightsConfig(dims, list(DFEW_CLASSES)).to_json())["frame_order"] == TIME_ORDER
     config = WeightsConfig(dims, list(DFEW_CLASSES), frame_order=REFERENCE_ORDER)
     save_dfer(tmp_path / "w", MMADFER(dims), config)
     saved = json.loads((tmp_path / "w" / "dfer.json").read_text())
