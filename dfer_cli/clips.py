@@ -84,11 +84,6 @@ def segment_indices(n: int, count: int = 16, position: float | Fraction = 0.5) -
     return (n * (p.denominator * np.arange(count) + p.numerator)) // (p.denominator * count)
 
 
-def segment_times(start: float, end: float, count: int) -> np.ndarray:
-    """The time-based twin of segment_indices: the middle of each of `count` equal spans."""
-    return start + (end - start) / count * (np.arange(count) + 0.5)
-
-
 def clip_positions(clips: int) -> tuple[Fraction, ...]:
     """Where in its segments each of `clips` clips over the same frames picks: the middle for one
     clip, 1/4 and 3/4 for two (the 2-clip protocol), (2i + 1) / (2 clips) in general."""
