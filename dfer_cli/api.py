@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import faces, media
-from .clips import ClipConfig, ClipPlan, plan_clips, plan_windows
+from .clips import TIME_ORDER, ClipConfig, ClipPlan, parse_frame_order, plan_clips, plan_windows
 from .distributed import Ranks, gather
 from .errors import DferError, UsageError
 from .frontend import file_flags, load_clips
@@ -100,16 +100,18 @@ class _Clock:
 
 
 def plan(info: media.VideoInfo, config: PredictConfig) -> list[ClipPlan]:
+    """The clips of a video (clips.py): a short one sampled whole, exactly as `dfer evaluate`
+    samples a data set clip (its frames listed by `probe`), a longer one in DFEW-like spans."""
     if config.window:
-        return plan_windows(info.start_time, info.duration, config.window, config.clips)
-    return plan_clips(info.start_time, info.duration, config.clips)
+        return plan_windows(info.start_time, info.duration, config.window, config.clips, info.frame_rate)
+    return plan_clips(info.start_time, info.duration, config.clips, info.frame_rate, info.frame_times)
 
 
 def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.FaceDetector) -> PreparedFile:
     """Probe, then the front end: decode the clips' frames and audio spans, crop the face, fbank."""
     result = FileResult(path=display_path(path))
     clock = _Clock(result.timings)
-    info = media.probe(path)
+    info = media.probe(path, list_frames_up_to=0.0 if config.window else config.clips.whole_up_to)
     result.media = {"duration": round(info.duration, 3), "width": info.width, "height": info.height,
                     "rotation": info.rotation, "frame_rate": round(info.frame_rate or 0.0, 3),
                     "audio_rate": info.audio_rate}
@@ -272,25 +274,30 @@ class Model:
     device: torch.device
     precision: str  # "fp32" or "bf16" (autocast)
     untrained: bool = False
+    frame_order: str = TIME_ORDER  # the order of the frames the weights were trained with (clips.py)
 
     @property
     def image_size(self) -> int:
         return self.network.dims.image_size
 
-    def stream(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], window: float | None = None,
+    def stream(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], *, window: float | None = None,
                clips: int = 2, batch_size: int = 8, workers: int | None = None, recursive: bool = True,
                extensions: Iterable[str] | None = None, explain: bool = False,
-               explain_dir: str | os.PathLike | None = None) -> Iterator[FileResult]:
+               explain_dir: str | os.PathLike | None = None, frame_order: str | None = None) -> Iterator[FileResult]:
         """Like `predict`, one record at a time as each file finishes (in input order)."""
         paths = collect_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs, recursive,
                                video_extensions(extensions))
-        config = PredictConfig(clips=ClipConfig(clips=clips), window=window, batch_size=batch_size,
-                               workers=workers, explain=explain or explain_dir is not None,
+        order = parse_frame_order(frame_order) if frame_order else None
+        config = PredictConfig(clips=ClipConfig(clips=clips, frame_order=order), window=window,
+                               batch_size=batch_size, workers=workers, explain=explain or explain_dir is not None,
                                explain_dir=Path(explain_dir) if explain_dir is not None else None)
         return self.analyse(paths, config)
 
     def analyse(self, paths: list[str], config: PredictConfig) -> Iterator[FileResult]:
-        """Records for files already collected (see `collect_inputs`), under a full config."""
+        """Records for files already collected (see `collect_inputs`), under a full config; frames
+        go in the weights' order unless `config.clips.frame_order` says otherwise."""
+        if config.clips.frame_order is None:
+            config = replace(config, clips=replace(config.clips, frame_order=self.frame_order))
         classifier = Classifier(self.network, self.device, config.batch_size, self.precision)
         note = self.weights if self.untrained else ""
         for result in iter_predict(paths, classifier, self.class_names, config, self.image_size, note):
@@ -304,16 +311,18 @@ class Model:
         shards = gather(mine, ranks)
         return [shards[i % ranks.world][i // ranks.world] for i in range(len(paths))]
 
-    def predict(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], window: float | None = None,
+    def predict(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], *, window: float | None = None,
                 clips: int = 2, batch_size: int = 8, workers: int | None = None, recursive: bool = True,
                 extensions: Iterable[str] | None = None, explain: bool = False,
-                explain_dir: str | os.PathLike | None = None) -> list[FileResult]:
+                explain_dir: str | os.PathLike | None = None, frame_order: str | None = None) -> list[FileResult]:
         """The emotion of each video (files, or folders searched for videos): one record per file,
         in input order; with `window` (seconds) a timeline of one clip per window. A file that
         cannot be analysed gets a record with status "error" and the reason. `explain` adds why
-        (voice or face, which moments and face regions); `explain_dir` also draws it, a PNG per file."""
-        return list(self.stream(inputs, window, clips, batch_size, workers, recursive, extensions, explain,
-                                explain_dir))
+        (voice or face, which moments and face regions); `explain_dir` also draws it, a PNG per file.
+        `frame_order` ("time" or "reference") overrides the order of frames the weights were trained with."""
+        return list(self.stream(inputs, window=window, clips=clips, batch_size=batch_size, workers=workers,
+                                recursive=recursive, extensions=extensions, explain=explain,
+                                explain_dir=explain_dir, frame_order=frame_order))
 
 
 def video_extensions(extensions: Iterable[str] | None) -> tuple[str, ...]:
@@ -351,7 +360,8 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
         loaded = store.resolve(spec)
         label = spec or store.default_name()
     network = loaded.model.to(torch_device).eval()
-    return Model(network, list(loaded.config.class_names), label, torch_device, chosen, weights == UNTRAINED)
+    return Model(network, list(loaded.config.class_names), label, torch_device, chosen, weights == UNTRAINED,
+                 loaded.config.frame_order)
 
 
 def to_dataframe(results: Iterable[FileResult]):

@@ -3,9 +3,10 @@
 One folder per data set and face size, shared by all its folds and splits (a DFEW fold's train and
 test sets are the whole data set again, so per-fold caches would hold every clip five times):
     meta.json              what it holds: data set, face size, frame cap
-    index.jsonl            one line per finished clip: key, file name, frame counts, flags
+    index.jsonl            one line per finished clip: key, file name, its frame count and the
+                           numbers of the frames kept, flags
     skipped.jsonl          clips left out (no face, unreadable media), with the reason
-    frames/<name>.npy      uint8 (n, S, S, 3) RGB face crops, n <= max_frames
+    frames/<name>.npy      uint8 (n, S, S, 3) RGB face crops of the kept frames, in time order
     audio/<name>.npy       float32 (512, 128): the audio model input, exactly as the model takes it
 
 A split is a view (`ClipSet`): the keys and labels the data-set adapter gives for it, looked up here.
@@ -41,7 +42,9 @@ try:
 except ImportError:  # Windows: no advisory locks; two concurrent writers are then the user's business
     fcntl = None
 
-FORMAT = 2  # 1: one cache per fold and split
+# 1: one cache per fold and split. 2: frames at 1/6, 1/2 and 5/6 of each segment, where the 2-clip
+# view wants 1/4 and 3/4. 3: the frames every test-time view picks (clips.kept_frames), numbered.
+FORMAT = 3
 META = "meta.json"
 INDEX = "index.jsonl"
 SKIPPED = "skipped.jsonl"
@@ -66,6 +69,8 @@ class CachedClip:
     label: int
     frames: np.ndarray  # (n, S, S, 3) uint8, memory-mapped: indexing reads only the frames taken
     audio: np.ndarray  # (512, 128) float32
+    numbers: np.ndarray  # (n,) each kept frame's number in the clip (0: its first frame), increasing
+    source_frames: int  # the clip's own frame count
 
 
 def file_name(key: str) -> str:
@@ -153,7 +158,9 @@ class ClipStore:
         except (OSError, ValueError) as err:
             raise DferError(f"{self.root}: clip {key} is unreadable ({err}); "
                             f"rerun `dfer prepare` to repair the cache") from None
-        return CachedClip(key, label, frames, audio)
+        # An entry without frame numbers holds every frame of its clip.
+        numbers = np.asarray(e.get("frame_numbers", range(len(frames))), dtype=np.int64)
+        return CachedClip(key, label, frames, audio, numbers, int(e.get("source_frames", len(frames))))
 
 
 def read_split(root: Path, dataset: Dataset, split: str) -> ClipSet:

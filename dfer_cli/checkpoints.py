@@ -21,8 +21,9 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .atomic import atomic_path, atomic_write_text
+from .clips import FRAME_ORDERS, REFERENCE_ORDER, TIME_ORDER
 from .errors import DferError
-from .labels import default_class_names
+from .labels import MAFW_CLASSES, default_class_names
 from .model import (
     MMADFER,
     ModelDims,
@@ -123,11 +124,14 @@ class WeightsConfig:
     dataset: str | None = None
     fold: int | None = None
     provenance: dict = field(default_factory=dict)
+    # The order in which the model saw each clip's frames (clips.FRAME_ORDERS): "time", or the
+    # reference's MAFW file-name order for the official MAFW checkpoints.
+    frame_order: str = TIME_ORDER
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "dims": self.dims.to_dict(), "class_names": self.class_names,
-                           "dataset": self.dataset, "fold": self.fold, "provenance": self.provenance},
-                          indent=2)
+                           "dataset": self.dataset, "fold": self.fold, "frame_order": self.frame_order,
+                           "provenance": self.provenance}, indent=2)
 
     @classmethod
     def from_json(cls, text: str, source: Path) -> WeightsConfig:
@@ -137,8 +141,11 @@ class WeightsConfig:
                 raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT!r}")
             known = {f.name for f in fields(ModelDims)}
             dims = ModelDims(**{k: v for k, v in raw["dims"].items() if k in known})
+            order = raw.get("frame_order", TIME_ORDER)  # written before dfer recorded it: time order
+            if order not in FRAME_ORDERS:
+                raise ValueError(f"frame_order {order!r}, expected one of {', '.join(FRAME_ORDERS)}")
             return cls(dims, list(raw["class_names"]), raw.get("dataset"), raw.get("fold"),
-                       raw.get("provenance", {}))
+                       raw.get("provenance", {}), order)
         except (ValueError, KeyError, TypeError) as e:
             raise CheckpointError(source, f"invalid dfer config: {e}") from None
 
@@ -170,8 +177,10 @@ def load_official(path: Path) -> LoadedWeights:
         raise CheckpointError(path, f"unexpected tensor {e} for an MMA-DFER checkpoint") from None
     model = build_loaded(dims, converted, path)
     provenance = {"source": str(path), "sha256": sha256(path), "converted_from": "mma-dfer-official"}
+    # The 11-class checkpoints are MAFW's, whose reference loader fed frames in file-name order.
+    order = REFERENCE_ORDER if dims.num_classes == len(MAFW_CLASSES) else TIME_ORDER
     return LoadedWeights(model.eval(), WeightsConfig(dims, default_class_names(dims.num_classes),
-                                                     provenance=provenance))
+                                                     provenance=provenance, frame_order=order))
 
 
 def load_encoders(model: MMADFER, image_path: Path | None, audio_path: Path | None,

@@ -154,6 +154,9 @@ def predict(
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="walk sub-folders")] = True,
     ext: Annotated[str | None, typer.Option(
         help="comma-separated extensions to pick from folders, e.g. mp4,mkv")] = None,
+    frame_order: Annotated[str | None, typer.Option(
+        help="order of each clip's 16 frames: time, or reference (the file-name order that the official "
+             "MAFW checkpoints were trained with); default: the order the weights record")] = None,
 ) -> None:
     """Recognise the emotion in videos from the face and the voice.
 
@@ -173,7 +176,7 @@ def predict(
     """
 
     from .api import PredictConfig, collect_inputs, video_extensions
-    from .clips import ClipConfig
+    from .clips import ClipConfig, parse_frame_order
     from .distributed import process_group
 
     formats = [f for f, on in (("json", json_out), ("jsonl", jsonl), ("csv", csv_out)) if on]
@@ -183,13 +186,14 @@ def predict(
         raise UsageError("--plot draws a timeline: add --window SECONDS")
     if plot and not plot.parent.exists():
         raise UsageError(f"{plot}: folder {plot.parent} does not exist")
+    order = parse_frame_order(frame_order) if frame_order else None
     paths = collect_inputs(inputs, recursive, video_extensions(ext.split(",") if ext else None))
     if explain_dir is not None:
         if explain_dir.exists() and not explain_dir.is_dir():
             raise UsageError(f"--explain-dir {explain_dir}: exists and is not a folder")
         explain_dir.mkdir(parents=True, exist_ok=True)
-    config = PredictConfig(clips=ClipConfig(clips=clips), window=window, batch_size=batch_size, workers=workers,
-                           explain=explain or explain_dir is not None, explain_dir=explain_dir)
+    config = PredictConfig(clips=ClipConfig(clips=clips, frame_order=order), window=window, batch_size=batch_size,
+                           workers=workers, explain=explain or explain_dir is not None, explain_dir=explain_dir)
     with process_group(device) as (ranks, torch_device):
         results = _predict_and_write(weights, str(torch_device), precision, paths, config, ranks,
                                      formats[0] if formats else "table")
@@ -276,11 +280,16 @@ def weights_import(
       dfer weights import 'https://drive.usercontent.google.com/download?id=FILE_ID' --name dfew-160-f1
     """
     from . import store
+    from .clips import REFERENCE_ORDER
 
     entry = store.import_weights(source, name, default, dataset, fold, sha256)
     dims = entry.config.dims
     err.print(f"imported {source} as '{entry.name}' ({dims.image_size} px, {dims.num_classes} classes)"
               f"{' [default]' if entry.is_default else ''} -> {entry.path}", markup=False, soft_wrap=True)
+    if entry.config.frame_order == REFERENCE_ORDER:
+        err.print(f"frame order: {REFERENCE_ORDER} (an official MAFW checkpoint: its reference loader fed each "
+                  "clip's frames in file-name order, 0, 1, 10, 11, ..., 2, 20, ...; dfer predict and evaluate "
+                  "do the same, --frame-order time overrides)", markup=False, soft_wrap=True)
 
 
 @weights_app.command("sources")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from . import cache, prepare
 from .cache import CachedClip, ClipSet
-from .clips import random_segment_indices, segment_indices
+from .clips import TIME_ORDER, frame_picks, random_segment_indices
 from .datasets import Dataset
 from .errors import DferError
 
@@ -58,8 +58,9 @@ class CacheDataset(torch.utils.data.Dataset):
     The video stays uint8 all the way to the model, which scales it to [0, 1] on its device: a loader
     worker then copies, the main process pins and the GPU receives 4 times fewer bytes than floats.
 
-    Test time: the frame at `position` of each of 16 segments (0.5: the reference's middle frame,
-    which `dfer prepare` always keeps), resized to S when the cache is larger (bilinear, antialiased).
+    Test time: the frames `clips.frame_picks` gives for the clip's own frame count (the frame at
+    `position` of each of 16 segments, 0.5 being the reference's middle frame), fed in `frame_order`,
+    found among those the cache kept; resized to S when the cache is larger (bilinear, antialiased).
     Train time (spec section 5): a random frame per segment, then one draw shared by all 16 frames:
     brightness x U[0.5, 1.5], the reference's random sized crop (area 0.08-1, aspect U[3/4, 4/3],
     sides swapped with p = 0.5; the whole frame after 10 misses) resized to S x S, horizontal flip
@@ -67,7 +68,7 @@ class CacheDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, cache: ClipSet, train: bool, frames: int = 16, size: int = 160, seed: int = 1,
-                 position: float = 0.5) -> None:
+                 position: float = 0.5, frame_order: str = TIME_ORDER) -> None:
         if not cache.complete:
             raise DferError(f"{cache.root}: {len(cache.missing)} clips of the split are not "
                             f"prepared yet (e.g. {cache.missing[0]}); run `dfer prepare` to finish it")
@@ -77,7 +78,7 @@ class CacheDataset(torch.utils.data.Dataset):
             raise DferError(f"{cache.root}: faces cached at {cache.spec.size} px, the model takes {size}; "
                             f"prepare a cache with --size {size}")
         self.cache, self.train, self.frames, self.size = cache, train, frames, size
-        self.seed, self.position, self.epoch = seed, position, 0
+        self.seed, self.position, self.epoch, self.frame_order = seed, position, 0, frame_order
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -92,8 +93,17 @@ class CacheDataset(torch.utils.data.Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, i])
             video = _augment(_frames(clip, random_segment_indices(n, self.frames, rng)), self.size, rng)
         else:
-            video = _pixels(_resize(_frames(clip, segment_indices(n, self.frames, self.position)), self.size))
+            video = _pixels(_resize(_frames(clip, self._test_picks(clip)), self.size))
         return video, torch.from_numpy(clip.audio)[None], clip.label
+
+    def _test_picks(self, clip: CachedClip) -> np.ndarray:
+        """Where the test-time frames of `clip` sit among its kept frames, in the order fed."""
+        wanted = frame_picks(clip.source_frames, self.position, self.frames, self.frame_order)
+        at = np.minimum(np.searchsorted(clip.numbers, wanted), len(clip.numbers) - 1)
+        if not np.array_equal(clip.numbers[at], wanted):
+            raise DferError(f"{self.cache.root}: clip {clip.key} keeps no frames for {self.frame_order}-order "
+                            f"picks at position {self.position}: its data set is not prepared for that order")
+        return at
 
 
 def _frames(clip: CachedClip, picks: np.ndarray) -> torch.Tensor:

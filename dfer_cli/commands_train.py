@@ -221,6 +221,9 @@ def evaluate_command(
     precision: PrecisionOpt = "fp32",
     batch_size: Annotated[int, typer.Option(help="clips per model call", min=1)] = 16,
     workers: WorkersOpt = None,
+    frame_order: Annotated[str | None, typer.Option(
+        help="order of each clip's 16 frames: time, or reference (the file-name order that the official "
+             "MAFW checkpoints were trained with); default: the order the weights record")] = None,
 ) -> None:
     """UAR, WAR and per-class recall of trained weights on a labelled split.
 
@@ -239,13 +242,15 @@ def evaluate_command(
       dfer evaluate --weights 'dfew-160-f{fold}' --dataset dfew --data ~/DFEW --all-folds --json
     """
     from .clipdata import loader_workers
+    from .clips import parse_frame_order
     from .evaluate import EvalConfig, evaluate_run, results_table, write_outputs
 
     if dataset is None or data is None:
         raise UsageError("--dataset and --data are required")
     config = EvalConfig(dataset.value, data, weights, tuple(range(1, 6)) if all_folds else (fold,), split,
                         two_clips, cache, labels, val_fraction, device, precision, batch_size,
-                        loader_workers() if workers is None else workers)
+                        loader_workers() if workers is None else workers,
+                        parse_frame_order(frame_order) if frame_order else None)
     err = Console(stderr=True, highlight=False)
     result = evaluate_run(config, log=lambda line: err.print(line, markup=False, soft_wrap=True))
     if out is not None:

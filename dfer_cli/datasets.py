@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .clips import REFERENCE_ORDER, TIME_ORDER
 from .errors import DferError
 from .labelfiles import (
     SPLITS,
@@ -183,6 +184,9 @@ class MafwDataset:
     splits = ("train", "test")
     # Faces as the paper extracted them: the box around every face of the frame (spec section 5).
     face_policy = "union"
+    # The official checkpoints read each clip's frames in the reference's file-name order (clips.py),
+    # dfer's own training in time order: a prepared cache keeps the test-time picks of both.
+    frame_orders = (TIME_ORDER, REFERENCE_ORDER)
 
     def __init__(self, root: str | Path, fold: int = 1) -> None:
         self.root = _existing_root(root, "MAFW")

@@ -8,6 +8,8 @@ the same audio input (the clip's whole track from its start, as in training). Th
 clips uniformly" and reports no significant difference from 1 clip (DFEW: 66.51 vs 66.61 UAR).
 
 A video shorter than 16 frames gives the same frames at every position, so both protocols agree on it.
+The frames reach the model in the order the weights were trained with (clips.py): time, or for the
+official MAFW checkpoints the reference's file-name order; `frame_order` overrides it.
 
 `evaluate_run` is `dfer evaluate`: one fold or several (their means), in fp32 unless asked otherwise, so
 that a reproduction is exact; the report states the precision used.
@@ -30,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import clipdata, prepare, store
 from .atomic import atomic_write_text
+from .clips import clip_positions
 from .datasets import open_dataset
 from .errors import DferError, UsageError
 from .inference import softmax_batches
@@ -37,8 +40,8 @@ from .metrics import Report, evaluate_predictions
 from .plots import plot_confusion
 from .runtime import pick_device, resolve_precision
 
-ONE_CLIP = (0.5,)
-TWO_CLIPS = (0.25, 0.75)
+ONE_CLIP = clip_positions(1)  # (1/2,): `dfer predict --clips 1` samples a short video alike
+TWO_CLIPS = clip_positions(2)  # (1/4, 3/4)
 
 # A data set of (video, audio, label) whose frames sit at the given segment position (0 < p < 1).
 ViewFactory = Callable[[float], Dataset]
@@ -76,6 +79,7 @@ class EvalConfig:
     precision: str = "fp32"  # auto, fp32 or bf16 (runtime.PRECISIONS)
     batch_size: int = 16
     workers: int = field(default_factory=clipdata.loader_workers)
+    frame_order: str | None = None  # clips.FRAME_ORDERS; None: the order the weights record
 
 
 @dataclass(frozen=True)
@@ -141,14 +145,15 @@ def evaluate_run(config: EvalConfig, log: Callable[[str], None] | None = None) -
         root = Path(config.cache) if config.cache else prepare.default_cache(adapter, size)
         clips = clipdata.prepare_and_read(adapter, split, root, size, say)
         name = spec or store.default_name()
-        say(f"evaluating {name} on {adapter.name}, {split} ({precision})")
+        order = config.frame_order or loaded.config.frame_order
+        say(f"evaluating {name} on {adapter.name}, {split} ({precision}, frames in {order} order)")
 
-        def view(position: float, c=clips, s=size) -> Dataset:
-            return clipdata.CacheDataset(c, train=False, size=s, position=position)
+        def view(position: float, c=clips, s=size, o=order) -> Dataset:
+            return clipdata.CacheDataset(c, train=False, size=s, position=position, frame_order=o)
 
         evaluations.append(evaluate(loaded.model, view, adapter.class_names, f"{adapter.name}, {split}", device,
                                     config.two_clips, config.batch_size, config.workers, precision))
-        sources.append({"weights": name, **loaded.config.provenance})
+        sources.append({"weights": name, "frame_order": order, **loaded.config.provenance})
     return EvalResult(evaluations, report_dict(evaluations, sources))
 
 

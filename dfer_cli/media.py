@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -44,10 +44,15 @@ class VideoInfo:
     audio_rate: int  # samples per second, 0 without audio
     audio_channels: int
     start_time: float  # time of the first video frame
+    # Every frame's own time in presentation order, when `probe` was asked to list them (a short
+    # video), else None.
+    frame_times: np.ndarray | None = field(default=None, compare=False)
 
 
-def probe(path: str | Path) -> VideoInfo:
+def probe(path: str | Path, list_frames_up_to: float = 0.0) -> VideoInfo:
     """Read a video's description, decoding only its first frame (cheap even for long or lying files).
+    A video no longer than `list_frames_up_to` seconds also gets the time of each of its frames,
+    read from the packets without decoding (see `frame_times`).
 
     Raises MediaError for a missing, unreadable or non-media file, a file without video or of no duration.
     """
@@ -77,7 +82,32 @@ def probe(path: str | Path) -> VideoInfo:
             audio_rate=audio.sample_rate if audio else 0,
             audio_channels=audio.channels if audio else 0,
             start_time=start,
+            frame_times=frame_times(path, list_frames_up_to) if duration <= list_frames_up_to else None,
         )
+
+
+def frame_times(path: str | Path, up_to: float = math.inf) -> np.ndarray | None:
+    """The time of every frame, in presentation order, from the packets alone (no decoding): the
+    frames that the decoder will output, as a frame-extraction tool numbers them. None when a packet
+    carries no timestamp, or when the stream runs more than a second past `up_to` seconds (a header
+    that understated the duration), so that a lying file is never read to its end."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        origin = _origin(container)
+        times = []
+        for packet in container.demux(stream):
+            if not packet.size or packet.is_discard:  # flush packets; frames an edit list cuts
+                continue
+            if packet.pts is None:
+                return None
+            # The float arithmetic of av.Frame.time, so that each listed time equals the decoded
+            # frame's own time bit for bit and read_frames lands on that very frame.
+            base = packet.time_base
+            times.append(float(packet.pts) * base.numerator / base.denominator - origin)
+            if times[-1] > up_to + 1.0:
+                return None
+    return np.sort(np.array(times)) if times else None
 
 
 def read_frames(path: str | Path, times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -2,19 +2,22 @@
 
 DFEW ships aligned 224 px face frames: they are resized to S with PIL's bilinear filter, the
 reference's own test transform, so the cached pixels are exactly what its loader produced.
-MAFW and folder data sets are decoded from video at up to `max_frames` times spread over the clip,
+MAFW and folder data sets are decoded from video (only the frames kept, found by their timestamps),
 and cropped by dfer's face detector: MAFW with the union-of-faces box its authors used (a central
 square where no face is found), folders with the main face (a clip without one is skipped).
 The audio input is the clip's track from its start, as the model hears it (5.12 s).
+A clip longer than `max_frames` keeps the frames that the test-time views pick (clips.kept_frames),
+in each frame order its data set is evaluated in: time, and for MAFW the reference's file-name order.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -23,16 +26,13 @@ from PIL import Image
 
 from . import audio, faces, media, store
 from .cache import META, CacheSpec, CacheWriter, read_split, write_clip_files
-from .clips import ClipPlan, segment_indices, segment_times
+from .clips import TIME_ORDER, ClipPlan, kept_frames
 from .datasets import Dataset, Sample
 from .errors import DferError, MediaError, UsageError
 from .frontend import file_flags, load_clips, read_audio
 from .pool import bounded_map
 from .progress import progress_bar
 
-# The model hears 512 fbank frames of 25 ms every 10 ms, the first 5.135 s: decoding further is waste
-# (the fbank removes each frame's own mean, so the rest of the track cannot change those frames).
-_AUDIO_SPAN_S = 5.2
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 # A worker process takes 2-3 s to start (torch and mediapipe imports), the time of about 8 clips with
 # face detection: with fewer clips per worker, fewer workers (or this process) finish sooner.
@@ -46,11 +46,13 @@ def _default_workers() -> int:
 @dataclass(frozen=True)
 class PrepareConfig:
     size: int = 160
-    # Frames kept per clip: an odd multiple of 16, so that each of the 16 segments keeps its middle
-    # frame (the test-time pick, exactly the reference's) and train-time sampling (a random frame per
-    # segment) still has 3 to choose from; few enough that a DFEW fold (11,697 clips) at 160 px is 45 GB.
+    # Frames kept per clip (clips.kept_frames): all of a clip up to this many, else the 48 that the
+    # test-time views pick (1/4, 1/2 and 3/4 of each segment), among which train-time sampling picks
+    # one per segment; few enough that a DFEW fold (11,697 clips) at 160 px is 45 GB. An odd multiple
+    # of 16: above 48, the middles of that many equal spans are kept too.
     max_frames: int = 48
     workers: int = field(default_factory=_default_workers)  # 0: in this process
+    frame_orders: tuple[str, ...] = (TIME_ORDER,)  # the orders whose test-time picks are kept
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.size % 16:
@@ -93,21 +95,21 @@ def _load_image(path: Path, size: int) -> np.ndarray:
 
 def _aligned_faces(folder: Path, config: PrepareConfig) -> tuple[np.ndarray, dict]:
     files = _frame_files(folder)
-    # With max_frames = 16 * odd k, every k-th kept frame from the (k // 2)-th is exactly one of the
-    # reference's 16 test-time frames.
-    keep = range(len(files)) if len(files) <= config.max_frames else segment_indices(len(files), config.max_frames)
+    keep = kept_frames(len(files), config.max_frames, config.frame_orders)
     frames = np.stack([_load_image(files[i], config.size) for i in keep])
-    return frames, {"source_frames": len(files)}
+    return frames, {"source_frames": len(files), "frame_numbers": keep.tolist()}
 
 
 def _detected_faces(video: Path, policy: str, config: PrepareConfig,
                     audio_errors: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
-    info = media.probe(video)
-    source = round(info.duration * info.frame_rate) if info.frame_rate > 0 else config.max_frames
-    count = max(1, min(config.max_frames, source))
-    times = segment_times(info.start_time, info.start_time + info.duration, count)
+    info = media.probe(video, list_frames_up_to=math.inf)
+    times = info.frame_times
+    if times is None:  # packets without timestamps: frames assumed evenly spaced at the frame rate
+        source = max(1, round(info.duration * info.frame_rate)) if info.frame_rate > 0 else config.max_frames
+        times = info.start_time + info.duration / source * (np.arange(source) + 0.5)
+    keep = kept_frames(len(times), config.max_frames, config.frame_orders)
     # The audio the model hears: the track from its start, as in training.
-    clip_plan = ClipPlan(0, info.start_time, info.start_time + info.duration, times, 0.0, _AUDIO_SPAN_S)
+    clip_plan = ClipPlan(0, info.start_time, info.start_time + info.duration, times[keep], 0.0, audio.HEARD_S)
     union = policy == "union"
     # MAFW's rule keeps every frame, with or without a face, so presence is not required there.
     face_config = faces.FaceConfig(policy="union", min_presence=0.0) if union else faces.FaceConfig()
@@ -121,7 +123,7 @@ def _detected_faces(video: Path, policy: str, config: PrepareConfig,
     if crops is None:  # no face in any frame: MAFW's central square throughout
         h, w = frames[0].shape[1:3]
         crops = faces.crop_faces(frames[0], [faces.union_box([], (w, h))] * len(frames[0]), config.size)
-    flags = file_flags(info, [clip], audio_errors) | {"source_frames": source}
+    flags = file_flags(info, [clip], audio_errors) | {"source_frames": len(times), "frame_numbers": keep.tolist()}
     return crops, clip.fbank, flags
 
 
@@ -135,7 +137,7 @@ def prepare_clip(sample: Sample, policy: str, config: PrepareConfig) -> tuple[np
     frames, flags = _aligned_faces(sample.frames_dir, config)
     wave, rate = None, 0
     if sample.video is not None:
-        wave, rate = read_audio(sample.video, 0.0, _AUDIO_SPAN_S, audio_errors)
+        wave, rate = read_audio(sample.video, 0.0, audio.HEARD_S, audio_errors)
     flags |= {"no_audio": wave is None, "silent_audio": audio.is_silent(wave)}
     if audio_errors:
         flags["audio_error"] = audio_errors[0]
@@ -173,7 +175,7 @@ def prepare(dataset: Dataset, split: str, out: Path, config: PrepareConfig | Non
             progress: bool = True) -> PrepareSummary:
     """Add one split's clips to the cache in `out`, continuing where an earlier run stopped; clips
     that earlier runs left out are tried again."""
-    config = config or PrepareConfig()
+    config = replace(config or PrepareConfig(), frame_orders=getattr(dataset, "frame_orders", (TIME_ORDER,)))
     samples = dataset.samples(split)
     spec = CacheSpec(dataset.cache_name, config.size, config.max_frames)
     policy = getattr(dataset, "face_policy", "main")

@@ -98,7 +98,7 @@ def fake_dfew(tmp_path, monkeypatch):
     def read_split(root, adapter, split):
         return types.SimpleNamespace(split=split, no_audio=[])
 
-    def dataset(clips, train, size, seed=0, position=0.5):
+    def dataset(clips, train, size, seed=0, position=0.5, frame_order="time"):
         dims = ModelDims.tiny(num_classes=7, image_size=size)
         return SyntheticClips(24 if clips.split == "train" else 12, dims, seed=seed, position=position)
 
