@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 # Where each public name lives; imported on first use, so that `dfer --help` starts without torch.
 _EXPORTS = {
-    "load_model": "api", "Model": "api", "PredictConfig": "api", "to_dataframe": "api",
+    "load_model": "api", "Model": "api", "PredictConfig": "api", "to_dataframe": "results",
     "FileResult": "results", "ClipResult": "results",
     "train_run": "run", "TrainJob": "run", "RunConfig": "train", "TrainRecipe": "train",
     "evaluate_run": "evaluate", "EvalConfig": "evaluate",

@@ -250,16 +250,6 @@ class _PictureNames:
         return self.folder / f"{name}.png"
 
 
-def timeline_arrays(result: FileResult, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Each window as a flat step from its start to its end, so that the plot spans the whole video
-    and shows what was measured where (no interpolation between windows): times (2W,), probabilities
-    (2W, C), NaN where a window had no face."""
-    times = np.array([t for c in result.clips for t in (c.start, c.end)])
-    probs = np.array([[c.probabilities[n] for n in class_names] if c.probabilities else
-                      [np.nan] * len(class_names) for c in result.clips])
-    return times, np.repeat(probs, 2, axis=0)
-
-
 class UntrainedWeightsWarning(UserWarning):
     """Random weights: the pipeline runs, the emotions are meaningless."""
 
@@ -362,22 +352,3 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
     network = loaded.model.to(torch_device).eval()
     return Model(network, list(loaded.config.class_names), label, torch_device, chosen, weights == UNTRAINED,
                  loaded.config.frame_order)
-
-
-def to_dataframe(results: Iterable[FileResult]):
-    """One row per file (path, status, label, confidence, a column per class, the flags, error) as a
-    pandas DataFrame; pandas is optional and needed only here."""
-    try:
-        import pandas as pd
-    except ImportError:
-        raise DferError("to_dataframe needs pandas: pip install pandas") from None
-    rows = []
-    for r in results:
-        row = {"path": r.path, "status": r.status, "label": r.label, "confidence": r.confidence}
-        row |= dict(r.probabilities or {})
-        row |= {k: v for k, v in r.flags.items() if isinstance(v, bool | int | float | str)}
-        row |= {"weights": r.weights, "error": r.error}
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-

@@ -239,8 +239,7 @@ def _predict_and_write(weights: str | None, device: str, precision: str, paths: 
 def _plot_first_timeline(results: list, plot: Path) -> None:
     import numpy as np
 
-    from .api import timeline_arrays
-    from .plots import plot_timeline
+    from .plots import plot_timeline, timeline_arrays
 
     shown = next((r for r in results if r.probabilities), None)
     if shown is None:

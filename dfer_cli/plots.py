@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -19,6 +19,9 @@ from matplotlib.figure import Figure
 from dfer_cli.atomic import atomic_path
 from dfer_cli.errors import DferError
 from dfer_cli.metrics import Report
+
+if TYPE_CHECKING:
+    from dfer_cli.results import FileResult
 
 DPI = 100
 CONFUSION_SIZE_IN = (9.0, 7.5)
@@ -161,3 +164,13 @@ def _class_colours(names: Sequence[str]) -> list[tuple[float, float, float, floa
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
+
+
+def timeline_arrays(result: FileResult, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each window as a flat step from its start to its end, so that the plot spans the whole video
+    and shows what was measured where (no interpolation between windows): times (2W,), probabilities
+    (2W, C), NaN where a window had no face."""
+    times = np.array([t for c in result.clips for t in (c.start, c.end)])
+    probs = np.array([[c.probabilities[n] for n in class_names] if c.probabilities else
+                      [np.nan] * len(class_names) for c in result.clips])
+    return times, np.repeat(probs, 2, axis=0)

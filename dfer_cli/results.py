@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from .errors import DferError
 
 
 @dataclass
@@ -66,3 +69,20 @@ class FileResult:
             if self.explanation is None:
                 del raw["voice_share"], raw["face_share"]
         return record
+
+
+def to_dataframe(results: Iterable[FileResult]):
+    """One row per file (path, status, label, confidence, a column per class, the flags, error) as a
+    pandas DataFrame; pandas is optional and needed only here."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DferError("to_dataframe needs pandas: pip install pandas") from None
+    rows = []
+    for r in results:
+        row = {"path": r.path, "status": r.status, "label": r.label, "confidence": r.confidence}
+        row |= dict(r.probabilities or {})
+        row |= {k: v for k, v in r.flags.items() if isinstance(v, bool | int | float | str)}
+        row |= {"weights": r.weights, "error": r.error}
+        rows.append(row)
+    return pd.DataFrame(rows)
