@@ -22,8 +22,8 @@ from torch import nn
 ASSETS = Path(__file__).with_name("assets")
 
 
-def _depthwise(channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(channels, channels, 3, stride, groups=channels)
+def _depthwise(channels: int, stride: int = 1, padding: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(channels, channels, 3, stride, padding, groups=channels)
 
 
 class _ShortBlock(nn.Module):
@@ -33,14 +33,14 @@ class _ShortBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
         self.stride, self.extra = stride, cout - cin
-        self.dw = _depthwise(cin, stride)
+        self.dw = _depthwise(cin, stride, 0 if stride == 2 else 1)
         self.pw = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 2:
             h, x = F.pad(x, (0, 1, 0, 1)), F.max_pool2d(x, 2)
         else:
-            h = F.pad(x, (1, 1, 1, 1))
+            h = x
         if self.extra:
             x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
         return F.relu(self.pw(self.dw(h)) + x)
@@ -78,7 +78,7 @@ def _per_anchor(x: torch.Tensor, values: int) -> torch.Tensor:
 
 
 class _Residual(nn.Module):
-    """Full range's residual unit: (pad, depthwise 3x3, 1x1 conv) twice, narrow in the middle."""
+    """Full range's residual unit: (depthwise 3x3, 1x1 conv) twice, narrow in the middle."""
 
     def __init__(self, channels: int, middle: int) -> None:
         super().__init__()
@@ -86,8 +86,7 @@ class _Residual(nn.Module):
         self.dw2, self.pw2 = _depthwise(middle), nn.Conv2d(middle, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.pw1(self.dw1(F.pad(x, (1, 1, 1, 1)))))
-        return F.relu(x + self.pw2(self.dw2(F.pad(h, (1, 1, 1, 1)))))
+        return F.relu(x + self.pw2(self.dw2(F.relu(self.pw1(self.dw1(x))))))
 
 
 class _Down(nn.Module):
@@ -99,8 +98,7 @@ class _Down(nn.Module):
         self.dw2, self.pw2 = _depthwise(middle), nn.Conv2d(middle, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.pw1(self.dw1(F.pad(x, (1, 1, 1, 1)))))
-        return F.relu(self.pw2(self.dw2(F.pad(h, (1, 1, 1, 1)))))
+        return F.relu(self.pw2(self.dw2(F.relu(self.pw1(self.dw1(x))))))
 
 
 class _Stage(nn.Module):
@@ -128,7 +126,7 @@ class _Head(nn.Module):
         self.pw, self.dw = nn.Conv2d(cin, 4 * values, 1), _depthwise(4 * values, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dw(F.pad(self.pw(x), (1, 1, 1, 1)))
+        x = self.dw(self.pw(x))
         n, _, h, w = x.shape
         x = x.view(n, 2, 2, self.values, h, w).permute(0, 4, 1, 5, 2, 3)  # (N, H, 2, W, 2, C)
         return x.reshape(n, 4 * h * w, self.values)
@@ -142,7 +140,7 @@ class FullRange(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(3, 32, 3, 2)
+        self.stem = nn.Conv2d(3, 32, 3, 2, 1)
         self.encoder = nn.ModuleList([
             _Stage(32, 8, 2), _Stage(64, 16, 2, (32, 16), 48), _Stage(128, 32, 2, (64, 32), 64),
             _Stage(192, 48, 2, (128, 48), 96), _Stage(384, 96, 3, (192, 96), 96)])
@@ -150,7 +148,7 @@ class FullRange(nn.Module):
         self.scores, self.boxes = _Head(48, 1), _Head(48, 16)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.relu(self.stem(F.pad(x, (1, 1, 1, 1))))
+        x = F.relu(self.stem(x))
         laterals = []
         for stage in self.encoder:
             x, lateral = stage(x)

@@ -44,26 +44,27 @@ FULL_RANGE = AnchorGrid(192, ((48, 1),))
 
 @dataclass(frozen=True)
 class Letterbox:
-    """The square around a (width, height) frame, centred, side = the longer side: tensor pixel d samples
-    the frame at d * scale + offset (OpenCV warpPerspective maps pixel indices, not centres)."""
+    """A (width, height) region of a frame, at (left, top), letterboxed into a size x size tensor: the
+    square around it, centred, side = its longer side. Tensor pixel d samples the frame at
+    d * scale + offset (OpenCV's warpPerspective maps pixel indices, not pixel centres)."""
 
     width: int
     height: int
     size: int
+    left: int = 0
+    top: int = 0
 
     @property
-    def scale(self) -> float:
-        return max(self.width, self.height) / self.size
+    def side(self) -> int:
+        return max(self.width, self.height)
 
     def offsets(self) -> tuple[float, float]:
-        side = max(self.width, self.height)
-        return (self.width - side) / 2, (self.height - side) / 2
+        return self.left + (self.width - self.side) / 2, self.top + (self.height - self.side) / 2
 
     def to_pixels(self, boxes: np.ndarray) -> np.ndarray:
         """(K, 4) x0, y0, x1, y1 in [0, 1] of the tensor -> pixels of the frame."""
-        side = max(self.width, self.height)
         ox, oy = self.offsets()
-        return boxes * side + np.array([ox, oy, ox, oy])
+        return boxes * self.side + np.array([ox, oy, ox, oy])
 
 
 def _taps(start: float, step: float, count: int, limit: int, device: torch.device):
@@ -78,18 +79,22 @@ def _taps(start: float, step: float, count: int, limit: int, device: torch.devic
 
 
 def letterbox(frames: torch.Tensor, box: Letterbox) -> torch.Tensor:
-    """(N, H, W, 3) uint8 frames -> (N, 3, S, S) float in [-1, 1], the tensor mediapipe feeds the
-    model: bilinear without antialiasing, in OpenCV's fixed point, rounded back to uint8 first."""
+    """(N, H, W, 3) uint8 frames -> (N, 3, S, S) float in [-1, 1] (channels-last in memory), the tensor
+    mediapipe feeds the model: bilinear without antialiasing, in OpenCV's fixed point (weights in 32nds
+    per axis), rounded back to uint8 before scaling."""
+    n, height, width = frames.shape[:3]
     ox, oy = box.offsets()
-    ys, wy = _taps(oy, box.scale, box.size, box.height, frames.device)
-    xs, wx = _taps(ox, box.scale, box.size, box.width, frames.device)
-    acc = torch.zeros(frames.shape[0], box.size, box.size, 3, dtype=torch.int32, device=frames.device)
+    step = box.side / box.size
+    ys, wy = _taps(oy, step, box.size, height, frames.device)
+    xs, wx = _taps(ox, step, box.size, width, frames.device)
+    flat = frames.reshape(n, -1, 3)
+    acc = torch.zeros(n, box.size * box.size, 3, dtype=torch.int32, device=frames.device)
     for i in range(2):
-        rows = frames[:, ys[i]]
         for j in range(2):
-            acc += rows[:, :, xs[j]].int() * (wy[i][:, None] * wx[j][None, :])[..., None]
+            taps = flat.index_select(1, (ys[i][:, None] * width + xs[j][None, :]).flatten())
+            acc += taps * (wy[i][:, None] * wx[j][None, :]).reshape(-1, 1)
     pixels = torch.div(acc + _SUBPIXEL ** 2 // 2, _SUBPIXEL ** 2, rounding_mode="floor")
-    return (pixels.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0).contiguous()
+    return (pixels.float() * (2.0 / 255.0) - 1.0).view(n, box.size, box.size, 3).permute(0, 3, 1, 2)
 
 
 def decode(raw: torch.Tensor, logits: torch.Tensor, grid: AnchorGrid, centres: torch.Tensor,

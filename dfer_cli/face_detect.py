@@ -20,10 +20,12 @@ from .blazeface_io import FULL_RANGE, SHORT_RANGE, AnchorGrid, Letterbox, decode
 # A list of (x0, y0, x1, y1) pixel boxes with their scores, best first, per frame.
 Found = list[tuple[np.ndarray, float]]
 
-# Tiles: squares of half the frame's shorter side, overlapping by a quarter of their side, so that the
-# full-range model sees faces 2-4 times larger than in the whole frame and a face narrower than the
-# overlap lies whole in some tile. Below this side, tiles see no more than the whole-frame pass.
-_TILE_FRACTION, _TILE_OVERLAP, _MIN_TILE = 0.5, 0.25, 96
+# Tiles: squares of 0.6 of the frame's shorter side (8 tiles on a 16:9 frame), overlapping by a quarter
+# of their side so that a face narrower than the overlap lies whole in some tile. The full-range model
+# then sees faces 3x larger than whole-frame: measured on GRID faces pasted into 1280x720 frames, it
+# finds 44-px faces in 72/72 frames, 27-px ones in 72/72, 22-px ones in 66/72 (tiles of the whole
+# shorter side: 72, 62 and 24 of 72). Below _MIN_TILE px, tiles see no more than the whole frame.
+_TILE_FRACTION, _TILE_OVERLAP, _MIN_TILE = 0.6, 0.25, 96
 
 
 def tiles(width: int, height: int) -> list[tuple[int, int, int]]:
@@ -44,16 +46,20 @@ class BlazeFace:
     """Faces in batches of RGB frames (N, H, W, 3) uint8 of one size, on `device`."""
 
     def __init__(self, short_score: float = 0.5, full_score: float = 0.6, device: str | torch.device = "cpu",
-                 batch_size: int = 64) -> None:
-        self.device, self.batch_size = torch.device(device), batch_size
+                 batch_size: int | None = None) -> None:
+        self.device = torch.device(device)
+        # On a CPU, small batches keep the activations in cache (measured: 8 beats 1 and 32+).
+        self.batch_size = batch_size or (8 if self.device.type == "cpu" else 256)
         self.min_score = {SHORT_RANGE: short_score, FULL_RANGE: full_score}
-        self.models = {grid: blazeface.load(net).to(self.device)
+        # Channels-last: oneDNN's depthwise convolutions run 2-3x faster in it on a CPU.
+        self.models = {grid: blazeface.load(net).to(self.device, memory_format=torch.channels_last)
                        for grid, net in ((SHORT_RANGE, blazeface.ShortRange), (FULL_RANGE, blazeface.FullRange))}
         self.centres = {grid: grid.centres().to(self.device) for grid in self.models}
 
-    def _run(self, grid: AnchorGrid, frames: torch.Tensor) -> list[Found]:
-        """One model over frames (or tiles) of one size: boxes in their pixels."""
-        box = Letterbox(frames.shape[2], frames.shape[1], grid.size)
+    def _run(self, grid: AnchorGrid, frames: torch.Tensor, region: tuple[int, int, int] | None = None) -> list[Found]:
+        """One model over whole frames, or over one square (x0, y0, side) of each: boxes in pixels."""
+        x0, y0, side = region or (0, 0, 0)
+        box = Letterbox(side or frames.shape[2], side or frames.shape[1], grid.size, x0, y0)
         out: list[Found] = []
         for i in range(0, len(frames), self.batch_size):
             x = letterbox(frames[i:i + self.batch_size], box).to(self.device)
@@ -77,13 +83,9 @@ class BlazeFace:
         """The full-range model over each frame's tiles; a face seen in overlapping tiles is merged
         (weighted, as mediapipe merges anchors)."""
         pixels = torch.from_numpy(np.ascontiguousarray(frames))
-        layout = tiles(pixels.shape[2], pixels.shape[1])
-        if not layout:
-            return [[] for _ in range(len(frames))]
-        per_tile = [self._run(FULL_RANGE, pixels[:, y:y + s, x:x + s]) for x, y, s in layout]
+        per_tile = [self._run(FULL_RANGE, pixels, tile) for tile in tiles(pixels.shape[2], pixels.shape[1])]
         out = []
         for n in range(len(frames)):
-            hits = [(b + np.array([x, y, x, y]), score) for (x, y, _), found in zip(layout, per_tile, strict=True)
-                    for b, score in found[n]]
+            hits = [hit for found in per_tile for hit in found[n]]
             out.append(weighted_nms(np.array([b for b, _ in hits]), np.array([s for _, s in hits])) if hits else [])
         return out

@@ -135,13 +135,17 @@ class FaceTrack:
 
 def _detect_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfig) -> list[list[Box]]:
     """Whole-frame detection, then the small-face pass on the frames without a face where too few
-    frames have one (so a clip with a visible face never pays for it)."""
+    frames have one (so a clip with a visible face never pays for it). That pass first probes every
+    4th such frame and goes on only if it finds something there: a faceless clip pays a quarter."""
     detections = detector.detect_batch(frames)
     found = sum(bool(d) for d in detections)
     if config.small_faces and (found == 0 or found < config.min_presence * len(frames)):
         missed = [i for i, d in enumerate(detections) if not d]
-        for i, boxes in zip(missed, detector.detect_small(frames[missed]), strict=True):
-            detections[i] = boxes
+        for part in (missed[::4], [i for k, i in enumerate(missed) if k % 4]):
+            for i, boxes in zip(part, detector.detect_small(frames[part]), strict=True):
+                detections[i] = boxes
+            if not any(detections[i] for i in part):
+                break
     return detections
 
 
