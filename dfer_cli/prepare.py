@@ -34,7 +34,7 @@ from .progress import progress_bar
 # (the fbank removes each frame's own mean, so the rest of the track cannot change those frames).
 _AUDIO_SPAN_S = 5.2
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
-# A worker process takes 2-3 s to start (torch and mediapipe imports), the time of about 8 clips with
+# A worker process takes 2-3 s to start (torch imports), the time of about 8 clips with
 # face detection: with fewer clips per worker, fewer workers (or this process) finish sooner.
 _CLIPS_PER_WORKER = 8
 
@@ -153,7 +153,7 @@ def _results(todo: Sequence[Sample], root: Path, policy: str, config: PrepareCon
     if workers == 0:
         yield from (_prepare_one(s, root, policy, config) for s in todo)
         return
-    # spawn: mediapipe and torch hold threads that a forked child would inherit in a broken state.
+    # spawn: torch holds threads that a forked child would inherit in a broken state.
     with _one_thread_each(), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         queue, pending = iter(todo), set()
         try:
