@@ -26,6 +26,34 @@ def _depthwise(channels: int, stride: int = 1, padding: int = 1) -> nn.Conv2d:
     return nn.Conv2d(channels, channels, 3, stride, padding, groups=channels)
 
 
+class _Pointwise(nn.Conv2d):
+    """A 1x1 convolution run as one matrix product over the pixels of a channels-last tensor: on a CPU,
+    F.conv2d takes a slower path for 1x1 kernels in one thread (it copies the bias in, then loops)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+
+
+def _pad_bottom_right(x: torch.Tensor) -> torch.Tensor:
+    """TFLite's 'SAME' padding for a stride-2 3x3 kernel on an even size; F.pad would drop the
+    channels-last layout that the convolutions are fast in."""
+    n, c, h, w = x.shape
+    out = x.new_empty(n, h + 1, w + 1, c).permute(0, 3, 1, 2)
+    out[:, :, :h, :w] = x
+    out[:, :, h] = 0
+    out[:, :, :, w] = 0
+    return out
+
+
+def _max_pool(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max pooling, stride 2, of an even-sized map: F.max_pool2d also computes the argmax on a CPU."""
+    return torch.maximum(torch.maximum(x[:, :, ::2, ::2], x[:, :, ::2, 1::2]),
+                         torch.maximum(x[:, :, 1::2, ::2], x[:, :, 1::2, 1::2]))
+
+
 class _ShortBlock(nn.Module):
     """Depthwise 3x3 then 1x1 conv, added to the input (max-pooled when the block strides, zero-padded
     in channels when it widens), then ReLU."""
@@ -34,16 +62,15 @@ class _ShortBlock(nn.Module):
         super().__init__()
         self.stride, self.extra = stride, cout - cin
         self.dw = _depthwise(cin, stride, 0 if stride == 2 else 1)
-        self.pw = nn.Conv2d(cin, cout, 1)
+        self.pw = _Pointwise(cin, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 2:
-            h, x = F.pad(x, (0, 1, 0, 1)), F.max_pool2d(x, 2)
+            out, x = self.pw(self.dw(_pad_bottom_right(x))), _max_pool(x)
         else:
-            h = x
-        if self.extra:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
-        return F.relu(self.pw(self.dw(h)) + x)
+            out = self.pw(self.dw(x))
+        out[:, :x.shape[1]] += x  # the skip, zero-padded in channels when the block widens
+        return out.relu_()
 
 
 class ShortRange(nn.Module):
@@ -58,11 +85,11 @@ class ShortRange(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(3, 24, 5, 2)
         self.blocks = nn.ModuleList(_ShortBlock(*w) for w in self._widths)
-        self.score16, self.score8 = nn.Conv2d(88, 2, 1), nn.Conv2d(96, 6, 1)
-        self.box16, self.box8 = nn.Conv2d(88, 32, 1), nn.Conv2d(96, 96, 1)
+        self.score16, self.score8 = _Pointwise(88, 2), _Pointwise(96, 6)
+        self.box16, self.box8 = _Pointwise(88, 32), _Pointwise(96, 96)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.relu(self.stem(F.pad(x, (1, 2, 1, 2))))
+        x = self.stem(F.pad(x, (1, 2, 1, 2))).relu_()
         for k, block in enumerate(self.blocks):
             x = block(x)
             if k == 10:
@@ -82,11 +109,13 @@ class _Residual(nn.Module):
 
     def __init__(self, channels: int, middle: int) -> None:
         super().__init__()
-        self.dw1, self.pw1 = _depthwise(channels), nn.Conv2d(channels, middle, 1)
-        self.dw2, self.pw2 = _depthwise(middle), nn.Conv2d(middle, channels, 1)
+        self.dw1, self.pw1 = _depthwise(channels), _Pointwise(channels, middle)
+        self.dw2, self.pw2 = _depthwise(middle), _Pointwise(middle, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.pw2(self.dw2(F.relu(self.pw1(self.dw1(x))))))
+        out = self.pw2(self.dw2(self.pw1(self.dw1(x)).relu_()))
+        out += x
+        return out.relu_()
 
 
 class _Down(nn.Module):
@@ -94,11 +123,11 @@ class _Down(nn.Module):
 
     def __init__(self, cin: int, middle: int, cout: int) -> None:
         super().__init__()
-        self.dw1, self.pw1 = _depthwise(cin, 2), nn.Conv2d(cin, middle, 1)
-        self.dw2, self.pw2 = _depthwise(middle), nn.Conv2d(middle, cout, 1)
+        self.dw1, self.pw1 = _depthwise(cin, 2), _Pointwise(cin, middle)
+        self.dw2, self.pw2 = _depthwise(middle), _Pointwise(middle, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.pw2(self.dw2(F.relu(self.pw1(self.dw1(x))))))
+        return self.pw2(self.dw2(self.pw1(self.dw1(x)).relu_())).relu_()
 
 
 class _Stage(nn.Module):
@@ -110,11 +139,11 @@ class _Stage(nn.Module):
         super().__init__()
         self.down = _Down(*down, channels) if down else None
         self.units = nn.Sequential(*(_Residual(channels, middle) for _ in range(repeats)))
-        self.out = nn.Conv2d(channels, out, 1) if out else None
+        self.out = _Pointwise(channels, out) if out else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.units(self.down(x) if self.down else x)
-        return x, F.relu(self.out(x)) if self.out else None
+        return x, self.out(x).relu_() if self.out else None
 
 
 class _Head(nn.Module):
@@ -123,7 +152,7 @@ class _Head(nn.Module):
     def __init__(self, cin: int, values: int) -> None:
         super().__init__()
         self.values = values
-        self.pw, self.dw = nn.Conv2d(cin, 4 * values, 1), _depthwise(4 * values, 2)
+        self.pw, self.dw = _Pointwise(cin, 4 * values), _depthwise(4 * values, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dw(self.pw(x))
@@ -148,7 +177,7 @@ class FullRange(nn.Module):
         self.scores, self.boxes = _Head(48, 1), _Head(48, 16)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.relu(self.stem(x))
+        x = self.stem(x).relu_()
         laterals = []
         for stage in self.encoder:
             x, lateral = stage(x)

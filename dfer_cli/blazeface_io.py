@@ -11,6 +11,7 @@ through a sigmoid clipped at +-100; NonMaxSuppression WEIGHTED at IoU 0.3.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -67,34 +68,38 @@ class Letterbox:
         return boxes * self.side + np.array([ox, oy, ox, oy])
 
 
-def _taps(start: float, step: float, count: int, limit: int, device: torch.device):
+def _taps(start: float, step: float, count: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Per output pixel: the two source indices (clamped) and their integer weights out of 32, zero for
     a source outside the frame (BORDER_ZERO)."""
     pos = np.rint((start + step * np.arange(count, dtype=np.float64)) * _SUBPIXEL).astype(np.int64)
     low, frac = pos // _SUBPIXEL, pos % _SUBPIXEL
     index = np.stack([low, low + 1])
     weight = np.stack([_SUBPIXEL - frac, frac]) * ((index >= 0) & (index < limit))
-    return (torch.from_numpy(np.clip(index, 0, limit - 1)).to(device),
-            torch.from_numpy(weight.astype(np.int32)).to(device))
+    return np.clip(index, 0, limit - 1), weight
+
+
+@lru_cache(maxsize=64)
+def _sampling(box: Letterbox, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 4 source pixels of each tensor pixel, (4 S^2,) flat indices into the frame, and their weights
+    per value, (4, 3 S^2), out of 32^2."""
+    ox, oy = box.offsets()
+    step = box.side / box.size
+    ys, wy = _taps(oy, step, box.size, height)
+    xs, wx = _taps(ox, step, box.size, width)
+    index = (ys[:, None, :, None] * width + xs[None, :, None, :]).reshape(-1)  # (y tap, x tap, row, column)
+    weight = np.repeat((wy[:, None, :, None] * wx[None, :, None, :]).reshape(4, -1), 3, axis=1)
+    return torch.from_numpy(index).to(device), torch.from_numpy(weight.astype(np.float32)).to(device)
 
 
 def letterbox(frames: torch.Tensor, box: Letterbox) -> torch.Tensor:
     """(N, H, W, 3) uint8 frames -> (N, 3, S, S) float in [-1, 1] (channels-last in memory), the tensor
     mediapipe feeds the model: bilinear without antialiasing, in OpenCV's fixed point (weights in 32nds
-    per axis), rounded back to uint8 before scaling."""
+    per axis), rounded back to uint8 before scaling. The sums are integers below 2^24, exact in float32."""
     n, height, width = frames.shape[:3]
-    ox, oy = box.offsets()
-    step = box.side / box.size
-    ys, wy = _taps(oy, step, box.size, height, frames.device)
-    xs, wx = _taps(ox, step, box.size, width, frames.device)
-    flat = frames.reshape(n, -1, 3)
-    acc = torch.zeros(n, box.size * box.size, 3, dtype=torch.int32, device=frames.device)
-    for i in range(2):
-        for j in range(2):
-            taps = flat.index_select(1, (ys[i][:, None] * width + xs[j][None, :]).flatten())
-            acc += taps * (wy[i][:, None] * wx[j][None, :]).reshape(-1, 1)
-    pixels = torch.div(acc + _SUBPIXEL ** 2 // 2, _SUBPIXEL ** 2, rounding_mode="floor")
-    return (pixels.float() * (2.0 / 255.0) - 1.0).view(n, box.size, box.size, 3).permute(0, 3, 1, 2)
+    index, weight = _sampling(box, height, width, frames.device)
+    taps = frames.reshape(n, -1, 3).index_select(1, index).view(n, 4, -1).float()
+    pixels = (taps * weight).sum(1).add_(_SUBPIXEL ** 2 // 2).mul_(1 / _SUBPIXEL ** 2).floor_()
+    return pixels.mul_(2.0 / 255.0).sub_(1.0).view(n, box.size, box.size, 3).permute(0, 3, 1, 2)
 
 
 def decode(raw: torch.Tensor, logits: torch.Tensor, grid: AnchorGrid, centres: torch.Tensor,

