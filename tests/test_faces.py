@@ -171,3 +171,13 @@ def test_crop_faces_cuts_the_box_and_pads_past_the_frame_with_black():
     padded = crop_faces(frame[None], [Box(-10, 20, 30, 60)], 40)[0]
     assert np.array_equal(padded[:30, 10:], frame[20:50, :30])
     assert not padded[:, :10].any() and not padded[30:].any()
+
+
+def test_every_face_is_tracked_and_counted():
+    frames = np.zeros((6, 360, 640, 3), np.uint8)
+    main, other = Box(270, 130, 370, 230, 0.9), Box(20, 20, 60, 60, 0.7)
+    stranger = Box(500, 250, 560, 310, 0.6)  # seen in one frame only
+    seen = [[main, other], [main, other], [main], [main, other, stranger], [other], [main, other]]
+    track = faces_for_clip(frames, ScriptedDetector(seen), FaceConfig(), 32)
+    assert track.faces_seen == 3 and track.found == 5
+    assert all(b.center == square_box(main, (640, 360), 0.1).center for i, b in enumerate(track.boxes) if i != 4)
