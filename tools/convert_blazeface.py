@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dfer_cli import blazeface  # noqa: E402
+from dfer_cli.atomic import atomic_path, atomic_write_bytes  # noqa: E402
 
 VERSION = "0.10.14"
 MODELS = {  # file in the wheel -> (output, dfer module, SHA-256 of the .tflite)
@@ -63,7 +64,6 @@ class Graph:
     def __init__(self, data: bytes) -> None:
         import tflite
 
-        self.tflite = tflite
         self.model = tflite.Model.GetRootAsModel(data, 0)
         self.graph = self.model.Subgraphs(0)
         ops = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
@@ -154,14 +154,15 @@ def main() -> None:
     args.wheel_dir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     models, licence = fetch_models(args.wheel_dir)
-    (args.out / "LICENSE.mediapipe").write_bytes(licence)
+    atomic_write_bytes(args.out / "LICENSE.mediapipe", licence)
     for name, data in models.items():
         output, module, sha = MODELS[name]
         state = convert(data, module, name)
         metadata = {"source": f"mediapipe=={VERSION} wheel, mediapipe/modules/face_detection/{name}",
                     "source_sha256": sha, "licence": "Apache-2.0 (see LICENSE.mediapipe)",
                     "converter": "tools/convert_blazeface.py"}
-        save_file(state, str(args.out / output), metadata)
+        with atomic_path(args.out / output) as tmp:
+            save_file(state, str(tmp), metadata)
         print(f"{args.out / output}: {len(state) // 2} convolutions, "
               f"{sum(t.numel() for t in state.values()):,} values")
 
