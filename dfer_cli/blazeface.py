@@ -60,7 +60,7 @@ class _ShortBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
-        self.stride, self.extra = stride, cout - cin
+        self.stride = stride
         self.dw = _depthwise(cin, stride, 0 if stride == 2 else 1)
         self.pw = _Pointwise(cin, cout)
 
