@@ -121,7 +121,8 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.Fa
     for c in clips:
         p = c.plan
         result.clips.append(ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
-                                       round(p.audio_end, 3), c.track.found, c.track.total))
+                                       round(p.audio_end, 3), c.track.found, c.track.total,
+                                       faces_seen=c.track.faces_seen))
         if c.track.crops is not None:
             prepared.clip_ids.append(p.index)
     result.flags = file_flags(info, clips)

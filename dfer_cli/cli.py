@@ -91,7 +91,6 @@ def info() -> None:
       dfer info
     """
     import av
-    import imageio_ffmpeg
     import torch
 
     from . import store
@@ -114,8 +113,7 @@ def info() -> None:
                       "evaluate: fp32"),
         ("decoder", f"PyAV {av.__version__}, bundled FFmpeg libavformat "
                     f"{'.'.join(map(str, ffmpeg_libs))}"),
-        ("ffmpeg binary", imageio_ffmpeg.get_ffmpeg_exe()),
-        ("face detector", f"mediapipe {_version('mediapipe')} (BlazeFace short/full range, bundled)"),
+        ("face detector", "BlazeFace short/full range, mediapipe 0.10.14's weights in dfer's torch port (bundled)"),
         ("weights dir", str(store.weights_dir())),
         ("default weights", store.default_name() or "none (see `dfer weights import`)"),
         ("model (default)", f"MMA-DFER ViT-B/16 x 2, {ModelDims().image_size} px, 7 classes: "

@@ -10,6 +10,8 @@ It also owns the one vocabulary of flags that records and cache entries carry:
     distinct_frames  different video frames among those sampled: below `frames` when a short or
                      low-rate video repeats frames to fill its clips
     still_image      a single distinct frame (a photo read as a 1-frame video): no motion to read
+    faces_seen       distinct faces (tracks) in the clip that had the most: people are followed
+                     within a clip, not across clips seconds apart
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ def file_flags(info: media.VideoInfo, clips: Sequence[ClipInputs], audio_errors:
     flags = {"no_audio": not info.has_audio or bool(audio_errors),
              "silent_audio": bool(clips) and all(c.silent for c in clips),
              "no_face": not any(c.track.crops is not None for c in clips), "faces_found": found,
-             "frames": total, "distinct_frames": distinct, "still_image": distinct == 1}
+             "frames": total, "distinct_frames": distinct, "still_image": distinct == 1,
+             "faces_seen": max((c.track.faces_seen for c in clips), default=0)}
     if audio_errors:
         flags["audio_error"] = audio_errors[0]
     return flags

@@ -34,7 +34,7 @@ from .pool import bounded_map
 from .progress import progress_bar
 
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
-# A worker process takes 2-3 s to start (torch and mediapipe imports), the time of about 8 clips with
+# A worker process takes 2-3 s to start (torch imports), the time of about 8 clips with
 # face detection: with fewer clips per worker, fewer workers (or this process) finish sooner.
 _CLIPS_PER_WORKER = 8
 

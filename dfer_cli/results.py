@@ -23,6 +23,7 @@ class ClipResult:
     # With --explain: how much of the file's call this clip's voice and face carry (None: not measured).
     voice_share: float | None = None
     face_share: float | None = None
+    faces_seen: int = 0  # distinct faces (tracks) in the clip; the main one is cropped
 
     @property
     def label(self) -> str | None:

@@ -161,3 +161,15 @@ def test_info_says_which_precision_predict_uses():
     assert result.exit_code == 0, result.output
     line = next(line for line in result.stdout.splitlines() if line.strip().startswith("precision"))
     assert ("bf16" in line) == runtime.cpu_has_bf16() or "cuda" in result.stdout
+
+
+def test_records_count_the_faces_seen(tiny_weights, tmp_path):
+    """The tracker keeps every face: two people side by side are two, a single speaker one."""
+    grid = sorted((MEDIA / "grid").glob("*.mpg"))
+    pair = tmp_path / "pair.mp4"
+    ffmpeg("-i", grid[0], "-i", grid[1], "-filter_complex", "hstack=inputs=2", "-t", "2", "-an",
+           "-c:v", "libx264", "-preset", "ultrafast", pair)
+    model = dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+    two, one = model.predict([pair, grid[2]])
+    assert two.flags["faces_seen"] == 2 and all(c.faces_seen == 2 for c in two.clips)
+    assert one.flags["faces_seen"] == 1
