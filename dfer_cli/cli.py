@@ -110,7 +110,7 @@ def info() -> None:
         ("timm", f"{_version('timm')} (dfer uses its own timm-compatible ViT blocks)"),
         ("device", f"{device}{gpu}"),
         ("precision", f"predict: {resolve_precision('auto', device)} (auto; --precision fp32|bf16 overrides), "
-                      "evaluate: fp32"),
+                      f"evaluate: fp32{_bf16_note(device)}"),
         ("decoder", f"PyAV {av.__version__}, bundled FFmpeg libavformat "
                     f"{'.'.join(map(str, ffmpeg_libs))}"),
         ("face detector", "BlazeFace short/full range, mediapipe 0.10.14's weights in dfer's torch port (bundled)"),
@@ -123,6 +123,16 @@ def info() -> None:
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
+
+
+def _bf16_note(device) -> str:
+    from .runtime import cpu_bf16_speedup, cpu_has_bf16
+
+    if device.type == "cuda":
+        return ""
+    if not cpu_has_bf16():
+        return "; this CPU has no native bf16"
+    return f"; bf16 measured {cpu_bf16_speedup():.1f}x fp32's speed on this CPU"
 
 
 @app.command()

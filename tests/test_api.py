@@ -110,14 +110,20 @@ def test_collect_inputs_walks_folders_with_extensions(tmp_path):
     assert sorted(collect_inputs([tmp_path])) == sorted([str(tmp_path / "a" / "x.MP4"), str(tmp_path / "b.mov")])
 
 
-@pytest.mark.parametrize(("native", "device", "expected"), [
-    (True, "cpu", "bf16"), (False, "cpu", "fp32"), (False, "cuda", "bf16")])
-def test_auto_precision_follows_the_hardware(monkeypatch, native, device, expected):
+@pytest.mark.parametrize(("native", "speedup", "device", "expected"), [
+    (True, 2.7, "cpu", "bf16"), (True, 0.6, "cpu", "fp32"), (False, 2.7, "cpu", "fp32"), (False, 0.6, "cuda", "bf16")])
+def test_auto_precision_takes_bf16_where_it_pays(monkeypatch, native, speedup, device, expected):
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(runtime, "cpu_bf16_speedup", lambda: speedup)
     assert runtime.resolve_precision("auto", torch.device(device)) == expected
     assert runtime.resolve_precision("fp32", torch.device(device)) == "fp32"
+    assert runtime.resolve_precision("bf16", torch.device(device)) == "bf16"
     with pytest.raises(UsageError):
         runtime.resolve_precision("fp16", CPU)
+
+
+def test_bf16_speedup_is_measured():
+    assert 0.05 < runtime.cpu_bf16_speedup() < 20
 
 
 def _real_clip_inputs(size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,7 +166,8 @@ def test_info_says_which_precision_predict_uses():
     result = CliRunner().invoke(app, ["info"])
     assert result.exit_code == 0, result.output
     line = next(line for line in result.stdout.splitlines() if line.strip().startswith("precision"))
-    assert ("bf16" in line) == runtime.cpu_has_bf16() or "cuda" in result.stdout
+    chosen = runtime.resolve_precision("auto", CPU)
+    assert f"predict: {chosen}" in line or "cuda" in result.stdout
 
 
 def test_records_count_the_faces_seen(tiny_weights, tmp_path):
