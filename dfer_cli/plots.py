@@ -104,11 +104,11 @@ def plot_timeline(times: Sequence[float] | np.ndarray, probs: np.ndarray, class_
     ax.grid(axis="x", alpha=0.3)
     if shares is not None:
         v = np.asarray(voice, dtype=np.float64)
-        shares.fill_between(t, 0, v, color="#3b6fb6", label="voice", step=None)
+        shares.fill_between(t, 0, v, color="#3b6fb6", label="voice")
         shares.fill_between(t, v, np.where(np.isnan(v), np.nan, 1.0), color="#e07b24", label="face")
         shares.set_ylim(0.0, 1.0)
         shares.set_ylabel("share")
-        shares.legend(loc="upper right", fontsize=8, ncols=2, frameon=False)
+        shares.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     (shares or ax).set_xlabel("time (s)")
     # Reversed so the legend reads top-down in the same order as the stack.
     handles, labels = ax.get_legend_handles_labels()
