@@ -153,8 +153,8 @@ def test_bf16_keeps_the_fp32_call(tmp_path):
         torch.save(official_state_dict(tag), path)
         model = load_any(path).model.eval()
         cases = [inputs(g, tag)]
-        if tag == "S160_C11":
-            cases.append(_real_clip_inputs(160))
+        if tag == "S112_C7":  # the real clips at the smaller size: half the cost, the same question
+            cases.append(_real_clip_inputs(112))
         for video, audio in cases:
             fp32 = softmax_batches(model, [(video, audio)], CPU, "fp32")
             bf16 = softmax_batches(model, [(video, audio)], CPU, "bf16")
