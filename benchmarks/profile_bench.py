@@ -134,7 +134,8 @@ def train_section(args: argparse.Namespace, device: torch.device) -> bool:
 
 def predict_section(args: argparse.Namespace, device: torch.device) -> bool:
     """True when every file was predicted without an error record."""
-    runner = Runner(argparse.Namespace(size=args.size, arch=args.arch, device=str(device), batch_size=8))
+    runner = Runner(argparse.Namespace(size=args.size, arch=args.arch, device=str(device), batch_size=8,
+                                       precision="auto"))
     sources = media_sources()
     paths = [sources[i % len(sources)] for i in range(args.predict_files)]
     runner.run(paths[:1])  # the face detector and the GPU libraries start outside the profile
