@@ -4,7 +4,7 @@ find and crop the face, compute the fbank.
 It also owns the one vocabulary of flags that records and cache entries carry:
     no_audio         the file has no audio track (the model gets its no-audio input)
     audio_error      the audio track exists but could not be decoded (treated as no audio)
-    silent_audio     every clip's audio is too quiet to carry speech
+    silent_audio     there is a track, and every clip's audio is too quiet to carry speech
     no_face          no clip had a face in enough frames: nothing was classified
     faces_found      frames where the face was detected (the rest were filled in), of `frames`
     distinct_frames  different video frames among those sampled: below `frames` when a short or
@@ -34,7 +34,7 @@ class ClipInputs:
     plan: ClipPlan
     track: faces.FaceTrack  # crops (T, S, S, 3) uint8, or None when the clip has no face
     fbank: np.ndarray  # (512, 128) float32: the audio model input
-    silent: bool  # no usable sound in the clip's window (no track, unreadable, or quiet)
+    silent: bool  # a track was heard, too quiet in the clip's window to carry speech
     frame_times: np.ndarray  # the decoded frames' own times: equal times are the same frame
 
 
@@ -52,8 +52,8 @@ def read_clip_media(path: str, info: media.VideoInfo, plans: Sequence[ClipPlan],
         frames, times = media.read_frames(path, np.concatenate([p.frame_times for p in chunk]))
         for k, p in enumerate(chunk):
             # After one failure the track is heard as missing: every later read would fail the same way.
-            track = info.has_audio and not errors
-            wave, rate = read_audio(path, p.audio_start, p.audio_end, audio_errors) if track else (None, 0)
+            heard = info.has_audio and not errors
+            wave, rate = read_audio(path, p.audio_start, p.audio_end, audio_errors) if heard else (None, 0)
             span = slice(k * frames_per_clip, (k + 1) * frames_per_clip)
             yield p, frames[span], times[span], wave, rate
 
@@ -88,7 +88,7 @@ def load_clips(path: str, info: media.VideoInfo, plans: Sequence[ClipPlan], face
         lap("faces")
         fbank = audio.model_input(wave, rate)
         lap("fbank")
-        yield ClipInputs(plan, track, fbank, audio.is_silent(wave), times)
+        yield ClipInputs(plan, track, fbank, wave is not None and audio.is_silent(wave), times)
 
 
 def file_flags(info: media.VideoInfo, clips: Sequence[ClipInputs], audio_errors: Sequence[str] = ()) -> dict:

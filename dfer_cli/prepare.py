@@ -138,7 +138,7 @@ def prepare_clip(sample: Sample, policy: str, config: PrepareConfig) -> tuple[np
     wave, rate = None, 0
     if sample.video is not None:
         wave, rate = read_audio(sample.video, 0.0, audio.HEARD_S, audio_errors)
-    flags |= {"no_audio": wave is None, "silent_audio": audio.is_silent(wave)}
+    flags |= {"no_audio": wave is None, "silent_audio": wave is not None and audio.is_silent(wave)}
     if audio_errors:
         flags["audio_error"] = audio_errors[0]
     return frames, audio.model_input(wave, rate), flags

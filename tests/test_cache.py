@@ -108,7 +108,7 @@ def test_prepare_dfew(fake_dfew, dfew_cache):
     flags = cache.store.entries
     assert (flags["00001"]["no_audio"], flags["00001"]["silent_audio"]) == (False, False)
     assert (flags["00002"]["no_audio"], flags["00003"]["no_audio"]) == (True, False)
-    assert flags["00003"]["silent_audio"]
+    assert flags["00003"]["silent_audio"] and not flags["00002"]["silent_audio"]
     assert flags["00001"]["source_frames"] == 100
     # An unreadable original costs the clip its sound, not its place in the split.
     assert flags["00004"]["no_audio"] and "00004.mp4" in flags["00004"]["audio_error"]

@@ -190,6 +190,7 @@ def test_bad_input_corpus_keeps_the_batch_going(bad_corpus, tiny_weights):
             assert r["error"] and "\n" not in r["error"]
             assert f"{name}: " in result.stderr or name.startswith("caf")
     assert records["video_only.mp4"]["flags"]["no_audio"]
+    assert not records["video_only.mp4"]["flags"]["silent_audio"]  # silent means a quiet track, not none
     assert records["rotated.mp4"]["media"]["rotation"] in (90, 270)
     assert (records["rotated.mp4"]["media"]["width"], records["rotated.mp4"]["media"]["height"]) == (120, 160)
     assert "no video stream" in records["audio_only.mp4"]["error"]
