@@ -25,14 +25,10 @@ import numpy as np
 import torch
 
 from . import faces, media
-from .clips import TIME_ORDER, ClipConfig, ClipPlan, parse_frame_order, plan_clips, plan_windows
-from .distributed import Ranks, gather
+from .clips import TIME_ORDER, ClipConfig, ClipPlan, file_flags, load_clips, parse_frame_order, plan_clips, plan_windows
 from .errors import DferError, UsageError
-from .frontend import file_flags, load_clips
-from .inference import softmax_batches
-from .pool import bounded_map, default_workers
 from .results import ClipResult, FileResult
-from .runtime import pick_device, resolve_precision
+from .runtime import Ranks, bounded_map, default_workers, gather, pick_device, resolve_precision, softmax_batches
 
 UNTRAINED = "untrained"
 
@@ -332,7 +328,7 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
     device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
     precision: "auto" (bf16 on CUDA and on CPUs with native bf16, else fp32), "fp32" or "bf16".
     """
-    from . import store
+    from . import checkpoints
     from .checkpoints import LoadedWeights, WeightsConfig
     from .labels import default_class_names
     from .model import MMADFER, ModelDims
@@ -348,8 +344,8 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
         label = "untrained (random weights: the emotions are meaningless)"
     else:
         spec = os.fspath(weights) if weights is not None else None
-        loaded = store.resolve(spec)
-        label = spec or store.default_name()
+        loaded = checkpoints.resolve(spec)
+        label = spec or checkpoints.default_name()
     network = loaded.model.to(torch_device).eval()
     return Model(network, list(loaded.config.class_names), label, torch_device, chosen, weights == UNTRAINED,
                  loaded.config.frame_order)

@@ -22,8 +22,8 @@ from .progress import progress_bar
 
 if TYPE_CHECKING:
     from .api import PredictConfig
-    from .distributed import Ranks
     from .results import FileResult
+    from .runtime import Ranks
 
 app = typer.Typer(
     name="dfer",
@@ -93,7 +93,7 @@ def info() -> None:
     import av
     import torch
 
-    from . import store
+    from . import checkpoints
     from .model import MMADFER, ModelDims, count_parameters
     from .runtime import pick_device, resolve_precision
 
@@ -114,8 +114,8 @@ def info() -> None:
         ("decoder", f"PyAV {av.__version__}, bundled FFmpeg libavformat "
                     f"{'.'.join(map(str, ffmpeg_libs))}"),
         ("face detector", "BlazeFace short/full range, mediapipe 0.10.14's weights in dfer's torch port (bundled)"),
-        ("weights dir", str(store.weights_dir())),
-        ("default weights", store.default_name() or "none (see `dfer weights import`)"),
+        ("weights dir", str(checkpoints.weights_dir())),
+        ("default weights", checkpoints.default_name() or "none (see `dfer weights import`)"),
         ("model (default)", f"MMA-DFER ViT-B/16 x 2, {ModelDims().image_size} px, 7 classes: "
                             f"{trainable:,} trainable / {total:,} parameters"),
     ]
@@ -185,7 +185,7 @@ def predict(
 
     from .api import PredictConfig, collect_inputs, video_extensions
     from .clips import ClipConfig, parse_frame_order
-    from .distributed import process_group
+    from .runtime import process_group
 
     formats = [f for f, on in (("json", json_out), ("jsonl", jsonl), ("csv", csv_out)) if on]
     if len(formats) > 1:
@@ -218,7 +218,7 @@ def _predict_and_write(weights: str | None, device: str, precision: str, paths: 
     import warnings
 
     from .api import UNTRAINED, UntrainedWeightsWarning, load_model
-    from .writers import make_writer
+    from .results import make_writer
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words
@@ -286,10 +286,10 @@ def weights_import(
 
       dfer weights import 'https://drive.usercontent.google.com/download?id=FILE_ID' --name dfew-160-f1
     """
-    from . import store
+    from . import checkpoints
     from .clips import REFERENCE_ORDER
 
-    entry = store.import_weights(source, name, default, dataset, fold, sha256)
+    entry = checkpoints.import_weights(source, name, default, dataset, fold, sha256)
     dims = entry.config.dims
     err.print(f"imported {source} as '{entry.name}' ({dims.image_size} px, {dims.num_classes} classes)"
               f"{' [default]' if entry.is_default else ''} -> {entry.path}", markup=False, soft_wrap=True)
@@ -322,11 +322,11 @@ def weights_list() -> None:
 
       dfer weights list
     """
-    from . import store
+    from . import checkpoints
 
-    entries = store.entries()
+    entries = checkpoints.entries()
     if not entries:
-        err.print(f"no weights in {store.weights_dir()}; import some with `dfer weights import PATH-OR-URL` "
+        err.print(f"no weights in {checkpoints.weights_dir()}; import some with `dfer weights import PATH-OR-URL` "
                   "(`dfer weights sources` says where the official ones are)")
         return
     table = Table("name", "default", "size", "classes", "dataset", "fold", "source")
@@ -348,9 +348,9 @@ def weights_default(
 
       dfer weights default dfew-160
     """
-    from . import store
+    from . import checkpoints
 
-    store.set_default(name)
+    checkpoints.set_default(name)
     err.print(f"default weights: {name}")
 
 

@@ -29,10 +29,6 @@ _DRIVE_DOWNLOAD = "https://drive.usercontent.google.com/download"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def is_url(spec: str) -> bool:
-    return re.match(r"https?://", spec, re.IGNORECASE) is not None
-
-
 def drive_url(url: str) -> str:
     """A Google Drive file link in the form that serves the file itself; other URLs unchanged.
 

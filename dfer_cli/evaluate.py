@@ -30,15 +30,14 @@ import torch
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
-from . import clipdata, prepare, store
+from . import checkpoints, clipdata, prepare
 from .atomic import atomic_write_text
 from .clips import clip_positions
 from .datasets import open_dataset
 from .errors import DferError, UsageError
-from .inference import softmax_batches
 from .metrics import Report, evaluate_predictions
 from .plots import plot_confusion
-from .runtime import pick_device, resolve_precision
+from .runtime import pick_device, resolve_precision, softmax_batches
 
 ONE_CLIP = clip_positions(1)  # (1/2,): `dfer predict --clips 1` samples a short video alike
 TWO_CLIPS = clip_positions(2)  # (1/4, 3/4)
@@ -135,7 +134,7 @@ def evaluate_run(config: EvalConfig, log: Callable[[str], None] | None = None) -
     evaluations, sources = [], []
     for fold in config.folds:
         spec = config.weights.format(fold=fold) if several else config.weights
-        loaded = store.resolve(spec)
+        loaded = checkpoints.resolve(spec)
         adapter = open_dataset(config.dataset, config.data, fold, config.labels, config.val_fraction)
         if loaded.config.dims.num_classes != len(adapter.class_names):
             raise DferError(f"{spec or 'the default weights'} has {loaded.config.dims.num_classes} classes, "
@@ -144,7 +143,7 @@ def evaluate_run(config: EvalConfig, log: Callable[[str], None] | None = None) -
         split = config.split or ("val" if config.dataset == "folder" else "test")
         root = Path(config.cache) if config.cache else prepare.default_cache(adapter, size)
         clips = clipdata.prepare_and_read(adapter, split, root, size, say)
-        name = spec or store.default_name()
+        name = spec or checkpoints.default_name()
         order = config.frame_order or loaded.config.frame_order
         say(f"evaluating {name} on {adapter.name}, {split} ({precision}, frames in {order} order)")
 

@@ -2,7 +2,7 @@
 16 frames of each clip, which face regions and which moments of the 5.12-s audio window mattered.
 
 - Modality: a counterfactual. The target's log-odds fall by some amount when the audio is replaced by
-  the model's no-audio input (audio.model_input(None, 0), what a video without a sound track gets), and
+  the model's no-audio input (media.model_input(None, 0), what a video without a sound track gets), and
   by some amount when the faces are replaced by mid-grey frames; the two falls, normalised, are the
   voice and face shares (`shares` says why log-odds and what happens when neither falls). A
   counterfactual answers the user's question ("would the call stand without the voice?") directly,
@@ -29,13 +29,13 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from . import audio
+from . import media
 from .errors import DferError, UsageError
 from .model import MMADFER
 from .runtime import autocast
 
 FACE_BASELINE = 0.5  # mid-grey, on the model's [0, 1] pixel scale
-FBANK_SHIFT_S = 0.01  # one fbank frame per 10 ms (audio.py)
+FBANK_SHIFT_S = 0.01  # one fbank frame per 10 ms (media.fbank)
 MIN_DROP = 1e-3  # log-odds: a removal that changes the odds by less than 0.1% took nothing away
 METHOD = {
     "modality": "drop in the target's log-odds when the audio is replaced by the no-audio input or the "
@@ -61,8 +61,8 @@ class ExplainConfig:
     decimals: int = 6
 
     def __post_init__(self) -> None:
-        if self.voice_bins < 1 or audio.TARGET_FRAMES % self.voice_bins:
-            raise UsageError(f"explain: {self.voice_bins} voice bins do not split {audio.TARGET_FRAMES} fbank frames")
+        if self.voice_bins < 1 or media.TARGET_FRAMES % self.voice_bins:
+            raise UsageError(f"explain: {self.voice_bins} voice bins do not split {media.TARGET_FRAMES} fbank frames")
         if self.steps < 1 or self.batch_size < 1:
             raise UsageError(f"explain: steps ({self.steps}) and batch size ({self.batch_size}) must be at least 1")
 
@@ -72,7 +72,7 @@ class FileClips:
     """One file's classified clips, as predict feeds them to the model."""
 
     videos: np.ndarray  # (K, T, S, S, 3) uint8 face crops
-    audios: np.ndarray  # (K, frames, mels) float32 model inputs (audio.model_input)
+    audios: np.ndarray  # (K, frames, mels) float32 model inputs (media.model_input)
     frame_times: np.ndarray  # (K, T) seconds in the video of each face frame
     audio_starts: np.ndarray  # (K,) seconds in the video where each clip's audio window starts
     has_audio: bool  # False: the file has no audio track; its audios are all the no-audio input
@@ -132,7 +132,7 @@ def _evidence(model: MMADFER, clips: FileClips, target: int, device: torch.devic
               config: ExplainConfig) -> _Evidence:
     video = torch.from_numpy(clips.videos).to(device).permute(0, 1, 4, 2, 3).float().div_(255)
     fbank = torch.from_numpy(np.asarray(clips.audios, np.float32)).to(device).unsqueeze(1)
-    silence = torch.from_numpy(audio.model_input(None, 0)).to(device).expand_as(fbank)
+    silence = torch.from_numpy(media.model_input(None, 0)).to(device).expand_as(fbank)
     grey = torch.full_like(video, FACE_BASELINE)
     quiet = background(fbank[:, 0], silence[0, 0]).unsqueeze(1) if clips.has_audio else fbank
     # The real inputs and the counterfactuals in one batch. predict's probabilities cannot stand in for
@@ -208,7 +208,7 @@ def background(fbank: torch.Tensor, silence: torch.Tensor) -> torch.Tensor:
     padded = (fbank == silence).all(-1)
     # Loudness in the energy domain (log-sum-exp of the log-mel energies): a tone in a few bins
     # outweighs the noise in all the others, as it does to the ear.
-    loud = torch.logsumexp(fbank.float() * (2 * audio.NORM_STD), -1).masked_fill(padded, torch.inf)
+    loud = torch.logsumexp(fbank.float() * (2 * media.NORM_STD), -1).masked_fill(padded, torch.inf)
     out = fbank.clone()
     for k in range(len(fbank)):
         real = int((~padded[k]).sum())
@@ -277,7 +277,7 @@ def _record(ev: _Evidence, clips: FileClips, target: int, class_names: Sequence[
             "without_voice": mean_probs(ev.without_voice), "without_face": mean_probs(ev.without_face),
             "log_odds": {name: None if o is None else r(o.mean()) for name, o in
                          zip(("with_both", "without_voice", "without_face"), odds, strict=True)},
-            "method": {**METHOD, "voice_bin_s": r(audio.TARGET_FRAMES * FBANK_SHIFT_S / config.voice_bins),
+            "method": {**METHOD, "voice_bin_s": r(media.TARGET_FRAMES * FBANK_SHIFT_S / config.voice_bins),
                        "patch_px": clips.videos.shape[2] // ev.patches.shape[-1]},
             "clips": [{**_clip_maps(ev, clips, k, config), **modality(k)} for k in range(len(clips.videos))]}
 
@@ -290,7 +290,7 @@ def _clip_maps(ev: _Evidence, clips: FileClips, k: int, config: ExplainConfig) -
     entry = {"frame_times": r(clips.frame_times[k]), "frame_importance": r(_support(ev.frames[k], (0,))),
              "face_regions": [r(row) for row in regions], "voice_times": None, "voice_importance": None}
     if ev.voice is not None:
-        width = audio.TARGET_FRAMES * FBANK_SHIFT_S / config.voice_bins
+        width = media.TARGET_FRAMES * FBANK_SHIFT_S / config.voice_bins
         entry["voice_times"] = r(clips.audio_starts[k] + width * (np.arange(config.voice_bins) + 0.5))
         entry["voice_importance"] = r(_support(ev.voice[k], (0,)))
     return entry

@@ -24,14 +24,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import audio, faces, media, store
+from . import checkpoints, faces, media
 from .cache import META, CacheSpec, CacheWriter, read_split, write_clip_files
-from .clips import TIME_ORDER, ClipPlan, kept_frames
+from .clips import TIME_ORDER, ClipPlan, file_flags, kept_frames, load_clips, read_audio
 from .datasets import Dataset, Sample
 from .errors import DferError, MediaError, UsageError
-from .frontend import file_flags, load_clips, read_audio
-from .pool import bounded_map
 from .progress import progress_bar
+from .runtime import bounded_map
 
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 # A worker process takes 2-3 s to start (torch imports), the time of about 8 clips with
@@ -109,7 +108,7 @@ def _detected_faces(video: Path, policy: str, config: PrepareConfig,
         times = info.start_time + info.duration / source * (np.arange(source) + 0.5)
     keep = kept_frames(len(times), config.max_frames, config.frame_orders)
     # The audio the model hears: the track from its start, as in training.
-    clip_plan = ClipPlan(0, info.start_time, info.start_time + info.duration, times[keep], 0.0, audio.HEARD_S)
+    clip_plan = ClipPlan(0, info.start_time, info.start_time + info.duration, times[keep], 0.0, media.HEARD_S)
     union = policy == "union"
     # MAFW's rule keeps every frame, with or without a face, so presence is not required there.
     face_config = faces.FaceConfig(policy="union", min_presence=0.0) if union else faces.FaceConfig()
@@ -137,11 +136,11 @@ def prepare_clip(sample: Sample, policy: str, config: PrepareConfig) -> tuple[np
     frames, flags = _aligned_faces(sample.frames_dir, config)
     wave, rate = None, 0
     if sample.video is not None:
-        wave, rate = read_audio(sample.video, 0.0, audio.HEARD_S, audio_errors)
-    flags |= {"no_audio": wave is None, "silent_audio": wave is not None and audio.is_silent(wave)}
+        wave, rate = read_audio(sample.video, 0.0, media.HEARD_S, audio_errors)
+    flags |= {"no_audio": wave is None, "silent_audio": wave is not None and media.is_silent(wave)}
     if audio_errors:
         flags["audio_error"] = audio_errors[0]
-    return frames, audio.model_input(wave, rate), flags
+    return frames, media.model_input(wave, rate), flags
 
 
 _Result = tuple[Sample, str | None, dict, str | None]  # sample, file name, flags, why it was skipped
@@ -168,7 +167,7 @@ def _results(todo: Sequence[Sample], root: Path, policy: str, config: PrepareCon
 
 def default_cache(dataset: Dataset, size: int) -> Path:
     """Where train and evaluate look for a data set's clips at a face size: one cache for all folds."""
-    return store.home() / "cache" / f"{dataset.cache_name}-{size}"
+    return checkpoints.home() / "cache" / f"{dataset.cache_name}-{size}"
 
 
 def prepare(dataset: Dataset, split: str, out: Path, config: PrepareConfig | None = None,

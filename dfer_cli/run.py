@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import clipdata, prepare, store
+from . import checkpoints, clipdata, prepare
 from .atomic import atomic_write_text, recover_dir
 from .checkpoints import WeightsConfig, load_dfer
 from .datasets import Dataset, open_dataset
@@ -59,7 +59,7 @@ class TrainJob:
 
 def default_run_dir(dataset: str, fold: int) -> Path:
     """$DFER_HOME/runs/<dataset>-fold<k>-<time>: where a run goes when no folder is named."""
-    return store.home() / "runs" / f"{dataset}-fold{fold}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return checkpoints.home() / "runs" / f"{dataset}-fold{fold}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def read_job(out: Path) -> TrainJob:
@@ -176,7 +176,7 @@ def _starting_model(job: TrainJob, num_classes: int, seed: int) -> MMADFER:
         if encoders:
             raise UsageError("--init-weights already holds both encoders: drop --image-encoder and "
                              "--audio-encoder")
-        loaded = store.resolve(job.init_weights)
+        loaded = checkpoints.resolve(job.init_weights)
         if job.size and job.size != loaded.config.dims.image_size:
             raise UsageError(f"--size {job.size}, but {job.init_weights} is a "
                              f"{loaded.config.dims.image_size} px model")

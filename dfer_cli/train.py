@@ -35,14 +35,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .atomic import atomic_path, atomic_write_text, recover_dir, replace_dir
 from .checkpoints import LoadedWeights, WeightsConfig, load_dfer, load_encoders, save_dfer
 from .clipdata import loader_workers
-from .distributed import Ranks, gather, process_group
 from .errors import DferError
 from .evaluate import predict_probs
 from .metrics import evaluate_predictions
 from .model import MMADFER, ModelDims
 from .plots import plot_training_curves
 from .progress import progress_bar
-from .runtime import autocast
+from .runtime import Ranks, autocast, gather, process_group
 
 CHECKPOINT_DIR = "last"
 STATE_FILE = "train_state.pt"

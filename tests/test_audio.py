@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import DESIGN
 
-from dfer_cli.audio import (
+from dfer_cli.media import (
     MEL_BINS,
     NORM_MEAN,
     NORM_STD,

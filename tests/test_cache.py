@@ -11,13 +11,13 @@ from typer.testing import CliRunner
 
 from dfer_cli import cache as cache_module
 from dfer_cli import media
-from dfer_cli.audio import model_input
 from dfer_cli.cache import INDEX, SKIPPED, CacheSpec, CacheWriter, ClipStore, read_split
 from dfer_cli.cli import app
 from dfer_cli.clipdata import CacheDataset, _crop_box
 from dfer_cli.clips import random_segment_indices, segment_indices
 from dfer_cli.datasets import DfewDataset, FolderDataset, MafwDataset
 from dfer_cli.errors import DferError
+from dfer_cli.media import model_input
 from dfer_cli.prepare import PrepareConfig, prepare, prepare_missing
 
 # id -> (1-based label, frame count); 1 and 3 have an original clip (a tone, silence), 4 a broken one

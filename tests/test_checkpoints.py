@@ -6,7 +6,7 @@ import torch
 from reference import TAGS, golden, inputs, layout, official_state_dict, save_reference_checkpoint
 from typer.testing import CliRunner
 
-from dfer_cli import store
+from dfer_cli import checkpoints
 from dfer_cli.checkpoints import (
     CheckpointError,
     WeightsConfig,
@@ -166,8 +166,8 @@ def test_cli_import_list_and_resolve(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["weights", "list"])
     assert result.exit_code == 0 and "dfew-112" in result.output and "112 px" in result.output
-    assert store.default_name() == "dfew-112"
-    loaded = store.resolve(None)
+    assert checkpoints.default_name() == "dfew-112"
+    loaded = checkpoints.resolve(None)
     assert loaded.config.fold == 2 and loaded.config.provenance["converted_from"] == "mma-dfer-official"
     g = golden()
     with torch.no_grad():
@@ -183,4 +183,4 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.exit_code == 1
     assert "bad.pth" in result.output and "Traceback" not in result.output
     with pytest.raises(Exception, match="dfer weights import"):
-        store.resolve(None)
+        checkpoints.resolve(None)

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from dfer_cli.audio import HEARD_S
 from dfer_cli.clips import (
     DFEW_SPAN_S,
     REFERENCE_ORDER,
@@ -17,6 +16,7 @@ from dfer_cli.clips import (
     segment_indices,
 )
 from dfer_cli.errors import UsageError
+from dfer_cli.media import HEARD_S
 
 
 def test_segment_indices_follow_the_reference_rule():

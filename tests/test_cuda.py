@@ -17,7 +17,7 @@ from reference import TAGS, golden, inputs, official_state_dict, save_reference_
 from safetensors.torch import load_file
 from test_train import CLASSES, SyntheticClips, _run, _train_resumable, _weights
 
-from dfer_cli import audio, media
+from dfer_cli import media
 from dfer_cli.checkpoints import WEIGHTS_FILE, load_official
 from dfer_cli.clips import ClipConfig, plan_clips
 from dfer_cli.model import MMADFER, ModelDims
@@ -126,7 +126,7 @@ def _clip_inputs(path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     video = F.interpolate(torch.from_numpy(np.ascontiguousarray(square)).permute(0, 3, 1, 2).float(),
                           size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     wave, rate = media.read_audio(path, plan.audio_start, plan.audio_end) if info.has_audio else (None, 0)
-    return video.round().clamp(0, 255).to(torch.uint8), torch.from_numpy(audio.model_input(wave, rate))[None]
+    return video.round().clamp(0, 255).to(torch.uint8), torch.from_numpy(media.model_input(wave, rate))[None]
 
 
 def test_bf16_keeps_fp32_top1_on_real_media(exact_fp32, tmp_path, monkeypatch):

@@ -7,8 +7,8 @@ from conftest import MEDIA
 
 from dfer_cli import media
 from dfer_cli.api import PredictConfig, plan
+from dfer_cli.clips import read_clip_media
 from dfer_cli.faces import FaceConfig, FaceDetector, faces_for_clip, track_main_face
-from dfer_cli.frontend import read_clip_media
 
 pytest.importorskip("mediapipe", reason="mediapipe 0.10.14, the parity oracle, installs on Python 3.12 or lower only")
 from mediapipe_oracle import MediapipeDetector  # noqa: E402

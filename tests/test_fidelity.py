@@ -20,19 +20,26 @@ from reference import official_state_dict, save_reference_checkpoint
 from typer.testing import CliRunner
 
 import dfer_cli as dfer
-from dfer_cli import media, store
+from dfer_cli import checkpoints, media
 from dfer_cli.api import PredictConfig, plan
-from dfer_cli.audio import model_input
 from dfer_cli.cache import ClipStore, read_split
 from dfer_cli.checkpoints import CheckpointError, WeightsConfig, load_dfer, save_dfer
 from dfer_cli.cli import app
 from dfer_cli.clipdata import CacheDataset
-from dfer_cli.clips import REFERENCE_ORDER, TIME_ORDER, ClipConfig, frame_picks, kept_frames, segment_indices
+from dfer_cli.clips import (
+    REFERENCE_ORDER,
+    TIME_ORDER,
+    ClipConfig,
+    frame_picks,
+    kept_frames,
+    read_clip_media,
+    segment_indices,
+)
 from dfer_cli.datasets import DfewDataset
 from dfer_cli.errors import DferError
 from dfer_cli.evaluate import ONE_CLIP, TWO_CLIPS
-from dfer_cli.frontend import read_clip_media
 from dfer_cli.labels import DFEW_CLASSES
+from dfer_cli.media import model_input
 from dfer_cli.model import MMADFER, ModelDims
 from dfer_cli.prepare import PrepareConfig, prepare
 
@@ -240,7 +247,7 @@ def test_official_mafw_checkpoint_is_evaluated_in_the_reference_order(tmp_path, 
     imported = runner.invoke(app, ["weights", "import", str(tmp_path / "MAFW_fold1.pth"), "--name", "mafw-160"])
     assert imported.exit_code == 0, imported.output
     assert f"frame order: {REFERENCE_ORDER}" in imported.output
-    entry = store.weights_dir() / "mafw-160"
+    entry = checkpoints.weights_dir() / "mafw-160"
     assert json.loads((entry / "dfer.json").read_text())["frame_order"] == REFERENCE_ORDER
     make_mafw(tmp_path / "MAFW")
     seen = []

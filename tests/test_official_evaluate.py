@@ -17,10 +17,10 @@ from reference import official_state_dict, save_reference_checkpoint
 from typer.testing import CliRunner
 
 from dfer_cli import media
-from dfer_cli.audio import model_input
 from dfer_cli.checkpoints import load_official
 from dfer_cli.cli import app
 from dfer_cli.labels import DFEW_CLASSES
+from dfer_cli.media import model_input
 
 SIZE = 112  # the checkpoint's face size: S112_C7
 FACES = 224  # DFEW's aligned face frames

@@ -22,8 +22,7 @@ from dfer_cli import media
 from dfer_cli.api import Classifier, PredictConfig, plan, predict
 from dfer_cli.checkpoints import WeightsConfig, save_dfer
 from dfer_cli.cli import app
-from dfer_cli.clips import ClipConfig
-from dfer_cli.frontend import read_clip_media
+from dfer_cli.clips import ClipConfig, read_clip_media
 from dfer_cli.labels import DFEW_CLASSES
 from dfer_cli.model import MMADFER, ModelDims
 from dfer_cli.plots import timeline_arrays

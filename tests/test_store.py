@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfer_cli import store
+from dfer_cli import checkpoints
 from dfer_cli.checkpoints import WeightsConfig, save_dfer
 from dfer_cli.model import MMADFER, ModelDims
 
@@ -16,8 +16,8 @@ def _dfer_folder(path: Path, seed: int) -> Path:
 
 def test_import_killed_between_renames_keeps_the_old_entry(tmp_path, monkeypatch):
     """Bug 3: an import that dies after moving the old entry aside must not lose it."""
-    store.import_weights(_dfer_folder(tmp_path / "v1", seed=1), "mine")
-    before = store.resolve("mine").model.classifier.weight.clone()
+    checkpoints.import_weights(_dfer_folder(tmp_path / "v1", seed=1), "mine")
+    before = checkpoints.resolve("mine").model.classifier.weight.clone()
     rename = Path.rename
 
     def dies_on_the_swap(self, target):
@@ -27,22 +27,22 @@ def test_import_killed_between_renames_keeps_the_old_entry(tmp_path, monkeypatch
 
     with monkeypatch.context() as m, pytest.raises(OSError, match="killed"):
         m.setattr(Path, "rename", dies_on_the_swap)
-        store.import_weights(_dfer_folder(tmp_path / "v2", seed=2), "mine")
-    assert not (store.weights_dir() / "mine").exists()  # the state a kill leaves
-    torch.testing.assert_close(store.resolve("mine").model.classifier.weight, before)
-    assert [e.name for e in store.entries()] == ["mine"] and store.default_name() == "mine"
+        checkpoints.import_weights(_dfer_folder(tmp_path / "v2", seed=2), "mine")
+    assert not (checkpoints.weights_dir() / "mine").exists()  # the state a kill leaves
+    torch.testing.assert_close(checkpoints.resolve("mine").model.classifier.weight, before)
+    assert [e.name for e in checkpoints.entries()] == ["mine"] and checkpoints.default_name() == "mine"
 
 
 def test_entries_skip_staging_folders(tmp_path):
-    store.import_weights(_dfer_folder(tmp_path / "v1", seed=1), "mine")
-    _dfer_folder(store.weights_dir() / ".other.importing", seed=2)
-    assert [e.name for e in store.entries()] == ["mine"]
+    checkpoints.import_weights(_dfer_folder(tmp_path / "v1", seed=1), "mine")
+    _dfer_folder(checkpoints.weights_dir() / ".other.importing", seed=2)
+    assert [e.name for e in checkpoints.entries()] == ["mine"]
 
 
 def test_reimport_replaces_the_entry(tmp_path):
-    store.import_weights(_dfer_folder(tmp_path / "v1", seed=1), "mine")
-    store.import_weights(_dfer_folder(tmp_path / "v2", seed=2), "mine")
+    checkpoints.import_weights(_dfer_folder(tmp_path / "v1", seed=1), "mine")
+    checkpoints.import_weights(_dfer_folder(tmp_path / "v2", seed=2), "mine")
     torch.manual_seed(2)
     expected = MMADFER(ModelDims.tiny(num_classes=3)).classifier.weight
-    torch.testing.assert_close(store.resolve("mine").model.classifier.weight, expected)
-    assert sorted(p.name for p in store.weights_dir().iterdir()) == ["DEFAULT", "mine"]
+    torch.testing.assert_close(checkpoints.resolve("mine").model.classifier.weight, expected)
+    assert sorted(p.name for p in checkpoints.weights_dir().iterdir()) == ["DEFAULT", "mine"]
