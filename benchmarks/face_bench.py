@@ -26,8 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from dfer_cli import media  # noqa: E402
 from dfer_cli.api import PredictConfig, plan  # noqa: E402
 from dfer_cli.clips import read_clip_media  # noqa: E402
-from dfer_cli.face_detect import BlazeFace  # noqa: E402
-from dfer_cli.faces import FaceConfig, FaceDetector, faces_for_clip  # noqa: E402
+from dfer_cli.faces import BlazeFace, FaceConfig, FaceDetector, faces_for_clip  # noqa: E402
 
 
 def best_of(repeats: int, fn) -> float:

@@ -8,13 +8,25 @@ Each module registers its convolutions in the order the TFLite graph runs them, 
 the converter fills them in.
 
 Input: (N, 3, S, S) float in [-1, 1]. Output: box regressions (N, anchors, 16) and score logits
-(N, anchors), with anchors in the order of decode.ANCHORS.
+(N, anchors), with anchors in the order of AnchorGrid.centres.
+
+Around the networks, their input and output as mediapipe 0.10.14 makes them: the letterboxed input
+tensor, the anchors, the box decoding and the weighted non-maximum suppression.
+
+The options are those of mediapipe's FaceDetection subgraph and its short/full-range wrappers (read from
+the graphs compiled into the 0.10.14 wheel): ImageToTensor with keep_aspect_ratio and BORDER_ZERO into
+[-1, 1]; SsdAnchors with fixed-size anchors offset by half a cell; TensorsToDetections with 16 values
+per anchor (box centre x, y, width, height, then 6 keypoints), x/y/w/h scaled by the input size, scores
+through a sigmoid clipped at +-100; NonMaxSuppression WEIGHTED at IoU 0.3.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -198,3 +210,132 @@ def load(model: type[ShortRange] | type[FullRange], path: Path | None = None) ->
     state = load_file(str(path or ASSETS / name))
     net.load_state_dict({k: v.float() for k, v in state.items()})
     return net.eval().requires_grad_(False)
+
+
+SUPPRESSION_IOU = 0.3
+_SUBPIXEL = 32  # OpenCV's warp quantizes sample positions to 1/32 pixel (INTER_BITS = 5)
+
+
+@dataclass(frozen=True)
+class AnchorGrid:
+    """The SSD anchor layout of one model: (grid side, anchors per cell) per feature map."""
+
+    size: int
+    grids: tuple[tuple[int, int], ...]
+
+    def centres(self) -> torch.Tensor:
+        """(A, 2) anchor centres (x, y) in [0, 1], in the model's output order (row, column, anchor)."""
+        parts = []
+        for side, per_cell in self.grids:
+            ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+            cells = torch.stack([xs, ys], -1).reshape(-1, 1, 2).expand(-1, per_cell, 2)
+            parts.append((cells.reshape(-1, 2).double() + 0.5) / side)
+        return torch.cat(parts).float()
+
+
+# Short range: strides 8, 16, 16, 16 with an interpolated-scale anchor each (layers of equal stride are
+# merged): 16x16 cells x 2 and 8x8 cells x 6. Full range: stride 4, one anchor per cell.
+SHORT_RANGE = AnchorGrid(128, ((16, 2), (8, 6)))
+FULL_RANGE = AnchorGrid(192, ((48, 1),))
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """A (width, height) region of a frame, at (left, top), letterboxed into a size x size tensor: the
+    square around it, centred, side = its longer side. Tensor pixel d samples the frame at
+    d * scale + offset (OpenCV's warpPerspective maps pixel indices, not pixel centres)."""
+
+    width: int
+    height: int
+    size: int
+    left: int = 0
+    top: int = 0
+
+    @property
+    def side(self) -> int:
+        return max(self.width, self.height)
+
+    def offsets(self) -> tuple[float, float]:
+        return self.left + (self.width - self.side) / 2, self.top + (self.height - self.side) / 2
+
+    def to_pixels(self, boxes: np.ndarray) -> np.ndarray:
+        """(K, 4) x0, y0, x1, y1 in [0, 1] of the tensor -> pixels of the frame."""
+        ox, oy = self.offsets()
+        return boxes * self.side + np.array([ox, oy, ox, oy])
+
+
+def _taps(start: float, step: float, count: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output pixel: the two source indices (clamped) and their integer weights out of 32, zero for
+    a source outside the frame (BORDER_ZERO)."""
+    pos = np.rint((start + step * np.arange(count, dtype=np.float64)) * _SUBPIXEL).astype(np.int64)
+    low, frac = pos // _SUBPIXEL, pos % _SUBPIXEL
+    index = np.stack([low, low + 1])
+    weight = np.stack([_SUBPIXEL - frac, frac]) * ((index >= 0) & (index < limit))
+    return np.clip(index, 0, limit - 1), weight
+
+
+@lru_cache(maxsize=64)
+def _sampling(box: Letterbox, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 4 source pixels of each tensor pixel, (4 S^2,) flat indices into the frame, and their weights
+    per value, (4, 3 S^2), out of 32^2."""
+    ox, oy = box.offsets()
+    step = box.side / box.size
+    ys, wy = _taps(oy, step, box.size, height)
+    xs, wx = _taps(ox, step, box.size, width)
+    index = (ys[:, None, :, None] * width + xs[None, :, None, :]).reshape(-1)  # (y tap, x tap, row, column)
+    weight = np.repeat((wy[:, None, :, None] * wx[None, :, None, :]).reshape(4, -1), 3, axis=1)
+    return torch.from_numpy(index).to(device), torch.from_numpy(weight.astype(np.float32)).to(device)
+
+
+def letterbox(frames: torch.Tensor, box: Letterbox) -> torch.Tensor:
+    """(N, H, W, 3) uint8 frames -> (N, 3, S, S) float in [-1, 1] (channels-last in memory), the tensor
+    mediapipe feeds the model: bilinear without antialiasing, in OpenCV's fixed point (weights in 32nds
+    per axis), rounded back to uint8 before scaling. The sums are integers below 2^24, exact in float32."""
+    n, height, width = frames.shape[:3]
+    index, weight = _sampling(box, height, width, frames.device)
+    taps = frames.reshape(n, -1, 3).index_select(1, index).view(n, 4, -1).float()
+    pixels = (taps * weight).sum(1).add_(_SUBPIXEL ** 2 // 2).mul_(1 / _SUBPIXEL ** 2).floor_()
+    return pixels.mul_(2.0 / 255.0).sub_(1.0).view(n, box.size, box.size, 3).permute(0, 3, 1, 2)
+
+
+def decode(raw: torch.Tensor, logits: torch.Tensor, grid: AnchorGrid, centres: torch.Tensor,
+           min_score: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per frame, the boxes (K, 4: x0, y0, x1, y1 in [0, 1] of the tensor) and scores (K,) of the
+    anchors that pass `min_score`, before suppression. Only those cross to the CPU."""
+    scores = torch.sigmoid(logits.float().clamp(-100, 100))
+    keep = scores >= min_score
+    frame, anchor = keep.nonzero(as_tuple=True)
+    values = raw[frame, anchor, :4].float() / grid.size
+    centre = values[:, :2] + centres.to(values.device)[anchor]
+    half = values[:, 2:] / 2
+    boxes = torch.cat([centre - half, centre + half], 1)
+    frame, boxes, kept = frame.cpu().numpy(), boxes.cpu().numpy(), scores[keep].cpu().numpy()
+    valid = (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])  # mediapipe drops negative sizes
+    return [(boxes[(frame == n) & valid], kept[(frame == n) & valid]) for n in range(raw.shape[0])]
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    lo, hi = np.maximum(box[:2], others[:, :2]), np.minimum(box[2:], others[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    union = _area(box) + _area(others) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray,
+                 threshold: float = SUPPRESSION_IOU) -> list[tuple[np.ndarray, float]]:
+    """mediapipe's WEIGHTED suppression: the best remaining box takes every box overlapping it by more
+    than `threshold` (itself included) and becomes their score-weighted mean; it keeps its own score."""
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores = boxes[order], scores[order]
+    out = []
+    while len(boxes):
+        taken = _iou(boxes[0], boxes) > threshold
+        taken[0] = True
+        weights = scores[taken][:, None]
+        out.append(((boxes[taken] * weights).sum(0) / weights.sum(), float(scores[0])))
+        boxes, scores = boxes[~taken], scores[~taken]
+    return out

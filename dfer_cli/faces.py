@@ -1,6 +1,6 @@
 """Find, follow and crop the face.
 
-Detection is BlazeFace, mediapipe's face detector, as dfer's own torch port (face_detect.py; weights
+Detection is BlazeFace, mediapipe's face detector, as dfer's own torch port (blazeface.py; weights
 shipped in the package, so nothing is downloaded): the short-range model for close faces, the
 full-range one for frames where it finds nothing, and for clips where both find too little, the
 full-range model again over tiles of the frame, for faces too small to be seen whole-frame. The main
@@ -11,15 +11,18 @@ neighbours.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image
 
-from .box import Box, square_box, union_box
-from .tracking import fill_missing, main_track, track_faces, track_main_face
+from . import blazeface
+from .blazeface import FULL_RANGE, SHORT_RANGE, AnchorGrid, Letterbox, decode, letterbox, weighted_nms
 
 __all__ = ["Box", "FaceConfig", "FaceDetector", "FaceTrack", "crop_faces", "faces_for_clip", "fill_missing",
            "process_detector", "square_box", "track_main_face", "union_box"]
@@ -49,6 +52,216 @@ class FaceConfig:
     small_faces: bool = True
 
 
+@dataclass(frozen=True)
+class Box:
+    """A box in pixels; x1, y1 are exclusive. `score` is the detector's confidence, 0 for a box that
+    was not detected but filled in."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float = 1.0
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
+
+    def iou(self, other: Box) -> float:
+        inter = Box(max(self.x0, other.x0), max(self.y0, other.y0), min(self.x1, other.x1),
+                    min(self.y1, other.y1)).area
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+
+def _fit(start: float, side: float, limit: int) -> float:
+    """Shift a span into [0, limit]; one longer than that is placed to cover it, as near as it can stay."""
+    return float(np.clip(start, min(0.0, limit - side), max(0.0, limit - side)))
+
+
+def square_box(box: Box, frame_size: tuple[int, int], margin: float = 0.0) -> Box:
+    """The square crop for a face box (spec section 5): centred on it, the shorter side grown to the
+    longer, then `margin` of the side added on every side; shifted to lie inside the frame (width,
+    height) where it fits, since an off-centre face is closer to the training crops than black borders.
+    Where it is larger than the frame, the crop will be padded with black."""
+    w, h = frame_size
+    side = max(box.x1 - box.x0, box.y1 - box.y0) * (1 + 2 * margin)
+    cx, cy = box.center
+    x0, y0 = _fit(cx - side / 2, side, w), _fit(cy - side / 2, side, h)
+    return Box(x0, y0, x0 + side, y0 + side, box.score)
+
+
+def union_box(boxes: Sequence[Box], frame_size: tuple[int, int]) -> Box:
+    """MAFW's rule (spec section 5): the square around all faces of the frame, no margin; with no face,
+    a central square whose side is half the frame's shorter side (score 0)."""
+    w, h = frame_size
+    if not boxes:
+        half = min(w, h) / 4
+        return Box(w / 2 - half, h / 2 - half, w / 2 + half, h / 2 + half, 0.0)
+    union = Box(min(b.x0 for b in boxes), min(b.y0 for b in boxes), max(b.x1 for b in boxes),
+                max(b.y1 for b in boxes), max(b.score for b in boxes))
+    return square_box(union, frame_size)
+
+
+Track = dict[int, Box]  # frame index -> the face's box there
+
+
+def _prominence(box: Box, frame_size: tuple[int, int]) -> float:
+    """Side length (not area, so that being seen in more frames outweighs one huge box), discounted by
+    up to half for the distance from the frame centre."""
+    w, h = frame_size
+    cx, cy = box.center
+    off = np.hypot((cx - w / 2) / (w / 2), (cy - h / 2) / (h / 2)) / np.sqrt(2)
+    return np.sqrt(box.area) * (1.0 - 0.5 * min(off, 1.0))
+
+
+def track_faces(detections: Sequence[Sequence[Box]], min_iou: float = 0.2) -> list[Track]:
+    """Every face of the clip as a track: each frame's boxes are linked to the tracks whose latest box
+    they overlap by at least `min_iou` (best overlaps first, one box per track); the rest start tracks."""
+    tracks: list[Track] = []
+    for i, boxes in enumerate(detections):
+        latest = [t[max(t)] for t in tracks]
+        pairs = sorted(((b.iou(last), bi, ti) for bi, b in enumerate(boxes) for ti, last in enumerate(latest)),
+                       reverse=True)
+        linked_boxes: set[int] = set()
+        linked_tracks: set[int] = set()
+        for overlap, bi, ti in pairs:
+            if overlap < min_iou:
+                break
+            if bi not in linked_boxes and ti not in linked_tracks:
+                tracks[ti][i] = boxes[bi]
+                linked_boxes.add(bi)
+                linked_tracks.add(ti)
+        tracks.extend({i: b} for bi, b in enumerate(boxes) if bi not in linked_boxes)
+    return tracks
+
+
+def main_track(tracks: Sequence[Track], frame_size: tuple[int, int]) -> Track | None:
+    """The track with the most prominence summed over the clip (seen often, large, central)."""
+    if not tracks:
+        return None
+    return max(tracks, key=lambda t: sum(_prominence(b, frame_size) for b in t.values()))
+
+
+def track_main_face(detections: Sequence[Sequence[Box]], frame_size: tuple[int, int],
+                    min_iou: float = 0.2) -> list[Box | None]:
+    """The main face in each frame, or None where it was not seen. `frame_size` is (width, height).
+
+    Someone passing close to the camera for a frame does not take the crop over, and a frame where
+    only that someone is seen gets None rather than their box.
+    """
+    main = main_track(track_faces(detections, min_iou), frame_size) or {}
+    return [main.get(i) for i in range(len(detections))]
+
+
+def fill_missing(boxes: Sequence[Box | None]) -> list[Box] | None:
+    """Frames without a box get one interpolated linearly between their neighbours' (copied from the
+    nearest at the ends), with score 0. None when no frame has a box."""
+    seen = [i for i, b in enumerate(boxes) if b is not None]
+    if not seen:
+        return None
+    coords = np.array([[boxes[i].x0, boxes[i].y0, boxes[i].x1, boxes[i].y1] for i in seen])
+    filled = np.stack([np.interp(np.arange(len(boxes)), seen, coords[:, k]) for k in range(4)], axis=1)
+    return [b if b is not None else Box(*map(float, filled[i]), score=0.0) for i, b in enumerate(boxes)]
+
+
+# A list of (x0, y0, x1, y1) pixel boxes with their scores, best first, per frame.
+Found = list[tuple[np.ndarray, float]]
+
+# Tiles: squares of 0.6 of the frame's shorter side (8 tiles on a 16:9 frame), overlapping by a quarter
+# of their side so that a face narrower than the overlap lies whole in some tile. The full-range model
+# then sees faces 3x larger than whole-frame: measured on GRID faces pasted into 1280x720 frames, it
+# finds 44-px faces in 72/72 frames, 27-px ones in 72/72, 22-px ones in 66/72 (tiles of the whole
+# shorter side: 72, 62 and 24 of 72). Below _MIN_TILE px, tiles see no more than the whole frame.
+_TILE_FRACTION, _TILE_OVERLAP, _MIN_TILE = 0.6, 0.25, 96
+
+
+def tiles(width: int, height: int) -> list[tuple[int, int, int]]:
+    """(x0, y0, side) of the tiles covering a frame; [] for a frame too small to gain from them."""
+    side = int(min(width, height) * _TILE_FRACTION)
+    if side < _MIN_TILE:
+        return []
+    step = side * (1 - _TILE_OVERLAP)
+
+    def starts(length: int) -> np.ndarray:
+        count = math.ceil((length - side) / step) + 1
+        return np.linspace(0, length - side, count).round().astype(int)
+
+    return [(int(x), int(y), side) for y in starts(height) for x in starts(width)]
+
+
+@contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """The networks' tensors are small: on a CPU, splitting each op over threads costs more in
+    synchronisation than it saves (measured on 2 busy cores: 3-30x slower wall time with 2 threads)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class BlazeFace:
+    """Faces in batches of RGB frames (N, H, W, 3) uint8 of one size, on `device`, with mediapipe's
+    pre- and post-processing. Frames stay on the CPU; only the models' small input tensors cross to
+    the device, and only the anchors that pass the score threshold come back."""
+
+    def __init__(self, short_score: float = 0.5, full_score: float = 0.6, device: str | torch.device = "cpu",
+                 batch_size: int | None = None) -> None:
+        self.device = torch.device(device)
+        # On a CPU, small batches keep the activations in cache (measured: 4 beats 1, 8 and 32).
+        self.batch_size = batch_size or (4 if self.device.type == "cpu" else 256)
+        self.min_score = {SHORT_RANGE: short_score, FULL_RANGE: full_score}
+        # Channels-last: oneDNN's depthwise convolutions run 2-3x faster in it on a CPU.
+        self.models = {grid: blazeface.load(net).to(self.device, memory_format=torch.channels_last)
+                       for grid, net in ((SHORT_RANGE, blazeface.ShortRange), (FULL_RANGE, blazeface.FullRange))}
+        self.centres = {grid: grid.centres().to(self.device) for grid in self.models}
+
+    def _run(self, grid: AnchorGrid, frames: torch.Tensor, region: tuple[int, int, int] | None = None) -> list[Found]:
+        """One model over whole frames, or over one square (x0, y0, side) of each: boxes in pixels."""
+        x0, y0, side = region or (0, 0, 0)
+        box = Letterbox(side or frames.shape[2], side or frames.shape[1], grid.size, x0, y0)
+        out: list[Found] = []
+        for i in range(0, len(frames), self.batch_size):
+            x = letterbox(frames[i:i + self.batch_size], box).to(self.device)
+            with torch.inference_mode():
+                raw, logits = self.models[grid](x)
+            for boxes, scores in decode(raw, logits, grid, self.centres[grid], self.min_score[grid]):
+                out.append([(box.to_pixels(b[None])[0], s) for b, s in weighted_nms(boxes, scores)])
+        return out
+
+    def detect(self, frames: np.ndarray) -> list[Found]:
+        """Short range on every frame, full range where it found nothing."""
+        pixels = torch.from_numpy(np.ascontiguousarray(frames))
+        with _one_cpu_thread(self.device):
+            found = self._run(SHORT_RANGE, pixels)
+            missed = [i for i, f in enumerate(found) if not f]
+            if missed:
+                for i, f in zip(missed, self._run(FULL_RANGE, pixels[missed]), strict=True):
+                    found[i] = f
+        return found
+
+    def detect_tiles(self, frames: np.ndarray) -> list[Found]:
+        """The full-range model over each frame's tiles; a face seen in overlapping tiles is merged
+        (weighted, as mediapipe merges anchors)."""
+        pixels = torch.from_numpy(np.ascontiguousarray(frames))
+        with _one_cpu_thread(self.device):
+            per_tile = [self._run(FULL_RANGE, pixels, tile) for tile in tiles(pixels.shape[2], pixels.shape[1])]
+        out = []
+        for n in range(len(frames)):
+            hits = [hit for found in per_tile for hit in found[n]]
+            out.append(weighted_nms(np.array([b for b, _ in hits]), np.array([s for _, s in hits])) if hits else [])
+        return out
+
+
 class FaceDetector:
     """BlazeFace short and full range, batched over frames, on `device`.
 
@@ -65,8 +278,6 @@ class FaceDetector:
 
     def _blazeface(self):
         if self._model is None:
-            from .face_detect import BlazeFace
-
             self._model = BlazeFace(self.config.min_confidence, self.config.min_confidence_full, self.device)
         return self._model
 

@@ -9,9 +9,8 @@ from conftest import MEDIA
 from PIL import Image
 
 from dfer_cli import blazeface
-from dfer_cli.blazeface_io import FULL_RANGE, SHORT_RANGE, Letterbox, letterbox, weighted_nms
-from dfer_cli.face_detect import BlazeFace, tiles
-from dfer_cli.faces import FaceConfig, FaceDetector, faces_for_clip
+from dfer_cli.blazeface import FULL_RANGE, SHORT_RANGE, Letterbox, letterbox, weighted_nms
+from dfer_cli.faces import BlazeFace, FaceConfig, FaceDetector, faces_for_clip, tiles
 
 
 def frames_of(path, n):
