@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -83,6 +83,7 @@ class PreparedFile:
     frame_times: np.ndarray | None = None  # (K, T) s: the crops' own times in the video
     audio_starts: np.ndarray | None = None  # (K,) s: where each clip's audio window starts
     has_audio: bool = False  # a track was heard (the explanation measures the voice only then)
+    picture: Path | None = None  # with explain_dir: where its explanation is drawn
 
 
 class _Clock:
@@ -158,11 +159,13 @@ def _guarded_prepare(path: str, config: PredictConfig, size: int) -> PreparedFil
 
 
 def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str], config: PredictConfig,
-                 size: int, note: str = "") -> Iterator[FileResult]:
+                 size: int, note: str = "", pictures: Sequence[Path] | None = None) -> Iterator[FileResult]:
     """Every file through the pipeline, each finished record yielded in input order. `note` goes on
-    the explanation pictures (e.g. that the weights are untrained)."""
+    the explanation pictures (e.g. that the weights are untrained); `pictures` names them, one per
+    path (by default `picture_paths`)."""
     waiting: list[PreparedFile] = []
-    pictures = _PictureNames(config.explain_dir)
+    if pictures is None and config.explain_dir is not None:
+        pictures = picture_paths(config.explain_dir, paths)
 
     def flush() -> list[FileResult]:
         _classify([p for p in waiting if p.videos is not None], classifier, class_names)
@@ -170,7 +173,7 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
             if p.result.status != "error":
                 p.result.finish(class_names)
             if p.result.label is not None and (config.explain or config.explain_dir):
-                _explain(p, classifier, class_names, pictures, note)
+                _explain(p, classifier, class_names, note)
             p.result.timings["total"] = round(sum(p.result.timings.values()), 4)
         done = [p.result for p in waiting]
         waiting.clear()
@@ -179,7 +182,9 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
     # Workers pay a start-up of a few seconds (imports, the face detector): worth it from 3 files.
     workers = default_workers(len(paths), 3, 4) if config.workers is None else config.workers
     # With workers, up to 2 files per worker are decoded ahead of the model.
-    for prepared in bounded_map(partial(_guarded_prepare, config=config, size=size), paths, workers):
+    prepared_files = bounded_map(partial(_guarded_prepare, config=config, size=size), paths, workers)
+    for prepared, picture in zip(prepared_files, pictures or [None] * len(paths), strict=True):
+        prepared.picture = picture
         waiting.append(prepared)
         if sum(len(p.clip_ids) for p in waiting) >= config.batch_size:
             yield from flush()
@@ -211,8 +216,7 @@ def _classify(batch: list[PreparedFile], classifier: Classifier, class_names: li
         p.result.timings["model"] = round(share * len(p.clip_ids), 4)
 
 
-def _explain(p: PreparedFile, classifier: Classifier, class_names: list[str], pictures: _PictureNames,
-             note: str) -> None:
+def _explain(p: PreparedFile, classifier: Classifier, class_names: list[str], note: str) -> None:
     """The explanation of the file's label; each clip (a timeline's window) gets its own shares."""
     from .explain import FileClips, explain
 
@@ -224,27 +228,27 @@ def _explain(p: PreparedFile, classifier: Classifier, class_names: list[str], pi
     for clip_id, clip in zip(p.clip_ids, record["clips"], strict=True):
         p.result.clips[clip_id].voice_share = clip["voice_share"]
         p.result.clips[clip_id].face_share = clip["face_share"]
-    if pictures.folder is not None:
+    if p.picture is not None:
         from .explain_plot import plot_explanation
 
-        plot_explanation(record, p.videos, p.audios, pictures.next(p.result.path), p.result.path, note)
+        plot_explanation(record, p.videos, p.audios, p.picture, p.result.path, note)
     p.result.timings["explain"] = round(time.perf_counter() - start, 4)
 
 
-class _PictureNames:
-    """DIR/<file stem>.png for each explained file; a stem met twice in one run gets -2, -3..."""
-
-    def __init__(self, folder: Path | None) -> None:
-        self.folder, self.used = folder, set()
-
-    def next(self, path: str) -> Path:
+def picture_paths(folder: Path, paths: Sequence[str]) -> list[Path]:
+    """folder/<file stem>.png for each path; a stem met again gets -2, -3... Named over all of a
+    run's paths at once, so that processes sharing the files never draw over each other."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
         stem = Path(path).stem or "video"
         name, k = stem, 1
-        while name in self.used:
+        while name in used:
             k += 1
             name = f"{stem}-{k}"
-        self.used.add(name)
-        return self.folder / f"{name}.png"
+        used.add(name)
+        names.append(folder / f"{name}.png")
+    return names
 
 
 class UntrainedWeightsWarning(UserWarning):
@@ -280,21 +284,25 @@ class Model:
                                explain_dir=Path(explain_dir) if explain_dir is not None else None)
         return self.analyse(paths, config)
 
-    def analyse(self, paths: list[str], config: PredictConfig) -> Iterator[FileResult]:
+    def analyse(self, paths: list[str], config: PredictConfig,
+                pictures: Sequence[Path] | None = None) -> Iterator[FileResult]:
         """Records for files already collected (see `collect_inputs`), under a full config; frames
-        go in the weights' order unless `config.clips.frame_order` says otherwise."""
+        go in the weights' order unless `config.clips.frame_order` says otherwise. `pictures`: see
+        `iter_predict`."""
         if config.clips.frame_order is None:
             config = replace(config, clips=replace(config.clips, frame_order=self.frame_order))
         classifier = Classifier(self.network, self.device, config.batch_size, self.precision)
         note = self.weights if self.untrained else ""
-        for result in iter_predict(paths, classifier, self.class_names, config, self.image_size, note):
+        for result in iter_predict(paths, classifier, self.class_names, config, self.image_size, note, pictures):
             result.weights = self.weights
             yield result
 
     def analyse_sharded(self, paths: list[str], config: PredictConfig, ranks: Ranks) -> list[FileResult]:
         """Under torchrun: this process analyses every `world`-th file, then every process gets all
         the records, in input order (a file that failed on any rank keeps its error record)."""
-        mine = list(self.analyse(paths[ranks.rank::ranks.world], config))
+        pictures = picture_paths(config.explain_dir, paths) if config.explain_dir is not None else None
+        mine = list(self.analyse(paths[ranks.rank::ranks.world], config,
+                                 pictures[ranks.rank::ranks.world] if pictures else None))
         shards = gather(mine, ranks)
         return [shards[i % ranks.world][i // ranks.world] for i in range(len(paths))]
 
