@@ -39,14 +39,17 @@ def _depthwise(channels: int, stride: int = 1, padding: int = 1) -> nn.Conv2d:
 
 
 class _Pointwise(nn.Conv2d):
-    """A 1x1 convolution run as one matrix product over the pixels of a channels-last tensor: on a CPU,
-    F.conv2d takes a slower path for 1x1 kernels in one thread (it copies the bias in, then loops)."""
+    """A 1x1 convolution run as one matrix product over the pixels of a channels-last tensor, the bias
+    added after it: on a CPU in one thread, F.conv2d loops over 1x1 kernels, and F.linear's bias path
+    (copy the bias in, then accumulate) costs about as much as the product itself."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+        out = x.permute(0, 2, 3, 1) @ self.weight.flatten(1).t()
+        out += self.bias
+        return out.permute(0, 3, 1, 2)
 
 
 def _pad_bottom_right(x: torch.Tensor) -> torch.Tensor:
@@ -275,16 +278,21 @@ def _taps(start: float, step: float, count: int, limit: int) -> tuple[np.ndarray
 
 
 @lru_cache(maxsize=64)
-def _sampling(box: Letterbox, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 4 source pixels of each tensor pixel, (4 S^2,) flat indices into the frame, and their weights
-    per value, (4, 3 S^2), out of 32^2."""
+def _sampling(box: Letterbox, height: int, width: int,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, tuple[slice, slice]]:
+    """The rows and columns of the tensor that see the frame (the rest is black: -1), and for each of
+    their pixels the 4 source pixels, (4 R C,) flat indices into the frame, with their weights per
+    value, (4, 3 R C), out of 32^2."""
     ox, oy = box.offsets()
     step = box.side / box.size
     ys, wy = _taps(oy, step, box.size, height)
     xs, wx = _taps(ox, step, box.size, width)
+    (rows,), (cols,) = np.nonzero(wy.any(0)), np.nonzero(wx.any(0))
+    window = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    ys, wy, xs, wx = ys[:, window[0]], wy[:, window[0]], xs[:, window[1]], wx[:, window[1]]
     index = (ys[:, None, :, None] * width + xs[None, :, None, :]).reshape(-1)  # (y tap, x tap, row, column)
     weight = np.repeat((wy[:, None, :, None] * wx[None, :, None, :]).reshape(4, -1), 3, axis=1)
-    return torch.from_numpy(index).to(device), torch.from_numpy(weight.astype(np.float32)).to(device)
+    return torch.from_numpy(index).to(device), torch.from_numpy(weight.astype(np.float32)).to(device), window
 
 
 def letterbox(frames: torch.Tensor, box: Letterbox) -> torch.Tensor:
@@ -292,10 +300,12 @@ def letterbox(frames: torch.Tensor, box: Letterbox) -> torch.Tensor:
     mediapipe feeds the model: bilinear without antialiasing, in OpenCV's fixed point (weights in 32nds
     per axis), rounded back to uint8 before scaling. The sums are integers below 2^24, exact in float32."""
     n, height, width = frames.shape[:3]
-    index, weight = _sampling(box, height, width, frames.device)
+    index, weight, (rows, cols) = _sampling(box, height, width, frames.device)
     taps = frames.reshape(n, -1, 3).index_select(1, index).view(n, 4, -1).float()
-    pixels = (taps * weight).sum(1).add_(_SUBPIXEL ** 2 // 2).mul_(1 / _SUBPIXEL ** 2).floor_()
-    return pixels.mul_(2.0 / 255.0).sub_(1.0).view(n, box.size, box.size, 3).permute(0, 3, 1, 2)
+    pixels = taps.mul_(weight).sum(1).add_(_SUBPIXEL ** 2 // 2).mul_(1 / _SUBPIXEL ** 2).floor_()
+    out = torch.full((n, box.size, box.size, 3), -1.0, device=frames.device)
+    out[:, rows, cols] = pixels.mul_(2.0 / 255.0).sub_(1.0).view(n, rows.stop - rows.start, cols.stop - cols.start, 3)
+    return out.permute(0, 3, 1, 2)
 
 
 def decode(raw: torch.Tensor, logits: torch.Tensor, grid: AnchorGrid, centres: torch.Tensor,
