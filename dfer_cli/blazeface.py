@@ -2,10 +2,9 @@
 within about 2 m) and the full-range one (192 px, faces up to about 5 m).
 
 Both are rebuilt layer for layer from the TFLite graphs of mediapipe 0.10.14; their weights are
-converted by tools/convert_blazeface.py into the safetensors files in dfer_cli/assets/. TFLite pads
-'SAME' convolutions of stride 2 on the bottom and right only, so those paddings are explicit here.
-Each module registers its convolutions in the order the TFLite graph runs them, which is the order
-the converter fills them in.
+converted by tools/convert_blazeface.py into the safetensors files in dfer_cli/assets/. Each module
+registers its convolutions in the order the TFLite graph runs them, which is the order the converter
+fills them in.
 
 Input: (N, 3, S, S) float in [-1, 1]. Output: box regressions (N, anchors, 16) and score logits
 (N, anchors), with anchors in the order of AnchorGrid.centres.
@@ -52,15 +51,9 @@ class _Pointwise(nn.Conv2d):
         return out.permute(0, 3, 1, 2)
 
 
-def _pad_bottom_right(x: torch.Tensor) -> torch.Tensor:
-    """TFLite's 'SAME' padding for a stride-2 3x3 kernel on an even size; F.pad would drop the
-    channels-last layout that the convolutions are fast in."""
-    n, c, h, w = x.shape
-    out = x.new_empty(n, h + 1, w + 1, c).permute(0, 3, 1, 2)
-    out[:, :, :h, :w] = x
-    out[:, :, h] = 0
-    out[:, :, :, w] = 0
-    return out
+def _turned(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv` applied to an image turned by 180 degrees: its kernel turned the same way."""
+    return F.conv2d(x, conv.weight.flip(2, 3), conv.bias, conv.stride, conv.padding, 1, conv.groups)
 
 
 def _max_pool(x: torch.Tensor) -> torch.Tensor:
@@ -76,20 +69,23 @@ class _ShortBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
         self.stride = stride
-        self.dw = _depthwise(cin, stride, 0 if stride == 2 else 1)
+        self.dw = _depthwise(cin, stride)
         self.pw = _Pointwise(cin, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pw(_turned(self.dw, x))
         if self.stride == 2:
-            out, x = self.pw(self.dw(_pad_bottom_right(x))), _max_pool(x)
-        else:
-            out = self.pw(self.dw(x))
+            x = _max_pool(x)
         out[:, :x.shape[1]] += x  # the skip, zero-padded in channels when the block widens
         return out.relu_()
 
 
 class ShortRange(nn.Module):
-    """BlazeFace short range: 896 anchors, 512 on a 16x16 grid (2 each) and 384 on 8x8 (6 each)."""
+    """BlazeFace short range: 896 anchors, 512 on a 16x16 grid (2 each) and 384 on 8x8 (6 each).
+
+    It runs on the input turned by 180 degrees. TFLite pads its stride-2 convolutions ('SAME') on the
+    bottom and right only; on the turned image that is the top and left, which torch's symmetric
+    padding does without a padded copy (the row and column it adds at the end are never read)."""
 
     size = 128
     _widths = ((24, 24, 1), (24, 28, 1), (28, 32, 2), (32, 36, 1), (36, 42, 1), (42, 48, 2), (48, 56, 1),
@@ -98,17 +94,18 @@ class ShortRange(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(3, 24, 5, 2)
+        self.stem = nn.Conv2d(3, 24, 5, 2, 2)
         self.blocks = nn.ModuleList(_ShortBlock(*w) for w in self._widths)
         self.score16, self.score8 = _Pointwise(88, 2), _Pointwise(96, 6)
         self.box16, self.box8 = _Pointwise(88, 32), _Pointwise(96, 96)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.stem(F.pad(x, (1, 2, 1, 2))).relu_()
+        x = _turned(self.stem, x.flip(2, 3)).relu_()
         for k, block in enumerate(self.blocks):
             x = block(x)
             if k == 10:
                 grid16 = x
+        grid16, x = grid16.flip(2, 3), x.flip(2, 3)  # turned back: the head convolutions are 1x1
         scores = torch.cat([_per_anchor(self.score16(grid16), 1), _per_anchor(self.score8(x), 1)], 1)
         boxes = torch.cat([_per_anchor(self.box16(grid16), 16), _per_anchor(self.box8(x), 16)], 1)
         return boxes, scores[..., 0]
@@ -304,7 +301,8 @@ def letterbox(frames: torch.Tensor, box: Letterbox) -> torch.Tensor:
     taps = frames.reshape(n, -1, 3).index_select(1, index).view(n, 4, -1).float()
     pixels = taps.mul_(weight).sum(1).add_(_SUBPIXEL ** 2 // 2).mul_(1 / _SUBPIXEL ** 2).floor_()
     out = torch.full((n, box.size, box.size, 3), -1.0, device=frames.device)
-    out[:, rows, cols] = pixels.mul_(2.0 / 255.0).sub_(1.0).view(n, rows.stop - rows.start, cols.stop - cols.start, 3)
+    window = out[:, rows, cols]
+    torch.mul(pixels.view(window.shape), 2.0 / 255.0, out=window).sub_(1.0)
     return out.permute(0, 3, 1, 2)
 
 
