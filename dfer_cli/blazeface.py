@@ -99,9 +99,17 @@ class ShortRange(nn.Module):
         self.score16, self.score8 = _Pointwise(88, 2), _Pointwise(96, 6)
         self.box16, self.box8 = _Pointwise(88, 32), _Pointwise(96, 96)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _large_maps(self, x: torch.Tensor) -> torch.Tensor:
         x = _turned(self.stem, x.flip(2, 3)).relu_()
-        for k, block in enumerate(self.blocks):
+        for block in self.blocks[:3]:
+            x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # The 64x64 maps (stem and first three blocks) go 8 frames at a time, to stay in a core's cache;
+        # the smaller maps after them take the whole batch at once, which saves per-operation overhead.
+        x = torch.cat([self._large_maps(part) for part in x.split(8)])
+        for k, block in enumerate(self.blocks[3:], 3):
             x = block(x)
             if k == 10:
                 grid16 = x
