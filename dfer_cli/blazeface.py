@@ -106,9 +106,10 @@ class ShortRange(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # The 64x64 maps (stem and first three blocks) go 8 frames at a time, to stay in a core's cache;
-        # the smaller maps after them take the whole batch at once, which saves per-operation overhead.
-        x = torch.cat([self._large_maps(part) for part in x.split(8)])
+        # On a CPU, the 64x64 maps (stem and first three blocks) go 8 frames at a time, to keep buffers
+        # small; the smaller maps after them take the whole batch at once, which saves per-op overhead.
+        parts = x.split(8) if x.device.type == "cpu" else [x]
+        x = torch.cat([self._large_maps(part) for part in parts])
         for k, block in enumerate(self.blocks[3:], 3):
             x = block(x)
             if k == 10:
