@@ -307,8 +307,11 @@ def letterbox(frames: torch.Tensor, box: Letterbox) -> torch.Tensor:
     per axis), rounded back to uint8 before scaling. The sums are integers below 2^24, exact in float32."""
     n, height, width = frames.shape[:3]
     index, weight, (rows, cols) = _sampling(box, height, width, frames.device)
-    taps = frames.reshape(n, -1, 3).index_select(1, index).view(n, 4, -1).float()
-    pixels = taps.mul_(weight).sum(1).add_(_SUBPIXEL ** 2 // 2).mul_(1 / _SUBPIXEL ** 2).floor_()
+    taps = frames.reshape(n, -1, 3).index_select(1, index).view(n, 4, -1)
+    pixels = taps[:, 0] * weight[0]
+    for k in (1, 2, 3):
+        pixels.addcmul_(taps[:, k], weight[k])
+    pixels.add_(_SUBPIXEL ** 2 // 2).mul_(1 / _SUBPIXEL ** 2).floor_()
     out = torch.full((n, box.size, box.size, 3), -1.0, device=frames.device)
     window = out[:, rows, cols]
     torch.mul(pixels.view(window.shape), 2.0 / 255.0, out=window).sub_(1.0)
