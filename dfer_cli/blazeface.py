@@ -33,8 +33,8 @@ from torch import nn
 ASSETS = Path(__file__).with_name("assets")
 
 
-def _depthwise(channels: int, stride: int = 1, padding: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(channels, channels, 3, stride, padding, groups=channels)
+def _depthwise(channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(channels, channels, 3, stride, 1, groups=channels)
 
 
 class _Pointwise(nn.Conv2d):
