@@ -25,6 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from dfer_cli import media  # noqa: E402
 from dfer_cli.api import PredictConfig, plan  # noqa: E402
+from dfer_cli.blazeface import SHORT_RANGE  # noqa: E402
 from dfer_cli.clips import read_clip_media  # noqa: E402
 from dfer_cli.faces import BlazeFace, FaceConfig, FaceDetector, faces_for_clip  # noqa: E402
 
@@ -45,13 +46,13 @@ def predict_clips(path: Path) -> list[np.ndarray]:
 
 def throughput(device: str, frames: np.ndarray, repeats: int) -> None:
     print(f"\n# whole-frame detection, {device}, {frames.shape[2]}x{frames.shape[1]} frames with a face")
-    default = BlazeFace(device=device).batch_size
+    default = BlazeFace(device=device).batch_size[SHORT_RANGE]
     print(f"| frames per call | frames/s, network batch = call | frames/s, network batches of {default} |")
     print("|---|---|---|")
     for batch in (1, 32, 256):
         calls = [frames[i:i + batch] for i in range(0, max(batch, 64), batch)]
         rates = []
-        for size in (batch, default):
+        for size in (batch, None):
             model = BlazeFace(device=device, batch_size=size)
             model.detect(calls[0])  # warm-up
             seconds = best_of(repeats, lambda: [model.detect(c) for c in calls])  # noqa: B023

@@ -2,10 +2,9 @@
 within about 2 m) and the full-range one (192 px, faces up to about 5 m).
 
 Both are rebuilt layer for layer from the TFLite graphs of mediapipe 0.10.14; their weights are
-converted by tools/convert_blazeface.py into the safetensors files in dfer_cli/assets/. TFLite pads
-'SAME' convolutions of stride 2 on the bottom and right only, so those paddings are explicit here.
-Each module registers its convolutions in the order the TFLite graph runs them, which is the order
-the converter fills them in.
+converted by tools/convert_blazeface.py into the safetensors files in dfer_cli/assets/. Each module
+registers its convolutions in the order the TFLite graph runs them, which is the order the converter
+fills them in.
 
 Input: (N, 3, S, S) float in [-1, 1]. Output: box regressions (N, anchors, 16) and score logits
 (N, anchors), with anchors in the order of AnchorGrid.centres.
@@ -34,30 +33,27 @@ from torch import nn
 ASSETS = Path(__file__).with_name("assets")
 
 
-def _depthwise(channels: int, stride: int = 1, padding: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(channels, channels, 3, stride, padding, groups=channels)
+def _depthwise(channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(channels, channels, 3, stride, 1, groups=channels)
 
 
 class _Pointwise(nn.Conv2d):
-    """A 1x1 convolution run as one matrix product over the pixels of a channels-last tensor: on a CPU,
-    F.conv2d takes a slower path for 1x1 kernels in one thread (it copies the bias in, then loops)."""
+    """A 1x1 convolution run as one matrix product over the pixels of a channels-last tensor, the bias
+    added after it: on a CPU in one thread, F.conv2d loops over 1x1 kernels, and F.linear's bias path
+    (copy the bias in, then accumulate) costs about as much as the product itself."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+        out = x.permute(0, 2, 3, 1) @ self.weight.flatten(1).t()
+        out += self.bias
+        return out.permute(0, 3, 1, 2)
 
 
-def _pad_bottom_right(x: torch.Tensor) -> torch.Tensor:
-    """TFLite's 'SAME' padding for a stride-2 3x3 kernel on an even size; F.pad would drop the
-    channels-last layout that the convolutions are fast in."""
-    n, c, h, w = x.shape
-    out = x.new_empty(n, h + 1, w + 1, c).permute(0, 3, 1, 2)
-    out[:, :, :h, :w] = x
-    out[:, :, h] = 0
-    out[:, :, :, w] = 0
-    return out
+def _turned(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv` applied to an image turned by 180 degrees: its kernel turned the same way."""
+    return F.conv2d(x, conv.weight.flip(2, 3), conv.bias, conv.stride, conv.padding, 1, conv.groups)
 
 
 def _max_pool(x: torch.Tensor) -> torch.Tensor:
@@ -73,20 +69,23 @@ class _ShortBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
         self.stride = stride
-        self.dw = _depthwise(cin, stride, 0 if stride == 2 else 1)
+        self.dw = _depthwise(cin, stride)
         self.pw = _Pointwise(cin, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pw(_turned(self.dw, x))
         if self.stride == 2:
-            out, x = self.pw(self.dw(_pad_bottom_right(x))), _max_pool(x)
-        else:
-            out = self.pw(self.dw(x))
+            x = _max_pool(x)
         out[:, :x.shape[1]] += x  # the skip, zero-padded in channels when the block widens
         return out.relu_()
 
 
 class ShortRange(nn.Module):
-    """BlazeFace short range: 896 anchors, 512 on a 16x16 grid (2 each) and 384 on 8x8 (6 each)."""
+    """BlazeFace short range: 896 anchors, 512 on a 16x16 grid (2 each) and 384 on 8x8 (6 each).
+
+    It runs on the input turned by 180 degrees. TFLite pads its stride-2 convolutions ('SAME') on the
+    bottom and right only; on the turned image that is the top and left, which torch's symmetric
+    padding does without a padded copy (the row and column it adds at the end are never read)."""
 
     size = 128
     _widths = ((24, 24, 1), (24, 28, 1), (28, 32, 2), (32, 36, 1), (36, 42, 1), (42, 48, 2), (48, 56, 1),
@@ -95,17 +94,27 @@ class ShortRange(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(3, 24, 5, 2)
+        self.stem = nn.Conv2d(3, 24, 5, 2, 2)
         self.blocks = nn.ModuleList(_ShortBlock(*w) for w in self._widths)
         self.score16, self.score8 = _Pointwise(88, 2), _Pointwise(96, 6)
         self.box16, self.box8 = _Pointwise(88, 32), _Pointwise(96, 96)
 
+    def _large_maps(self, x: torch.Tensor) -> torch.Tensor:
+        x = _turned(self.stem, x.flip(2, 3)).relu_()
+        for block in self.blocks[:3]:
+            x = block(x)
+        return x
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.stem(F.pad(x, (1, 2, 1, 2))).relu_()
-        for k, block in enumerate(self.blocks):
+        # On a CPU, the 64x64 maps (stem and first three blocks) go 8 frames at a time, to keep buffers
+        # small; the smaller maps after them take the whole batch at once, which saves per-op overhead.
+        parts = x.split(8) if x.device.type == "cpu" else [x]
+        x = torch.cat([self._large_maps(part) for part in parts])
+        for k, block in enumerate(self.blocks[3:], 3):
             x = block(x)
             if k == 10:
                 grid16 = x
+        grid16, x = grid16.flip(2, 3), x.flip(2, 3)  # turned back: the head convolutions are 1x1
         scores = torch.cat([_per_anchor(self.score16(grid16), 1), _per_anchor(self.score8(x), 1)], 1)
         boxes = torch.cat([_per_anchor(self.box16(grid16), 16), _per_anchor(self.box8(x), 16)], 1)
         return boxes, scores[..., 0]
@@ -275,16 +284,21 @@ def _taps(start: float, step: float, count: int, limit: int) -> tuple[np.ndarray
 
 
 @lru_cache(maxsize=64)
-def _sampling(box: Letterbox, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 4 source pixels of each tensor pixel, (4 S^2,) flat indices into the frame, and their weights
-    per value, (4, 3 S^2), out of 32^2."""
+def _sampling(box: Letterbox, height: int, width: int,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, tuple[slice, slice]]:
+    """The rows and columns of the tensor that see the frame (the rest is black: -1), and for each of
+    their pixels the 4 source pixels, (4 R C,) flat indices into the frame, with their weights per
+    value, (4, 3 R C), out of 32^2."""
     ox, oy = box.offsets()
     step = box.side / box.size
     ys, wy = _taps(oy, step, box.size, height)
     xs, wx = _taps(ox, step, box.size, width)
+    (rows,), (cols,) = np.nonzero(wy.any(0)), np.nonzero(wx.any(0))
+    window = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    ys, wy, xs, wx = ys[:, window[0]], wy[:, window[0]], xs[:, window[1]], wx[:, window[1]]
     index = (ys[:, None, :, None] * width + xs[None, :, None, :]).reshape(-1)  # (y tap, x tap, row, column)
     weight = np.repeat((wy[:, None, :, None] * wx[None, :, None, :]).reshape(4, -1), 3, axis=1)
-    return torch.from_numpy(index).to(device), torch.from_numpy(weight.astype(np.float32)).to(device)
+    return torch.from_numpy(index).to(device), torch.from_numpy(weight.astype(np.float32)).to(device), window
 
 
 def letterbox(frames: torch.Tensor, box: Letterbox) -> torch.Tensor:
@@ -292,10 +306,16 @@ def letterbox(frames: torch.Tensor, box: Letterbox) -> torch.Tensor:
     mediapipe feeds the model: bilinear without antialiasing, in OpenCV's fixed point (weights in 32nds
     per axis), rounded back to uint8 before scaling. The sums are integers below 2^24, exact in float32."""
     n, height, width = frames.shape[:3]
-    index, weight = _sampling(box, height, width, frames.device)
-    taps = frames.reshape(n, -1, 3).index_select(1, index).view(n, 4, -1).float()
-    pixels = (taps * weight).sum(1).add_(_SUBPIXEL ** 2 // 2).mul_(1 / _SUBPIXEL ** 2).floor_()
-    return pixels.mul_(2.0 / 255.0).sub_(1.0).view(n, box.size, box.size, 3).permute(0, 3, 1, 2)
+    index, weight, (rows, cols) = _sampling(box, height, width, frames.device)
+    taps = frames.reshape(n, -1, 3).index_select(1, index).view(n, 4, -1)
+    pixels = taps[:, 0] * weight[0]
+    for k in (1, 2, 3):
+        pixels.addcmul_(taps[:, k], weight[k])
+    pixels.add_(_SUBPIXEL ** 2 // 2).mul_(1 / _SUBPIXEL ** 2).floor_()
+    out = torch.full((n, box.size, box.size, 3), -1.0, device=frames.device)
+    window = out[:, rows, cols]
+    torch.mul(pixels.view(window.shape), 2.0 / 255.0, out=window).sub_(1.0)
+    return out.permute(0, 3, 1, 2)
 
 
 def decode(raw: torch.Tensor, logits: torch.Tensor, grid: AnchorGrid, centres: torch.Tensor,
