@@ -191,10 +191,6 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 @contextlib.contextmanager
 def process_group(device_spec: str) -> Iterator[tuple[Ranks, torch.device]]:
     """This process's rank and device, from torchrun's environment; joins the process group for the
