@@ -101,7 +101,7 @@ def prepare_command(
     """
     from .cache import SKIPPED, read_split
     from .clipdata import no_audio_note
-    from .datasets import open_dataset
+    from .datasets import open_dataset, summarize
     from .prepare import PrepareConfig, default_cache, prepare
 
     adapter = open_dataset(dataset.value, data, fold, labels, val_fraction)
@@ -113,6 +113,7 @@ def prepare_command(
         config = replace(config, workers=workers)
     root = cache or default_cache(adapter, size)
     for name in splits:
+        typer.echo(str(summarize(adapter, name)), err=True)
         summary = prepare(adapter, name, root, config)
         typer.echo(f"{adapter.name} {name}: {summary.prepared} clips prepared, {summary.cached} already cached, "
                    f"{len(summary.skipped)} skipped -> {summary.root}", err=True)

@@ -78,21 +78,16 @@ class Dataset(Protocol):
 
 @dataclass(frozen=True)
 class SplitSummary:
-    """What a split holds, for the user to read before a long run."""
+    """What a split holds, for the user to read before a long run (`dfer prepare` prints it)."""
 
     dataset: str
     split: str
     class_names: tuple[str, ...]
     counts: tuple[int, ...]
-    without_video: tuple[str, ...]  # keys of samples with no original video, hence silent audio
 
     def __str__(self) -> str:
         per_class = ", ".join(f"{n} {c}" for n, c in zip(self.class_names, self.counts, strict=True))
-        text = f"{self.dataset}, {self.split}: {sum(self.counts)} clips ({per_class})"
-        if self.without_video:
-            text += (f"\n  {len(self.without_video)} clips have no original video, so their audio input is "
-                     f"silence: {listed(self.without_video)}")
-        return text
+        return f"{self.dataset}, {self.split}: {sum(self.counts)} clips ({per_class})"
 
 
 def open_dataset(name: str, root: Path, fold: int = 1, labels_csv: Path | None = None,
@@ -112,13 +107,7 @@ def summarize(dataset: Dataset, split: str) -> SplitSummary:
     counts = [0] * len(dataset.class_names)
     for sample in samples:
         counts[sample.label] += 1
-    return SplitSummary(
-        dataset=dataset.name,
-        split=split,
-        class_names=dataset.class_names,
-        counts=tuple(counts),
-        without_video=tuple(s.key for s in samples if s.video is None),
-    )
+    return SplitSummary(dataset.name, split, tuple(dataset.class_names), tuple(counts))
 
 
 class DfewDataset:

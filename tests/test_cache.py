@@ -260,6 +260,7 @@ def test_prepare_command_on_a_folder_skips_faceless_clips(tmp_path):
                                       "--cache", str(out), "--val-fraction", "0", "--workers", "0"])
     assert result.exit_code == 0, result.output
     assert "1 clips prepared, 0 already cached, 1 skipped" in result.output
+    assert "train: 2 clips (calm 1, tense 1)" in result.output  # the split's classes, before the work
     cache = split_of(out, FolderDataset(data, val_fraction=0))
     assert cache.keys == ["calm/speaker.mpg"] and cache.complete  # the faceless clip counts as done
     assert cache.store.entries["calm/speaker.mpg"]["faces_found"] >= 40
