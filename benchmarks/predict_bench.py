@@ -62,12 +62,11 @@ class Runner:
         self.errors = 0  # error records over all runs: the exit status says a figure came from failures
 
     def run(self, paths: list[Path], workers: int = 0, window: float | None = None) -> tuple[list, float]:
-        from dfer_cli.api import PredictConfig, predict
+        from dfer_cli.api import PredictConfig, iter_predict
 
         start = time.perf_counter()
-        results = predict([str(p) for p in paths], self.classifier, self.names,
-                          PredictConfig(workers=workers, window=window, batch_size=self.classifier.batch_size),
-                          self.size, lambda r: None)
+        config = PredictConfig(workers=workers, window=window, batch_size=self.classifier.batch_size)
+        results = list(iter_predict([str(p) for p in paths], self.classifier, self.names, config, self.size))
         self.errors += sum(r.status == "error" for r in results)
         return results, time.perf_counter() - start
 

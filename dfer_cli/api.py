@@ -8,7 +8,8 @@
 
 `predict` runs media -> faces -> clips -> model -> records: worker processes (the front end, one face
 detector each) decode files and crop faces while this process runs the model on batches of clips
-gathered across files. A file that fails becomes an error record; the batch goes on.
+gathered across files. A file that fails becomes an error record; the batch goes on. A timeline
+goes through in parts of windows joined back into one record, so memory stays flat however long.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -25,7 +26,19 @@ import numpy as np
 import torch
 
 from . import faces, media
-from .clips import TIME_ORDER, ClipConfig, ClipPlan, file_flags, load_clips, parse_frame_order, plan_clips, plan_windows
+from .clips import (
+    TIME_ORDER,
+    ClipConfig,
+    ClipPlan,
+    FilePart,
+    file_flags,
+    file_tasks,
+    load_clips,
+    merge_flags,
+    parse_frame_order,
+    plan_clips,
+    plan_windows,
+)
 from .errors import DferError, UsageError
 from .results import ClipResult, FileResult
 from .runtime import Ranks, bounded_map, default_workers, gather, pick_device, resolve_precision, softmax_batches
@@ -84,6 +97,8 @@ class PreparedFile:
     audio_starts: np.ndarray | None = None  # (K,) s: where each clip's audio window starts
     has_audio: bool = False  # a track was heard (the explanation measures the voice only then)
     picture: Path | None = None  # with explain_dir: where its explanation is drawn
+    part: FilePart | None = None  # the task it came from (clips.FilePart); None: a whole file
+    seen_times: np.ndarray | None = None  # a timeline part's decoded frame times (merge_flags)
 
 
 class _Clock:
@@ -104,25 +119,31 @@ def plan(info: media.VideoInfo, config: PredictConfig) -> list[ClipPlan]:
     return plan_clips(info.start_time, info.duration, config.clips, info.frame_rate, info.frame_times)
 
 
-def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.FaceDetector) -> PreparedFile:
-    """Probe, then the front end: decode the clips' frames and audio spans, crop the face, fbank."""
+def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.FaceDetector,
+                 part: FilePart | None = None) -> PreparedFile:
+    """Probe (unless `part` brings the probe and the plans), then the front end: decode the clips'
+    frames and audio spans, crop the face, fbank."""
     result = FileResult(path=display_path(path))
     clock = _Clock(result.timings)
-    info = media.probe(path, list_frames_up_to=0.0 if config.window else config.clips.whole_up_to)
+    info = part.info if part and part.info else media.probe(
+        path, list_frames_up_to=0.0 if config.window else config.clips.whole_up_to)
     result.media = {"duration": round(info.duration, 3), "width": info.width, "height": info.height,
                     "rotation": info.rotation, "frame_rate": round(info.frame_rate or 0.0, 3),
                     "audio_rate": info.audio_rate}
     clock.lap("probe")
-    prepared = PreparedFile(result)
-    clips = list(load_clips(path, info, plan(info, config), config.face, size, detector, lap=clock.lap))
+    prepared = PreparedFile(result, part=part)
+    plans = part.plans if part and part.info else plan(info, config)
+    clips = list(load_clips(path, info, plans, config.face, size, detector, lap=clock.lap))
     for c in clips:
         p = c.plan
+        if c.track.crops is not None:
+            prepared.clip_ids.append(len(result.clips))
         result.clips.append(ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
                                        round(p.audio_end, 3), c.track.found, c.track.total,
                                        faces_seen=c.track.faces_seen))
-        if c.track.crops is not None:
-            prepared.clip_ids.append(p.index)
     result.flags = file_flags(info, clips)
+    if part and part.count > 1:
+        prepared.seen_times = np.unique(np.concatenate([c.frame_times for c in clips]))
     kept = [c for c in clips if c.track.crops is not None]
     if kept:
         prepared.videos = np.stack([c.track.crops for c in kept])
@@ -149,13 +170,47 @@ class Classifier:
         return softmax_batches(self.model, batches, self.device, self.precision)
 
 
-def _guarded_prepare(path: str, config: PredictConfig, size: int) -> PreparedFile:
+def _guarded_prepare(part: FilePart, config: PredictConfig, size: int) -> PreparedFile:
     try:
-        return prepare_file(path, config, size, faces.process_detector(config.face))
+        return prepare_file(part.path, config, size, faces.process_detector(config.face), part)
     except DferError as e:
-        return PreparedFile(FileResult.failed(display_path(path), getattr(e, "reason", str(e))))
+        return PreparedFile(FileResult.failed(display_path(part.path), getattr(e, "reason", str(e))), part=part)
     except Exception as e:  # one bad file never sinks the batch; its record carries the reason
-        return PreparedFile(FileResult.failed(display_path(path), f"{type(e).__name__}: {e}"))
+        return PreparedFile(FileResult.failed(display_path(part.path), f"{type(e).__name__}: {e}"), part=part)
+
+
+class _Joiner:
+    """Joins the parts of a timeline, classified in turn, back into one file's record; the parts'
+    model inputs are dropped as they come, so a long video never holds more than a part of them."""
+
+    def __init__(self) -> None:
+        self.file: PreparedFile | None = None
+        self.flags: list[dict] = []
+        self.seen: list[np.ndarray] = []
+
+    def add(self, p: PreparedFile) -> PreparedFile | None:
+        """The whole file once its last part is in, else None."""
+        if p.part is None or p.part.count == 1:
+            return p
+        p.videos = p.audios = None
+        if p.part.index == 0:
+            self.file, self.flags, self.seen = p, [], []
+        whole = self.file.result
+        if p.result.status == "error":  # a part that fails fails the file, with its reason
+            if whole.status != "error":
+                self.file.result = FileResult.failed(whole.path, p.result.error)
+        else:
+            self.flags.append(p.result.flags)
+            self.seen.append(p.seen_times)
+            if p is not self.file:
+                whole.clips += p.result.clips
+                whole.timings = {k: round(whole.timings.get(k, 0) + p.result.timings.get(k, 0), 4)
+                                 for k in whole.timings | p.result.timings}
+        if p.part.index < p.part.count - 1:
+            return None
+        if self.file.result.status != "error":
+            self.file.result.flags = merge_flags(self.flags, self.seen)
+        return self.file
 
 
 def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str], config: PredictConfig,
@@ -165,40 +220,36 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
     path (by default `picture_paths`)."""
     waiting: list[PreparedFile] = []
     if pictures is None and config.explain_dir is not None:
+        from .explain_plot import picture_paths
+
         pictures = picture_paths(config.explain_dir, paths)
+    joiner, names = _Joiner(), iter(pictures or [])
 
     def flush() -> list[FileResult]:
         _classify([p for p in waiting if p.videos is not None], classifier, class_names)
-        for p in waiting:
+        done = []
+        for p in filter(None, map(joiner.add, waiting)):
             if p.result.status != "error":
                 p.result.finish(class_names)
             if p.result.label is not None and (config.explain or config.explain_dir):
                 _explain(p, classifier, class_names, note)
             p.result.timings["total"] = round(sum(p.result.timings.values()), 4)
-        done = [p.result for p in waiting]
+            done.append(p.result)
         waiting.clear()
         return done
 
     # Workers pay a start-up of a few seconds (imports, the face detector): worth it from 3 files.
     workers = default_workers(len(paths), 3, 4) if config.workers is None else config.workers
     # With workers, up to 2 files per worker are decoded ahead of the model.
-    prepared_files = bounded_map(partial(_guarded_prepare, config=config, size=size), paths, workers)
-    for prepared, picture in zip(prepared_files, pictures or [None] * len(paths), strict=True):
-        prepared.picture = picture
+    # A timeline goes in parts, unless it is explained: an explanation needs all of a file's clips.
+    tasks = file_tasks(paths, config.clips, None if config.explain else config.window)
+    for prepared in bounded_map(partial(_guarded_prepare, config=config, size=size), tasks, workers):
+        if prepared.part.index == 0:
+            prepared.picture = next(names, None)
         waiting.append(prepared)
         if sum(len(p.clip_ids) for p in waiting) >= config.batch_size:
             yield from flush()
     yield from flush()
-
-
-def predict(paths: list[str], classifier: Classifier, class_names: list[str], config: PredictConfig,
-            size: int, emit: Callable[[FileResult], None]) -> list[FileResult]:
-    """`iter_predict` as a list; `emit` gets each finished record as it comes."""
-    results = []
-    for result in iter_predict(paths, classifier, class_names, config, size):
-        results.append(result)
-        emit(result)
-    return results
 
 
 def _classify(batch: list[PreparedFile], classifier: Classifier, class_names: list[str]) -> None:
@@ -233,22 +284,6 @@ def _explain(p: PreparedFile, classifier: Classifier, class_names: list[str], no
 
         plot_explanation(record, p.videos, p.audios, p.picture, p.result.path, note)
     p.result.timings["explain"] = round(time.perf_counter() - start, 4)
-
-
-def picture_paths(folder: Path, paths: Sequence[str]) -> list[Path]:
-    """folder/<file stem>.png for each path; a stem met again gets -2, -3... Named over all of a
-    run's paths at once, so that processes sharing the files never draw over each other."""
-    used: set[str] = set()
-    names = []
-    for path in paths:
-        stem = Path(path).stem or "video"
-        name, k = stem, 1
-        while name in used:
-            k += 1
-            name = f"{stem}-{k}"
-        used.add(name)
-        names.append(folder / f"{name}.png")
-    return names
 
 
 class UntrainedWeightsWarning(UserWarning):
@@ -300,7 +335,11 @@ class Model:
     def analyse_sharded(self, paths: list[str], config: PredictConfig, ranks: Ranks) -> list[FileResult]:
         """Under torchrun: this process analyses every `world`-th file, then every process gets all
         the records, in input order (a file that failed on any rank keeps its error record)."""
-        pictures = picture_paths(config.explain_dir, paths) if config.explain_dir is not None else None
+        pictures = None
+        if config.explain_dir is not None:
+            from .explain_plot import picture_paths
+
+            pictures = picture_paths(config.explain_dir, paths)
         mine = list(self.analyse(paths[ranks.rank::ranks.world], config,
                                  pictures[ranks.rank::ranks.world] if pictures else None))
         shards = gather(mine, ranks)

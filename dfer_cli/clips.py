@@ -31,6 +31,7 @@ the one vocabulary of flags that records and cache entries carry (`file_flags`):
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,41 @@ class ClipPlan:
     frame_times: np.ndarray  # in the order the frames are fed to the model
     audio_start: float
     audio_end: float  # may pass the end of the file: the model hears the rest as padding
+
+
+# Windows per part of a long timeline: about 100 MB of face crops at 160 px (1.5 MB a window).
+TIMELINE_PART = 64
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """One task of the predict pipeline: a whole file (`info` None: the worker probes and plans it),
+    or part `index` of `count` of a long timeline, which the main process probes and plans once. A
+    timeline goes through in parts so that no process holds more than a part's crops at once."""
+
+    path: str
+    info: media.VideoInfo | None = None
+    plans: tuple[ClipPlan, ...] = ()
+    index: int = 0
+    count: int = 1
+
+
+def file_tasks(paths: Sequence[str], cfg: ClipConfig, window: float | None) -> Iterator[FilePart]:
+    """The predict pipeline's tasks: whole files, or with `window` the parts of each timeline, probed
+    and planned here. A file that fails to probe stays whole: its worker meets the failure again and
+    records it."""
+    for path in paths:
+        try:
+            info = media.probe(path, list_frames_up_to=0.0) if window else None
+        except Exception:
+            info = None
+        if info is None:
+            yield FilePart(path)
+            continue
+        plans = plan_windows(info.start_time, info.duration, window, cfg, info.frame_rate)
+        count = max(1, math.ceil(len(plans) / TIMELINE_PART))
+        for k in range(count):
+            yield FilePart(path, info, tuple(plans[k * TIMELINE_PART:(k + 1) * TIMELINE_PART]), k, count)
 
 
 def parse_frame_order(name: str) -> str:
@@ -273,4 +309,18 @@ def file_flags(info: media.VideoInfo, clips: Sequence[ClipInputs], audio_errors:
              "faces_seen": max((c.track.faces_seen for c in clips), default=0)}
     if audio_errors:
         flags["audio_error"] = audio_errors[0]
+    return flags
+
+
+def merge_flags(parts: Sequence[dict], seen_times: Sequence[np.ndarray]) -> dict:
+    """The flags of a file analysed in parts (a long timeline), from each part's flags and the
+    times of the frames each part decoded (a frame two parts share counts once)."""
+    distinct = len(np.unique(np.concatenate(seen_times))) if seen_times else 0
+    flags = {"no_audio": any(f["no_audio"] for f in parts), "silent_audio": all(f["silent_audio"] for f in parts),
+             "no_face": all(f["no_face"] for f in parts), "faces_found": sum(f["faces_found"] for f in parts),
+             "frames": sum(f["frames"] for f in parts), "distinct_frames": distinct, "still_image": distinct == 1,
+             "faces_seen": max((f["faces_seen"] for f in parts), default=0)}
+    errors = [f["audio_error"] for f in parts if "audio_error" in f]
+    if errors:
+        flags["audio_error"] = errors[0]
     return flags

@@ -8,6 +8,8 @@ Same conventions as plots.py: matplotlib's object API on the Agg canvas, a fixed
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
@@ -130,3 +132,19 @@ def _nothing(ax, text: str) -> None:
     """An all-zero map is a finding (nothing there argues for the call), not a missing panel."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=10,
             bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+
+
+def picture_paths(folder: Path, paths: Sequence[str]) -> list[Path]:
+    """folder/<file stem>.png for each path; a stem met again gets -2, -3... Named over all of a
+    run's paths at once, so that processes sharing the files never draw over each other."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        stem = Path(path).stem or "video"
+        name, k = stem, 1
+        while name in used:
+            k += 1
+            name = f"{stem}-{k}"
+        used.add(name)
+        names.append(folder / f"{name}.png")
+    return names

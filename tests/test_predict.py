@@ -19,7 +19,7 @@ from mediagen import (
 from typer.testing import CliRunner
 
 from dfer_cli import media
-from dfer_cli.api import Classifier, PredictConfig, plan, predict
+from dfer_cli.api import Classifier, PredictConfig, iter_predict, plan
 from dfer_cli.checkpoints import WeightsConfig, save_dfer
 from dfer_cli.cli import app
 from dfer_cli.clips import ClipConfig, read_clip_media
@@ -51,11 +51,8 @@ def tiny_weights(tmp_path_factory, tiny):
 
 def run_pipeline(tiny, paths, **config):
     model, names = tiny
-    emitted = []
-    results = predict([str(p) for p in paths], Classifier(model, torch.device("cpu"), 8), names,
-                      PredictConfig(**config), model.dims.image_size, emitted.append)
-    assert [r.path for r in emitted] == [r.path for r in results]
-    return results
+    return list(iter_predict([str(p) for p in paths], Classifier(model, torch.device("cpu"), 8), names,
+                             PredictConfig(**config), model.dims.image_size))
 
 
 def test_real_clips_faces_everywhere_and_record_shape(tiny):
@@ -247,3 +244,36 @@ def test_worker_pool_gives_the_same_records(tiny):
     assert [r.status for r in pooled] == [r.status for r in serial]
     for a, b in zip(serial, pooled, strict=True):
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5) if a.probabilities else True
+
+
+def _without_timings(results):
+    return [{k: v for k, v in r.to_dict().items() if k != "timings"} for r in results]
+
+
+def test_a_timeline_in_parts_gives_the_records_of_a_whole_one(tiny, monkeypatch):
+    """A long timeline goes through in parts of TIMELINE_PART windows (memory stays flat) and is
+    joined back: the records equal those of one part, in process and across a worker."""
+    paths = [GRID[0], NO_FACE, GRID[1]]  # 3, 4 and 3 windows of 0.9 s
+    whole = _without_timings(run_pipeline(tiny, paths, window=0.9))
+    assert [len(r["clips"]) for r in whole] == [3, 4, 3]
+    assert [r["status"] for r in whole] == ["ok", "no_face", "ok"]
+    monkeypatch.setattr("dfer_cli.clips.TIMELINE_PART", 2)
+    assert _without_timings(run_pipeline(tiny, paths, window=0.9)) == whole
+    assert _without_timings(run_pipeline(tiny, paths, window=0.9, workers=1)) == whole
+
+
+def test_a_timeline_part_that_fails_fails_its_file_only(tiny, monkeypatch):
+    import dfer_cli.api as api
+
+    prepare = api.prepare_file
+
+    def second_part_fails(path, config, size, detector, part=None):
+        if part is not None and part.index == 1 and path == str(GRID[0]):
+            raise media.MediaError(path, "decoding stopped")
+        return prepare(path, config, size, detector, part)
+
+    monkeypatch.setattr("dfer_cli.clips.TIMELINE_PART", 2)
+    monkeypatch.setattr(api, "prepare_file", second_part_fails)
+    first, second = run_pipeline(tiny, [GRID[0], GRID[1]], window=0.9)
+    assert first.status == "error" and "decoding stopped" in first.error and not first.clips
+    assert second.status == "ok" and len(second.clips) == 3
