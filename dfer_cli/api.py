@@ -133,7 +133,8 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.Fa
     clock.lap("probe")
     prepared = PreparedFile(result, part=part)
     plans = part.plans if part and part.info else plan(info, config)
-    clips = list(load_clips(path, info, plans, config.face, size, detector, lap=clock.lap))
+    audio_errors: list[str] = []  # an unreadable track is heard as none, and flagged
+    clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap))
     for c in clips:
         p = c.plan
         if c.track.crops is not None:
@@ -141,7 +142,7 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.Fa
         result.clips.append(ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
                                        round(p.audio_end, 3), c.track.found, c.track.total,
                                        faces_seen=c.track.faces_seen))
-    result.flags = file_flags(info, clips)
+    result.flags = file_flags(info, clips, audio_errors)
     if part and part.count > 1:
         prepared.seen_times = np.unique(np.concatenate([c.frame_times for c in clips]))
     kept = [c for c in clips if c.track.crops is not None]

@@ -277,3 +277,15 @@ def test_a_timeline_part_that_fails_fails_its_file_only(tiny, monkeypatch):
     first, second = run_pipeline(tiny, [GRID[0], GRID[1]], window=0.9)
     assert first.status == "error" and "decoding stopped" in first.error and not first.clips
     assert second.status == "ok" and len(second.clips) == 3
+
+
+def test_an_unreadable_audio_track_is_heard_as_none_and_flagged(tiny, monkeypatch):
+    """The video is still worth classifying: the record says `audio_error`, as a cache entry does."""
+    def broken(path, start=0.0, end=float("inf")):
+        raise media.MediaError(path, "audio: invalid data found when processing input")
+
+    monkeypatch.setattr(media, "read_audio", broken)
+    (result,) = run_pipeline(tiny, [GRID[0]])
+    assert result.status == "ok" and result.label is not None
+    assert result.flags["no_audio"] and "invalid data" in result.flags["audio_error"]
+    assert not result.flags["silent_audio"]
