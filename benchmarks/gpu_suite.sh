@@ -134,7 +134,7 @@ if [ $FULL = 1 ]; then
     step loader loader 60 "$PY" $B/train_bench.py --batches --sizes 160 --loader-clips 200 \
         --loader-workers "$WORKERS"
     step long predict 150 "$PY" $B/predict_bench.py --sections long --long-seconds 600 3600 --window 2 \
-        --batch-size 32 --budget @BUDGET@
+        --workers "$WORKERS" --batch-size 32 --budget @BUDGET@
 else
     tiny=(--arch tiny --sizes 32)
     step train train 60 "$PY" $B/train_bench.py "${tiny[@]}" --batches 2 --precisions fp32 --steps 1 --warmup 1

@@ -117,8 +117,9 @@ def bench_folder(runner: Runner, sources: list[Path], tmp: Path, files: int, wor
 
 
 def bench_long(runner: Runner, source: Path, tmp: Path, lengths: list[int], window: float | None,
-               budget: float) -> None:
-    print(f"## long videos ({source.name} looped), window {window or 'off (2 clips per file)'}, {runner.label}\n\n"
+               budget: float, workers: int) -> None:
+    print(f"## long videos ({source.name} looped), window {window or 'off (2 clips per file)'}, {workers} workers "
+          f"(a timeline's parts spread over them), {runner.label}\n\n"
           "| video s | seconds | fraction of length | windows | outcome |\n|---|---|---|---|---|")
     per_second, spent, notes = None, 0.0, []
     for length in lengths:
@@ -127,7 +128,7 @@ def bench_long(runner: Runner, source: Path, tmp: Path, lengths: list[int], wind
                   f"over the {budget:.0f}-s budget |", flush=True)
             continue
         path = loop_video(source, tmp / f"long_{length}.mkv", length)
-        (result,), seconds = runner.run([path], window=window)
+        (result,), seconds = runner.run([path], workers, window)
         spent += seconds
         per_second = seconds / float(result.media.get("duration", length))
         print(f"| {length} | {seconds:.1f} | {per_second:.4f} | {len(result.clips)} | {outcome([result])} |",
@@ -172,7 +173,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per model call")
     parser.add_argument("--folder-files", type=int, default=24)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="folder: worker counts")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2],
+                        help="folder: worker counts; long: the largest")
     parser.add_argument("--long-seconds", type=int, nargs="+", default=[3600])
     parser.add_argument("--window", type=float, default=None, help="long: seconds per timeline window")
     parser.add_argument("--budget", type=float, default=float("inf"), help="long: seconds to spend at most")
@@ -187,7 +189,7 @@ def main() -> None:
         if "folder" in args.sections:
             bench_folder(runner, sources, Path(tmp), args.folder_files, args.workers)
         if "long" in args.sections:
-            bench_long(runner, sources[0], Path(tmp), args.long_seconds, args.window, args.budget)
+            bench_long(runner, sources[0], Path(tmp), args.long_seconds, args.window, args.budget, max(args.workers))
         if "precision" in args.sections:
             bench_precisions(runner, sources[0], Path(tmp))
     sys.stdout.flush()

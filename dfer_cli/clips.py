@@ -79,8 +79,9 @@ class ClipPlan:
     audio_end: float  # may pass the end of the file: the model hears the rest as padding
 
 
-# Windows per part of a long timeline: about 100 MB of face crops at 160 px (1.5 MB a window).
-TIMELINE_PART = 64
+# Windows per part of a long timeline: about 50 MB of face crops and fbanks at 160 px (1.5 MB a
+# window), and enough parts for the workers to share even a 10-minute video at --window 2.
+TIMELINE_PART = 32
 
 
 @dataclass(frozen=True)
