@@ -24,9 +24,8 @@ MEDIA = ROOT.parent / "shared" / "media"
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from dfer_cli import media  # noqa: E402
-from dfer_cli.api import PredictConfig, plan  # noqa: E402
 from dfer_cli.blazeface import SHORT_RANGE  # noqa: E402
-from dfer_cli.clips import read_clip_media  # noqa: E402
+from dfer_cli.clips import ClipConfig, plan_file, read_clip_media  # noqa: E402
 from dfer_cli.faces import BlazeFace, FaceConfig, FaceDetector, faces_for_clip  # noqa: E402
 
 
@@ -41,7 +40,7 @@ def best_of(repeats: int, fn) -> float:
 
 def predict_clips(path: Path) -> list[np.ndarray]:
     info = media.probe(str(path))
-    return [f for _, f, _, _, _ in read_clip_media(str(path), info, plan(info, PredictConfig()), 16)]
+    return [f for _, f, _, _, _ in read_clip_media(str(path), info, plan_file(info, ClipConfig()), 16)]
 
 
 def throughput(device: str, frames: np.ndarray, repeats: int) -> None:

@@ -29,15 +29,13 @@ from . import faces, media
 from .clips import (
     TIME_ORDER,
     ClipConfig,
-    ClipPlan,
     FilePart,
     file_flags,
     file_tasks,
     load_clips,
     merge_flags,
     parse_frame_order,
-    plan_clips,
-    plan_windows,
+    plan_file,
 )
 from .errors import DferError, UsageError
 from .results import ClipResult, FileResult
@@ -111,14 +109,6 @@ class _Clock:
         self.last = now
 
 
-def plan(info: media.VideoInfo, config: PredictConfig) -> list[ClipPlan]:
-    """The clips of a video (clips.py): a short one sampled whole, exactly as `dfer evaluate`
-    samples a data set clip (its frames listed by `probe`), a longer one in DFEW-like spans."""
-    if config.window:
-        return plan_windows(info.start_time, info.duration, config.window, config.clips, info.frame_rate)
-    return plan_clips(info.start_time, info.duration, config.clips, info.frame_rate, info.frame_times)
-
-
 def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.FaceDetector,
                  part: FilePart | None = None) -> PreparedFile:
     """Probe (unless `part` brings the probe and the plans), then the front end: decode the clips'
@@ -132,7 +122,7 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: faces.Fa
                     "audio_rate": info.audio_rate}
     clock.lap("probe")
     prepared = PreparedFile(result, part=part)
-    plans = part.plans if part and part.info else plan(info, config)
+    plans = part.plans if part and part.info else plan_file(info, config.clips, config.window)
     audio_errors: list[str] = []  # an unreadable track is heard as none, and flagged
     clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap))
     for c in clips:

