@@ -25,11 +25,11 @@ import torch
 from PIL import Image
 from synth_media import write_clip
 
-from dfer_cli.cache import CacheSpec, CacheWriter, ClipSet, ClipStore, write_clip_files
-from dfer_cli.clipdata import CacheDataset
-from dfer_cli.clips import segment_indices
-from dfer_cli.datasets import DfewDataset
-from dfer_cli.prepare import PrepareConfig, prepare
+from dfer_cli.clips.plan import segment_indices
+from dfer_cli.train.cache import CacheSpec, CacheWriter, ClipSet, ClipStore, write_clip_files
+from dfer_cli.train.datasets import DfewDataset
+from dfer_cli.train.loader import CacheDataset
+from dfer_cli.train.prepare import PrepareConfig, prepare
 
 
 def face_like(rng: np.random.Generator, size: int = 224) -> np.ndarray:

@@ -23,10 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT.parent / "shared" / "media"
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from dfer_cli import media  # noqa: E402
-from dfer_cli.blazeface import SHORT_RANGE  # noqa: E402
-from dfer_cli.clips import ClipConfig, plan_file, read_clip_media  # noqa: E402
-from dfer_cli.faces import BlazeFace, FaceConfig, FaceDetector, faces_for_clip  # noqa: E402
+from dfer_cli.clips.load import read_clip_media  # noqa: E402
+from dfer_cli.clips.plan import ClipConfig, plan_file  # noqa: E402
+from dfer_cli.faces.blazeface import SHORT_RANGE  # noqa: E402
+from dfer_cli.faces.config import FaceConfig  # noqa: E402
+from dfer_cli.faces.detect import BlazeFace, FaceDetector  # noqa: E402
+from dfer_cli.faces.follow import faces_for_clip  # noqa: E402
+from dfer_cli.media import decode  # noqa: E402
 
 
 def best_of(repeats: int, fn) -> float:
@@ -39,7 +42,7 @@ def best_of(repeats: int, fn) -> float:
 
 
 def predict_clips(path: Path) -> list[np.ndarray]:
-    info = media.probe(str(path))
+    info = decode.probe(str(path))
     return [f for _, f, _, _, _ in read_clip_media(str(path), info, plan_file(info, ClipConfig()), 16)]
 
 

@@ -18,7 +18,7 @@ import torch
 from flops import forward_flops, model_dims
 
 from dfer_cli.model import MMADFER, ModelDims
-from dfer_cli.runtime import autocast, pick_device
+from dfer_cli.runtime.device import autocast, pick_device
 
 
 def measure(model: torch.nn.Module, dims: ModelDims, batch: int, device: torch.device, precision: str,

@@ -46,10 +46,10 @@ class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         import torch
 
-        from dfer_cli.api import Classifier
         from dfer_cli.labels import DFEW_CLASSES
         from dfer_cli.model import MMADFER, ModelDims
-        from dfer_cli.runtime import pick_device, resolve_precision
+        from dfer_cli.predict.classifier import Classifier
+        from dfer_cli.runtime.device import pick_device, resolve_precision
 
         dims = ModelDims(image_size=args.size) if args.arch == "vit-b" else ModelDims.tiny(image_size=args.size)
         self.device = pick_device(args.device)
@@ -62,7 +62,8 @@ class Runner:
         self.errors = 0  # error records over all runs: the exit status says a figure came from failures
 
     def run(self, paths: list[Path], workers: int = 0, window: float | None = None) -> tuple[list, float]:
-        from dfer_cli.api import PredictConfig, iter_predict
+        from dfer_cli.predict.config import PredictConfig
+        from dfer_cli.predict.pipeline import iter_predict
 
         start = time.perf_counter()
         config = PredictConfig(workers=workers, window=window, batch_size=self.classifier.batch_size)
@@ -141,7 +142,7 @@ def bench_long(runner: Runner, source: Path, tmp: Path, lengths: list[int], wind
 def bench_precisions(runner: Runner, source: Path, tmp: Path) -> None:
     """fp32 against bf16 autocast in one run: a warm file (the model alone, and the whole file) and a
     cold `dfer predict --weights untrained` process from start to its result (160-px ViT-B)."""
-    from dfer_cli.runtime import cpu_bf16_speedup, cpu_has_bf16
+    from dfer_cli.runtime.device import cpu_bf16_speedup, cpu_has_bf16
 
     short = loop_video(source, tmp / "precision.mkv", 5)
     kept = runner.classifier.precision

@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from train_bench import make_step, synthetic_batch
 
 from dfer_cli.model import MMADFER
-from dfer_cli.runtime import autocast, pick_device
+from dfer_cli.runtime.device import autocast, pick_device
 
 MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default}
 

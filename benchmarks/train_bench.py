@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from cache_bench import fake_dfew, rate
 from flops import model_dims, train_flops
 
-from dfer_cli.cache import read_split
-from dfer_cli.clipdata import CacheDataset
-from dfer_cli.datasets import DfewDataset
 from dfer_cli.model import MMADFER, ModelDims
-from dfer_cli.prepare import PrepareConfig, prepare
-from dfer_cli.runtime import autocast, pick_device
+from dfer_cli.runtime.device import autocast, pick_device
+from dfer_cli.train.cache import read_split
+from dfer_cli.train.datasets import DfewDataset
+from dfer_cli.train.loader import CacheDataset
+from dfer_cli.train.prepare import PrepareConfig, prepare
 
 DFEW_FOLD_CLIPS = 9_356  # fold-1 training clips (spec section 7)
 EPOCHS = 25

@@ -13,10 +13,10 @@ __version__ = "0.1.0"
 
 # Where each public name lives; imported on first use, so that `dfer --help` starts without torch.
 _EXPORTS = {
-    "load_model": "api", "Model": "api", "PredictConfig": "api", "to_dataframe": "results",
-    "FileResult": "results", "ClipResult": "results",
-    "train_run": "run", "TrainJob": "run", "RunConfig": "train", "TrainRecipe": "train",
-    "evaluate_run": "evaluate", "EvalConfig": "evaluate",
+    "load_model": "api", "Model": "api", "PredictConfig": "predict.config", "to_dataframe": "results.records",
+    "FileResult": "results.records", "ClipResult": "results.records",
+    "train_run": "train.job", "TrainJob": "train.job", "RunConfig": "train.loop", "TrainRecipe": "train.loop",
+    "evaluate_run": "train.evaluate", "EvalConfig": "train.evaluate",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -1,4 +1,9 @@
-"""Errors that dfer reports to the user as a message instead of a traceback."""
+"""Errors that dfer reports to the user as a message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class DferError(Exception):
@@ -16,3 +21,8 @@ class MediaError(DferError):
 
 class UsageError(DferError):
     """The command cannot run as asked (missing weights, conflicting options): exit code 2."""
+
+
+class CheckpointError(DferError):
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")

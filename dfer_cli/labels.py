@@ -3,8 +3,13 @@
 A checkpoint stores only a class count, so these lists are how its outputs get names back.
 """
 
-# DFEW split files number these 1..7 in this same order (spec section 7).
+from __future__ import annotations
+
+from dfer_cli.errors import UsageError
+
+# DFEW split files number these 1..7 in this same order.
 DFEW_CLASSES: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
+
 
 # The reference model's MAFW order: the first seven follow DFEW's order, not MAFW's own listing.
 MAFW_CLASSES: tuple[str, ...] = (
@@ -31,3 +36,20 @@ def default_class_names(num_classes: int) -> tuple[str, ...]:
     if num_classes == len(MAFW_CLASSES):
         return MAFW_CLASSES
     return tuple(f"class_{i}" for i in range(num_classes))
+
+
+TIME_ORDER = "time"
+
+
+REFERENCE_ORDER = "reference-lexicographic"
+
+
+FRAME_ORDERS = (TIME_ORDER, REFERENCE_ORDER)
+
+
+def parse_frame_order(name: str) -> str:
+    """"time", "reference" or "reference-lexicographic" -> one of FRAME_ORDERS."""
+    order = REFERENCE_ORDER if name == "reference" else name
+    if order not in FRAME_ORDERS:
+        raise UsageError(f"frame order {name!r}: choose time or reference")
+    return order

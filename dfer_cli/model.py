@@ -1,11 +1,11 @@
-"""MMA-DFER: two frozen ViT encoders (face frames, audio fbank) adapted by progressive prompts,
-fusion bottlenecks, a joint projection and a multimodal temporal transformer.
+"""MMA-DFER: two frozen ViT encoders (face frames, audio fbank) adapted by progressive prompts, fusion
+bottlenecks, a joint projection and a multimodal temporal transformer; and the filters that map
+official and encoder checkpoints onto it."""
 
-The ViT blocks keep timm's parameter names and numerics (pre-norm, qkv bias, LayerNorm eps 1e-6,
-exact GELU) so that MAE-Face / AudioMAE / MMA-DFER checkpoints map onto them name for name.
-timm itself is not imported: it hard-requires torchvision, whose PyPI wheels link CUDA-only
-libtorch and fail to import beside a CPU torch.
-"""
+# The ViT blocks keep timm's parameter names and numerics (pre-norm, qkv bias, LayerNorm eps 1e-6,
+# exact GELU) so that MAE-Face / AudioMAE / MMA-DFER checkpoints map onto them name for name.
+# timm itself is not imported: it hard-requires torchvision, whose PyPI wheels link CUDA-only
+# libtorch and fail to import beside a CPU torch.
 
 from __future__ import annotations
 
@@ -368,6 +368,8 @@ def resample_grid(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int])
 
 
 _ENCODER_KEYS = re.compile(r"(cls_token|pos_embed|patch_embed\.proj\..*|blocks\..*|norm\.(weight|bias))$")
+
+
 PRETRAINED_GRIDS = {"image": (14, 14), "audio": (64, 8)}
 
 

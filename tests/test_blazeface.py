@@ -8,9 +8,11 @@ import torch
 from conftest import MEDIA
 from PIL import Image
 
-from dfer_cli import blazeface
-from dfer_cli.blazeface import FULL_RANGE, SHORT_RANGE, Letterbox, letterbox, weighted_nms
-from dfer_cli.faces import BlazeFace, FaceConfig, FaceDetector, faces_for_clip, tiles
+from dfer_cli.faces import blazeface
+from dfer_cli.faces.blazeface import FULL_RANGE, SHORT_RANGE, Letterbox, letterbox, weighted_nms
+from dfer_cli.faces.config import FaceConfig
+from dfer_cli.faces.detect import BlazeFace, FaceDetector, tiles
+from dfer_cli.faces.follow import faces_for_clip
 
 
 def frames_of(path, n):

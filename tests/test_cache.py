@@ -9,16 +9,16 @@ from mediagen import ffmpeg, make_video
 from PIL import Image
 from typer.testing import CliRunner
 
-from dfer_cli import cache as cache_module
-from dfer_cli import media
-from dfer_cli.cache import INDEX, SKIPPED, CacheSpec, CacheWriter, ClipStore, read_split
-from dfer_cli.cli import app
-from dfer_cli.clipdata import CacheDataset, _crop_box
-from dfer_cli.clips import random_segment_indices, segment_indices
-from dfer_cli.datasets import DfewDataset, FolderDataset, MafwDataset
+from dfer_cli.cli.app import app
+from dfer_cli.clips.plan import random_segment_indices, segment_indices
 from dfer_cli.errors import DferError
-from dfer_cli.media import model_input
-from dfer_cli.prepare import PrepareConfig, prepare, prepare_missing
+from dfer_cli.media import decode
+from dfer_cli.media.fbank import model_input
+from dfer_cli.train import cache
+from dfer_cli.train.cache import INDEX, SKIPPED, CacheSpec, CacheWriter, ClipStore, read_split
+from dfer_cli.train.datasets import DfewDataset, FolderDataset, MafwDataset
+from dfer_cli.train.loader import CacheDataset, _crop_box
+from dfer_cli.train.prepare import PrepareConfig, prepare, prepare_missing
 
 # id -> (1-based label, frame count); 1 and 3 have an original clip (a tone, silence), 4 a broken one
 DFEW_TRAIN = {1: (1, 100), 2: (3, 20), 3: (7, 9), **{k: (k % 7 + 1, 10 + k) for k in range(4, 17)}}
@@ -101,7 +101,7 @@ def test_prepare_dfew(fake_dfew, dfew_cache):
     first = np.asarray(Image.open(fake_dfew / "Clip" / "clip_224x224" / "00002" / "00001.jpg").convert("RGB"))
     np.testing.assert_array_equal(clips["00002"].frames[0], first)
 
-    whole_track, rate = media.read_audio(fake_dfew / "Clip" / "original" / "00001.mp4")
+    whole_track, rate = decode.read_audio(fake_dfew / "Clip" / "original" / "00001.mp4")
     np.testing.assert_allclose(clips["00001"].audio, model_input(whole_track, rate), atol=1e-6)
     assert clips["00001"].audio.dtype == np.float32 and clips["00001"].audio.shape == (512, 128)
     np.testing.assert_array_equal(clips["00002"].audio, model_input(None, 0))
@@ -142,10 +142,10 @@ def test_interrupted_prepare_resumes_to_the_same_cache(fake_dfew, dfew_cache, tm
             raise KeyboardInterrupt
         real_save(file, array)
 
-    monkeypatch.setattr(cache_module.np, "save", killed_on_fifth_write)
+    monkeypatch.setattr(cache.np, "save", killed_on_fifth_write)
     with pytest.raises(KeyboardInterrupt):
         prepare(dataset, "train", tmp_path, config)
-    monkeypatch.setattr(cache_module.np, "save", real_save)
+    monkeypatch.setattr(cache.np, "save", real_save)
 
     partial = split_of(tmp_path, dataset)
     assert len(partial) == 2 and len(partial.missing) == 14 and not partial.complete
@@ -243,8 +243,8 @@ def test_mafw_keeps_faceless_clips_with_the_central_square(tmp_path):
     frames = cache.read(0).frames
     assert frames.shape == (25, 32, 32, 3)
     # 160 x 120 frames: the central square has half the shorter side, 60 px.
-    info = media.probe(video)
-    source, _ = media.read_frames(video, [info.start_time + info.duration / 50])
+    info = decode.probe(video)
+    source, _ = decode.read_frames(video, [info.start_time + info.duration / 50])
     middle = np.asarray(Image.fromarray(source[0, 30:90, 50:110]).resize((32, 32), Image.BILINEAR))
     np.testing.assert_array_equal(frames[0], middle)
 
@@ -277,7 +277,7 @@ def test_train_view_matches_the_reference_transforms(tmp_path):
     rng = np.random.default_rng(5)
     frames = rng.integers(0, 256, (48, 40, 40, 3), dtype=np.uint8)
     with CacheWriter(tmp_path, CacheSpec("x", 40, 48)) as writer:
-        writer.commit("a", cache_module.write_clip_files(tmp_path, "a", frames, model_input(None, 0)), {})
+        writer.commit("a", cache.write_clip_files(tmp_path, "a", frames, model_input(None, 0)), {})
     data = CacheDataset(ClipStore(tmp_path).split({"a": 0}), train=True, size=32, seed=3)
     for epoch in range(4):
         data.set_epoch(epoch)

@@ -6,19 +6,13 @@ import torch
 from reference import TAGS, golden, inputs, layout, official_state_dict, save_reference_checkpoint
 from typer.testing import CliRunner
 
-from dfer_cli import checkpoints
-from dfer_cli.checkpoints import (
-    CheckpointError,
-    WeightsConfig,
-    build_loaded,
-    load_any,
-    load_dfer,
-    load_encoders,
-    load_official,
-    save_dfer,
-)
-from dfer_cli.cli import app
+from dfer_cli.cli.app import app
+from dfer_cli.errors import CheckpointError
 from dfer_cli.model import MMADFER, ModelDims, convert_official_state_dict, dims_from_official
+from dfer_cli.weights import store
+from dfer_cli.weights.format import WeightsConfig, build_loaded, load_dfer, save_dfer
+from dfer_cli.weights.official import load_encoders, load_official
+from dfer_cli.weights.store import load_any
 
 
 @pytest.mark.parametrize("tag", TAGS)
@@ -166,8 +160,8 @@ def test_cli_import_list_and_resolve(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["weights", "list"])
     assert result.exit_code == 0 and "dfew-112" in result.output and "112 px" in result.output
-    assert checkpoints.default_name() == "dfew-112"
-    loaded = checkpoints.resolve(None)
+    assert store.default_name() == "dfew-112"
+    loaded = store.resolve(None)
     assert loaded.config.fold == 2 and loaded.config.provenance["converted_from"] == "mma-dfer-official"
     g = golden()
     with torch.no_grad():
@@ -183,4 +177,4 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.exit_code == 1
     assert "bad.pth" in result.output and "Traceback" not in result.output
     with pytest.raises(Exception, match="dfer weights import"):
-        checkpoints.resolve(None)
+        store.resolve(None)

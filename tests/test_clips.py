@@ -1,14 +1,11 @@
 import numpy as np
 import pytest
 
-from dfer_cli.clips import (
+from dfer_cli.clips.plan import (
     DFEW_SPAN_S,
-    REFERENCE_ORDER,
-    TIME_ORDER,
     ClipConfig,
     clip_positions,
     frame_picks,
-    parse_frame_order,
     plan_clips,
     plan_windows,
     random_segment_indices,
@@ -16,7 +13,8 @@ from dfer_cli.clips import (
     segment_indices,
 )
 from dfer_cli.errors import UsageError
-from dfer_cli.media import HEARD_S
+from dfer_cli.labels import REFERENCE_ORDER, TIME_ORDER, parse_frame_order
+from dfer_cli.media.fbank import HEARD_S
 
 
 def test_segment_indices_follow_the_reference_rule():

@@ -18,13 +18,14 @@ from safetensors.torch import load_file
 from test_blazeface import frames_of, grid_in_a_wide_shot
 from test_train import CLASSES, SyntheticClips, _run, _train_resumable, _weights
 
-from dfer_cli import media
-from dfer_cli.checkpoints import WEIGHTS_FILE, load_official
-from dfer_cli.clips import ClipConfig, plan_clips
-from dfer_cli.faces import BlazeFace
+from dfer_cli.clips.plan import ClipConfig, plan_clips
+from dfer_cli.faces.detect import BlazeFace
+from dfer_cli.media import decode, fbank
 from dfer_cli.model import MMADFER, ModelDims
-from dfer_cli.runtime import autocast
-from dfer_cli.train import CHECKPOINT_DIR, STATE_FILE, TrainRecipe, build_model, train
+from dfer_cli.runtime.device import autocast
+from dfer_cli.train.loop import CHECKPOINT_DIR, STATE_FILE, TrainRecipe, build_model, train
+from dfer_cli.weights.format import WEIGHTS_FILE
+from dfer_cli.weights.official import load_official
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -119,16 +120,16 @@ def _real_media() -> list[Path]:
 def _clip_inputs(path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One clip as predict plans it; the face crop is replaced by the central square, so that the
     check does not depend on the face detector, only on the model's numerics on real pixels and sound."""
-    info = media.probe(path)
+    info = decode.probe(path)
     plan = plan_clips(info.start_time, info.duration, ClipConfig(clips=1))[0]
-    frames, _ = media.read_frames(path, plan.frame_times)
+    frames, _ = decode.read_frames(path, plan.frame_times)
     h, w = frames.shape[1:3]
     side = min(h, w)
     square = frames[:, (h - side) // 2:(h + side) // 2, (w - side) // 2:(w + side) // 2]
     video = F.interpolate(torch.from_numpy(np.ascontiguousarray(square)).permute(0, 3, 1, 2).float(),
                           size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    wave, rate = media.read_audio(path, plan.audio_start, plan.audio_end) if info.has_audio else (None, 0)
-    return video.round().clamp(0, 255).to(torch.uint8), torch.from_numpy(media.model_input(wave, rate))[None]
+    wave, rate = decode.read_audio(path, plan.audio_start, plan.audio_end) if info.has_audio else (None, 0)
+    return video.round().clamp(0, 255).to(torch.uint8), torch.from_numpy(fbank.model_input(wave, rate))[None]
 
 
 def test_bf16_keeps_fp32_top1_on_real_media(exact_fp32, tmp_path, monkeypatch):

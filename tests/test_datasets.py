@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from dfer_cli.datasets import DfewDataset, FolderDataset, MafwDataset, summarize
 from dfer_cli.errors import DferError
 from dfer_cli.labels import DFEW_CLASSES, MAFW_CLASSES
+from dfer_cli.train.datasets import DfewDataset, FolderDataset, MafwDataset, summarize
 
 
 def touch(path: Path, data: bytes = b"") -> Path:

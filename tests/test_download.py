@@ -12,10 +12,10 @@ import torch
 from reference import fill, layout, save_reference_checkpoint
 from typer.testing import CliRunner
 
-from dfer_cli import checkpoints, download
-from dfer_cli.checkpoints import CheckpointError
-from dfer_cli.cli import app
-from dfer_cli.errors import DferError
+from dfer_cli import paths
+from dfer_cli.cli.app import app
+from dfer_cli.errors import CheckpointError, DferError
+from dfer_cli.weights import download, store
 
 BLOB = bytes(range(256)) * 1200  # 300 KiB: more than one read chunk of the server
 HTML = b"<!DOCTYPE html><html><body>Google Drive can't scan this file for viruses.</body></html>"
@@ -82,23 +82,23 @@ def test_cli_imports_an_official_checkpoint_from_a_url(server, tmp_path, monkeyp
     url = f"{server.url}/models/DFEW_fold2.pth"
     result = CliRunner().invoke(app, ["weights", "import", url, "--fold", "2"])
     assert result.exit_code == 0, result.output
-    (entry,) = checkpoints.entries()
+    (entry,) = store.entries()
     assert entry.name == "DFEW_fold2" and entry.is_default and entry.config.fold == 2
     assert entry.config.provenance["imported_from"] == url
     assert entry.config.provenance["converted_from"] == "mma-dfer-official"
-    loaded = checkpoints.resolve("DFEW_fold2")
+    loaded = store.resolve("DFEW_fold2")
     assert loaded.model.dims.image_size == 112
     torch.testing.assert_close(loaded.model.classifier.weight, state["our_classifier.weight"])
-    assert not list(checkpoints.downloads_dir().glob("*.part"))
+    assert not list(paths.downloads_dir().glob("*.part"))
 
 
 def test_weights_given_as_a_url_are_downloaded_once(server):
     url = f"{server.url}/blob.bin"
     for _ in range(2):  # converted on each call, from the one download
         with pytest.raises(CheckpointError, match=r"downloads/blob\.bin-\w+/blob\.bin: "):
-            checkpoints.resolve(url)
+            store.resolve(url)
     assert [r[0] for r in server.requests] == ["/blob.bin"]
-    assert checkpoints.entries() == []
+    assert store.entries() == []
 
 
 def test_interrupted_download_resumes_where_it_stopped(server, tmp_path):
@@ -130,8 +130,8 @@ def test_wrong_sha256_is_refused_and_nothing_installed(server):
     assert result.exit_code == 1
     line = _one_line_error(result)
     assert url in line and wrong in line and hashlib.sha256(BLOB).hexdigest() in line
-    assert checkpoints.entries() == [] and not checkpoints.weights_dir().exists()
-    assert not [p for p in checkpoints.downloads_dir().rglob("*") if p.is_file()]
+    assert store.entries() == [] and not paths.weights_dir().exists()
+    assert not [p for p in paths.downloads_dir().rglob("*") if p.is_file()]
 
 
 def test_server_error_and_no_server_are_one_line(server):
@@ -143,7 +143,7 @@ def test_server_error_and_no_server_are_one_line(server):
         closed = f"http://127.0.0.1:{s.getsockname()[1]}/w.pth"
     result = CliRunner().invoke(app, ["weights", "import", closed])
     assert result.exit_code == 1 and "cannot download" in _one_line_error(result) and closed in result.output
-    assert checkpoints.entries() == [] and not checkpoints.weights_dir().exists()
+    assert store.entries() == [] and not paths.weights_dir().exists()
 
 
 def test_web_page_instead_of_a_file_is_refused(server, tmp_path):
@@ -178,10 +178,10 @@ def test_sha256_of_a_local_file_is_checked(tmp_path):
     path = tmp_path / "w.pth"
     path.write_bytes(BLOB)
     with pytest.raises(DferError, match="w.pth: sha256 is .*: refused"):
-        checkpoints.import_weights(path, sha256="ab" * 32)
+        store.import_weights(path, sha256="ab" * 32)
     with pytest.raises(DferError, match="64 hexadecimal digits"):
-        checkpoints.import_weights(path, sha256="abc")
-    assert path.exists() and checkpoints.entries() == []
+        store.import_weights(path, sha256="abc")
+    assert path.exists() and store.entries() == []
 
 
 def test_sources_and_the_missing_weights_error_point_to_each_other():
@@ -192,4 +192,4 @@ def test_sources_and_the_missing_weights_error_point_to_each_other():
                  "github.com/FuxiVirtualHuman/MAE-Face/releases", "--audio-encoder"):
         assert text in result.output
     with pytest.raises(DferError, match="dfer weights sources"):
-        checkpoints.resolve(None)
+        store.resolve(None)

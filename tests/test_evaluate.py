@@ -10,16 +10,16 @@ import typer
 from test_train import CLASSES, SyntheticClips
 from typer.testing import CliRunner
 
-from dfer_cli import cache, clipdata, prepare
-from dfer_cli import train as train_module
-from dfer_cli.checkpoints import WeightsConfig, save_dfer
-from dfer_cli.commands_train import evaluate_command, train_command
+from dfer_cli.cli.train import evaluate_command, train_command
 from dfer_cli.errors import DferError, UsageError
-from dfer_cli.evaluate import evaluate, mean_over_folds, predict_probs, report_dict, write_outputs
 from dfer_cli.labels import DFEW_CLASSES
-from dfer_cli.metrics import evaluate_predictions
 from dfer_cli.model import ModelDims
-from dfer_cli.train import CHECKPOINT_DIR, build_model
+from dfer_cli.train import loader, prepare
+from dfer_cli.train import loop as train_module
+from dfer_cli.train.evaluate import evaluate, mean_over_folds, predict_probs, report_dict, write_outputs
+from dfer_cli.train.loop import CHECKPOINT_DIR, build_model
+from dfer_cli.train.metrics import evaluate_predictions
+from dfer_cli.weights.format import WeightsConfig, save_dfer
 
 CPU = torch.device("cpu")
 DIMS = ModelDims.tiny(num_classes=len(CLASSES))
@@ -103,8 +103,8 @@ def fake_dfew(tmp_path, monkeypatch):
         return SyntheticClips(24 if clips.split == "train" else 12, dims, seed=seed, position=position)
 
     monkeypatch.setattr(prepare, "prepare_missing", prepare_missing)
-    monkeypatch.setattr(cache, "read_split", read_split)
-    monkeypatch.setattr(clipdata, "CacheDataset", dataset)
+    monkeypatch.setattr(loader, "read_split", read_split)
+    monkeypatch.setattr(loader, "CacheDataset", dataset)
     return root, tmp_path / "cache"
 
 

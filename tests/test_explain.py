@@ -11,13 +11,15 @@ import torch.nn.functional as F
 from conftest import MEDIA
 from PIL import Image
 
-from dfer_cli import faces, media
-from dfer_cli.clips import ClipConfig, plan_clips
+from dfer_cli.clips.plan import ClipConfig, plan_clips
 from dfer_cli.errors import DferError, UsageError
-from dfer_cli.explain import ExplainConfig, FileClips, explain, shares
-from dfer_cli.explain_plot import plot_explanation
+from dfer_cli.explain.evidence import ExplainConfig, FileClips, explain, shares
+from dfer_cli.explain.plot import plot_explanation
+from dfer_cli.faces import config, detect, follow
+from dfer_cli.media import decode
+from dfer_cli.media import fbank as media_fbank
 from dfer_cli.model import ModelDims
-from dfer_cli.train import build_model
+from dfer_cli.train.loop import build_model
 
 CLASSES = ["low", "high"]
 TONES = (220.0, 330.0)  # Hz, fundamentals, one per class
@@ -27,7 +29,7 @@ DISTRACTORS = (180.0, 270.0, 400.0, 500.0)  # Hz, drawn for either class alike
 TINTS = np.array([[0.5, 0.9, 0.5], [0.5, 0.1, 0.5]])
 ALPHA = 0.8  # strong: the quadrant case must be learned in a few dozen steps
 RATE = 16000
-HALF = media.TARGET_FRAMES // 2
+HALF = media_fbank.TARGET_FRAMES // 2
 CPU = torch.device("cpu")
 
 
@@ -35,13 +37,13 @@ CPU = torch.device("cpu")
 def face_clips():
     """(train, held-out) lists of (16, 32, 32, 3) uint8 real face crops: 2 clips from each GRID file,
     the last 3 files held out."""
-    detector = faces.process_detector(faces.FaceConfig())
+    detector = detect.process_detector(config.FaceConfig())
     crops = []
     for path in sorted((MEDIA / "grid").glob("*.mpg")):
-        info = media.probe(path)
+        info = decode.probe(path)
         for plan in plan_clips(info.start_time, info.duration, ClipConfig()):
-            frames, _ = media.read_frames(path, plan.frame_times)
-            crops.append(faces.faces_for_clip(frames, detector, faces.FaceConfig(), 32).crops)
+            frames, _ = decode.read_frames(path, plan.frame_times)
+            crops.append(follow.faces_for_clip(frames, detector, config.FaceConfig(), 32).crops)
     return crops[:-6], crops[-6:]
 
 
@@ -52,19 +54,20 @@ def energies():
     # Voice-like tones: a fundamental and its first five overtones, falling off as 1/k.
     waves = {f: sum(np.sin(2 * np.pi * k * f * t) / k for k in range(1, 7)) for f in TONES + DISTRACTORS}
     waves["noise"] = np.random.default_rng(0).standard_normal(len(t))
-    return {k: np.exp(media.fbank(w, RATE)[:media.TARGET_FRAMES].astype(np.float64)) for k, w in waves.items()}
+    frames = media_fbank.TARGET_FRAMES
+    return {k: np.exp(media_fbank.fbank(w, RATE)[:frames].astype(np.float64)) for k, w in waves.items()}
 
 
 def _fbank(parts: list[tuple[float, slice]], energies: dict, rng: np.random.Generator) -> np.ndarray:
     """The model input of tones (frequency, frames it sounds in) over a noise floor, each at a random
     level: energies of independent sources add. Random levels keep the loudness of the floor and of
     the tones from telling the classes apart."""
-    noise = np.roll(energies["noise"], rng.integers(media.TARGET_FRAMES), axis=0)
+    noise = np.roll(energies["noise"], rng.integers(media_fbank.TARGET_FRAMES), axis=0)
     energy = 10 ** rng.uniform(-6, -3) * noise
     for freq, span in parts:
         energy[span] += 10 ** rng.uniform(-2, -0.5) * energies[freq][span]
     fbank = np.log(np.maximum(energy, np.finfo(np.float32).eps))
-    return ((fbank - media.NORM_MEAN) / (2 * media.NORM_STD)).astype(np.float32)
+    return ((fbank - media_fbank.NORM_MEAN) / (2 * media_fbank.NORM_STD)).astype(np.float32)
 
 
 def _sample(case: str, label: int, base: np.ndarray, energies: dict, rng: np.random.Generator):
@@ -85,7 +88,7 @@ def _batch(case: str, bases: list, energies: dict, rng: np.random.Generator, n: 
     pairs = [_sample(case, int(y), bases[rng.integers(len(bases))], energies, rng) for y in labels]
     audios = np.stack([a for _, a in pairs])
     # One clip in ten has no sound track, as in DFEW: the model knows the no-audio input.
-    audios[rng.random(n) < 0.1] = media.model_input(None, 0)
+    audios[rng.random(n) < 0.1] = media_fbank.model_input(None, 0)
     return np.stack([v for v, _ in pairs]), audios, labels
 
 
@@ -195,7 +198,7 @@ def test_padding_gets_no_voice_importance(trained, energies):
     model, files = trained("tone")
     label, clips, _ = files[0]
     audios = clips.audios.copy()
-    audios[:, 300:] = media.model_input(None, 0)[300:]
+    audios[:, 300:] = media_fbank.model_input(None, 0)[300:]
     e = explain(model, FileClips(clips.videos, audios, clips.frame_times, clips.audio_starts, True),
                 label, CLASSES, CPU)
     for clip in e["clips"]:
@@ -222,7 +225,7 @@ def test_explanations_are_deterministic_and_work_under_inference_mode(trained):
 def test_a_file_without_audio_has_no_voice_share(trained):
     model, files = trained("face")
     label, clips, _ = files[0]
-    silent = np.broadcast_to(media.model_input(None, 0), clips.audios.shape).copy()
+    silent = np.broadcast_to(media_fbank.model_input(None, 0), clips.audios.shape).copy()
     e = explain(model, FileClips(clips.videos, silent, clips.frame_times, clips.audio_starts, has_audio=False),
                 label, CLASSES, CPU)
     assert e["voice_share"] is None and e["no_audio"] and e["without_voice"] is None
@@ -252,7 +255,7 @@ def test_the_picture_is_one_png_written_atomically(trained, tmp_path):
     model, files = trained("late_tone")
     label, clips, e = files[0]
     plot_explanation(e, clips.videos, clips.audios, tmp_path / "a.png", "a.mp4", "test model")
-    silent = FileClips(clips.videos, np.broadcast_to(media.model_input(None, 0), clips.audios.shape).copy(),
+    silent = FileClips(clips.videos, np.broadcast_to(media_fbank.model_input(None, 0), clips.audios.shape).copy(),
                         clips.frame_times, clips.audio_starts, has_audio=False)
     plot_explanation(explain(model, silent, label, CLASSES, CPU), silent.videos, silent.audios,
                      tmp_path / "b.png", "b.mp4")

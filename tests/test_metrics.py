@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dfer_cli.errors import DferError
-from dfer_cli.metrics import Report, confusion_matrix, evaluate_predictions
+from dfer_cli.train.metrics import Report, confusion_matrix, evaluate_predictions
 
 NAMES = ("a", "b", "c", "d")
 # Class a: 3 of 4 right. Class b: 1 of 3 right (one mistaken for d). Class c: 3 samples, never predicted.

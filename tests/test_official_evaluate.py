@@ -16,11 +16,11 @@ from PIL import Image
 from reference import official_state_dict, save_reference_checkpoint
 from typer.testing import CliRunner
 
-from dfer_cli import media
-from dfer_cli.checkpoints import load_official
-from dfer_cli.cli import app
+from dfer_cli.cli.app import app
 from dfer_cli.labels import DFEW_CLASSES
-from dfer_cli.media import model_input
+from dfer_cli.media import decode
+from dfer_cli.media.fbank import model_input
+from dfer_cli.weights.official import load_official
 
 SIZE = 112  # the checkpoint's face size: S112_C7
 FACES = 224  # DFEW's aligned face frames
@@ -108,7 +108,7 @@ def reference_input(folder, video) -> tuple[torch.Tensor, torch.Tensor]:
         with Image.open(files[i]) as image:
             frames.append(np.asarray(image.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)))
     pixels = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
-    wave, rate = media.read_audio(video) if video is not None else (None, 0)
+    wave, rate = decode.read_audio(video) if video is not None else (None, 0)
     return pixels, torch.from_numpy(model_input(wave, rate))[None]
 
 

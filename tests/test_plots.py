@@ -4,11 +4,13 @@ import struct
 import numpy as np
 import pytest
 
-from dfer_cli import plots
+from dfer_cli import figures
 from dfer_cli.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from dfer_cli.errors import DferError
 from dfer_cli.labels import DFEW_CLASSES, MAFW_CLASSES
-from dfer_cli.metrics import Report
+from dfer_cli.results import timeline_plot
+from dfer_cli.train import plots
+from dfer_cli.train.metrics import Report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -21,7 +23,7 @@ def png_size(path):
 
 
 def expected_pixels(size_in):
-    return round(size_in[0] * plots.DPI), round(size_in[1] * plots.DPI)
+    return round(size_in[0] * figures.DPI), round(size_in[1] * figures.DPI)
 
 
 def only_file(folder):
@@ -46,21 +48,21 @@ def test_plot_timeline(tmp_path):
     logits = np.stack([np.sin(times / (k + 1)) * (k + 1) for k in range(7)], axis=1)
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     path = tmp_path / "out" / "timeline.png"  # the parent folder is created
-    plots.plot_timeline(times, probs, DFEW_CLASSES, path, "clip.mp4")
-    assert png_size(path) == expected_pixels(plots.TIMELINE_SIZE_IN)
+    timeline_plot.plot_timeline(times, probs, DFEW_CLASSES, path, "clip.mp4")
+    assert png_size(path) == expected_pixels(timeline_plot.TIMELINE_SIZE_IN)
 
 
 def test_plot_timeline_single_window_and_unknown_names(tmp_path):
     path = tmp_path / "one.png"
-    plots.plot_timeline([1.0], np.array([[0.2, 0.3, 0.5]]), ("x", "y", "z"), path, "short")
-    assert png_size(path) == expected_pixels(plots.TIMELINE_SIZE_IN)
+    timeline_plot.plot_timeline([1.0], np.array([[0.2, 0.3, 0.5]]), ("x", "y", "z"), path, "short")
+    assert png_size(path) == expected_pixels(timeline_plot.TIMELINE_SIZE_IN)
 
 
 def test_plot_timeline_rejects_mismatched_shapes(tmp_path):
     with pytest.raises(DferError, match="3 time points and 7 classes"):
-        plots.plot_timeline([0, 1, 2], np.zeros((3, 6)), DFEW_CLASSES, tmp_path / "x.png", "t")
+        timeline_plot.plot_timeline([0, 1, 2], np.zeros((3, 6)), DFEW_CLASSES, tmp_path / "x.png", "t")
     with pytest.raises(DferError, match="no time points"):
-        plots.plot_timeline([], np.zeros((0, 7)), DFEW_CLASSES, tmp_path / "x.png", "t")
+        timeline_plot.plot_timeline([], np.zeros((0, 7)), DFEW_CLASSES, tmp_path / "x.png", "t")
     assert only_file(tmp_path) == []
 
 

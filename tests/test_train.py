@@ -12,13 +12,11 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 from test_checkpoints import _fake_mae
 
-from dfer_cli.checkpoints import WEIGHTS_FILE, WeightsConfig, load_dfer, save_dfer
-from dfer_cli.clipdata import loader_workers
 from dfer_cli.errors import DferError
-from dfer_cli.evaluate import predict_probs
-from dfer_cli.metrics import evaluate_predictions
 from dfer_cli.model import ModelDims
-from dfer_cli.train import (
+from dfer_cli.train.evaluate import predict_probs
+from dfer_cli.train.loader import loader_workers
+from dfer_cli.train.loop import (
     CHECKPOINT_DIR,
     CURVES_FILE,
     LOG_FILE,
@@ -29,6 +27,8 @@ from dfer_cli.train import (
     finetune_model,
     train,
 )
+from dfer_cli.train.metrics import evaluate_predictions
+from dfer_cli.weights.format import WEIGHTS_FILE, WeightsConfig, load_dfer, save_dfer
 
 CLASSES = ["red", "green", "blue", "grey"]
 # Each class has its own face colour and its own band of "loud" mel bins pulsing at its own rate.

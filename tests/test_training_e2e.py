@@ -13,8 +13,8 @@ from conftest import MEDIA
 from mediagen import ffmpeg
 from typer.testing import CliRunner
 
-from dfer_cli.cache import ClipStore
-from dfer_cli.cli import app
+from dfer_cli.cli.app import app
+from dfer_cli.train.cache import ClipStore
 
 
 def test_prepare_train_evaluate_from_a_folder_of_videos(tmp_path):

@@ -25,8 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dfer_cli import blazeface  # noqa: E402
 from dfer_cli.atomic import atomic_path, atomic_write_bytes  # noqa: E402
+from dfer_cli.faces import blazeface  # noqa: E402
 
 VERSION = "0.10.14"
 MODELS = {  # file in the wheel -> (output, dfer module, SHA-256 of the .tflite)

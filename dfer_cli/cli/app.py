@@ -1,0 +1,146 @@
+"""The `dfer` Typer app: its commands registered from their modules (predict, weights, train), `dfer info`,
+and the rule that user-facing errors become one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import platform
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from rich.table import Table
+
+from dfer_cli import __version__
+from dfer_cli.cli import predict, train, weights
+from dfer_cli.cli.console import err, out
+from dfer_cli.errors import DferError, UsageError
+
+app = typer.Typer(
+    name="dfer",
+    help="Audio-visual emotion recognition for videos (MMA-DFER: face + voice).\n\n"
+         "Examples:\n\n"
+         "  dfer weights import mma_dfer_dfew_fold1.pth --name dfew-160\n\n"
+         "  dfer predict interview.mp4\n\n"
+         "  dfer predict --json videos/ > emotions.json\n\n"
+         "  dfer predict talk.mkv --window 5 --plot timeline.png\n\n"
+         "  dfer train --dataset dfew --data ~/DFEW --fold 1\n\n"
+         "  dfer evaluate --dataset dfew --data ~/DFEW --fold 1 --out report/",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+weights_app = typer.Typer(
+    help="Manage model weights (official MMA-DFER checkpoints and dfer's own).\n\n"
+         "Examples:\n\n"
+         "  dfer weights sources\n\n"
+         "  dfer weights import DFEW_fold1_160.pth --name dfew-160\n\n"
+         "  dfer weights list\n\n"
+         "  dfer weights default dfew-160",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
+
+F = TypeVar("F", bound=Callable)
+
+
+def reports_errors(fn: F) -> F:
+    """DferError -> one line on stderr; exit 2 for usage problems, 1 for bad input."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as e:
+            err.print(f"dfer: error: {e}", markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except DferError as e:
+            err.print(f"dfer: error: {e}", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@app.command()
+@reports_errors
+def info() -> None:
+    """Versions, device, media and face-detection back ends, weights directory, model size.
+
+    Example:
+
+      dfer info
+    """
+    import av
+    import torch
+
+    from dfer_cli.model import MMADFER, ModelDims, count_parameters
+    from dfer_cli.paths import weights_dir
+    from dfer_cli.runtime.device import pick_device, resolve_precision
+    from dfer_cli.weights.store import default_name
+
+    with torch.device("meta"):
+        model = MMADFER(ModelDims())
+    trainable, total = count_parameters(model)
+    device = pick_device("auto")
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    ffmpeg_libs = av.library_versions.get("libavformat", ())
+    rows = [
+        ("dfer", __version__),
+        ("python", platform.python_version()),
+        ("torch", torch.__version__),
+        ("timm", f"{_version('timm')} (dfer uses its own timm-compatible ViT blocks)"),
+        ("device", f"{device}{gpu}"),
+        ("precision", f"predict: {resolve_precision('auto', device)} (auto; --precision fp32|bf16 overrides), "
+                      f"evaluate: fp32{_bf16_note(device)}"),
+        ("decoder", f"PyAV {av.__version__}, bundled FFmpeg libavformat "
+                    f"{'.'.join(map(str, ffmpeg_libs))}"),
+        ("face detector", "BlazeFace short/full range, mediapipe 0.10.14's weights in dfer's torch port (bundled)"),
+        ("weights dir", str(weights_dir())),
+        ("default weights", default_name() or "none (see `dfer weights import`)"),
+        ("model (default)", f"MMA-DFER ViT-B/16 x 2, {ModelDims().image_size} px, 7 classes: "
+                            f"{trainable:,} trainable / {total:,} parameters"),
+    ]
+    table = Table(show_header=False, box=None)
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+
+
+def _bf16_note(device) -> str:
+    from dfer_cli.runtime.device import cpu_bf16_speedup, cpu_has_bf16
+
+    if device.type == "cuda":
+        return ""
+    if not cpu_has_bf16():
+        return "; this CPU has no native bf16"
+    return f"; bf16 measured {cpu_bf16_speedup():.1f}x fp32's speed on this CPU"
+
+
+# Registered here, in the order `dfer --help` lists them; each module keeps its heavy imports inside its
+# commands, so that `dfer --help` starts without torch.
+app.command("predict")(reports_errors(predict.predict))
+weights_app.command("import")(reports_errors(weights.weights_import))
+weights_app.command("sources")(reports_errors(weights.weights_sources))
+weights_app.command("list")(reports_errors(weights.weights_list))
+weights_app.command("default")(reports_errors(weights.weights_default))
+app.command("prepare")(reports_errors(train.prepare_command))
+app.command("train")(reports_errors(train.train_command))
+app.command("evaluate")(reports_errors(train.evaluate_command))
+
+
+def main() -> None:
+    app(prog_name="dfer")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

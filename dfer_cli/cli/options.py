@@ -1,0 +1,35 @@
+"""Command-line options that several `dfer` commands share, defined once."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class DatasetName(str, Enum):
+    dfew = "dfew"
+    mafw = "mafw"
+    folder = "folder"
+
+
+DatasetOpt = Annotated[DatasetName | None, typer.Option(
+    help="dfew, mafw, or folder (one sub-folder of videos per class, or a labels CSV)")]
+DataOpt = Annotated[Path | None, typer.Option(help="the data set's root folder")]
+FoldOpt = Annotated[int, typer.Option(help="DFEW / MAFW fold", min=1, max=5)]
+CacheOpt = Annotated[Path | None, typer.Option(
+    help="prepared clip cache (default: $DFER_HOME/cache/<dataset>-<size>, shared by all folds)")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16")]
+LabelsOpt = Annotated[Path | None, typer.Option(
+    help="folder data set: a CSV of path,label[,split] instead of one sub-folder per class")]
+ValFractionOpt = Annotated[float, typer.Option(
+    help="folder data set: share of each class held out as val (stratified, seeded)", min=0.0, max=0.9)]
+WorkersOpt = Annotated[int | None, typer.Option(
+    help="data loading processes (default: one per core but one, at most 4; none on 1-2 cores)", min=0)]
+FrameOrderOpt = Annotated[str | None, typer.Option(
+    help="order of each clip's 16 frames: time, or reference (the file-name order that the official "
+         "MAFW checkpoints were trained with); default: the order the weights record")]

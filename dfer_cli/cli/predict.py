@@ -1,0 +1,123 @@
+"""`dfer predict`: options in, one PredictConfig out, then `load_model` and `Model.stream`; records go
+through a writer as they come."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dfer_cli.cli.console import err
+from dfer_cli.cli.options import DeviceOpt, FrameOrderOpt, PrecisionOpt
+from dfer_cli.errors import DferError, UsageError
+from dfer_cli.progress import progress_bar
+
+
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="video files and/or folders", show_default=False)],
+    weights: Annotated[str | None, typer.Option(
+        help="weights entry name or path (default: the default entry); 'untrained' runs random "
+             "weights to check the pipeline, and says so")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="a JSON array on stdout")] = False,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="one JSON object per line, streamed")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="CSV on stdout")] = False,
+    window: Annotated[float | None, typer.Option(
+        help="timeline: one prediction per WINDOW seconds", min=0.5)] = None,
+    plot: Annotated[Path | None, typer.Option(help="with --window: draw the timeline to this PNG")] = None,
+    clips: Annotated[int, typer.Option(help="clips per file, averaged", min=1)] = 2,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="add why: the voice's and the face's shares of the call, which frames, face "
+                          "regions and voice moments drove it (about 5x the model's time)")] = False,
+    explain_dir: Annotated[Path | None, typer.Option(
+        help="with or without --explain: also draw each file's explanation to DIR/<name>.png")] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: Annotated[int, typer.Option(help="clips per model call", min=1)] = 8,
+    workers: Annotated[int | None, typer.Option(
+        help="decoding processes (default: 0 for 1-2 files, else up to 4, fewer than the cores)", min=0)] = None,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="walk sub-folders")] = True,
+    ext: Annotated[str | None, typer.Option(
+        help="comma-separated extensions to pick from folders, e.g. mp4,mkv")] = None,
+    frame_order: FrameOrderOpt = None,
+) -> None:
+    """Recognise the emotion in videos from the face and the voice.
+
+    Examples:
+
+      dfer predict interview.mp4
+
+      dfer predict --json clips/ > emotions.json
+
+      dfer predict --jsonl --ext mp4,mov phone_videos/ | jq .label
+
+      dfer predict lecture.mkv --window 5 --plot timeline.png
+
+      dfer predict interview.mp4 --explain --explain-dir why/
+
+    Exit codes: 0 all files analysed, 1 some files failed (each has an error record), 2 usage error.
+    """
+    from dfer_cli import PredictConfig, load_model
+    from dfer_cli.api import UNTRAINED, UntrainedWeightsWarning
+    from dfer_cli.results.writers import make_writer
+
+    formats = [f for f, on in (("json", json_out), ("jsonl", jsonl), ("csv", csv_out)) if on]
+    if len(formats) > 1:
+        raise UsageError("choose one of --json, --jsonl, --csv")
+    if plot and not window:
+        raise UsageError("--plot draws a timeline: add --window SECONDS")
+    if plot and not plot.parent.exists():
+        raise UsageError(f"{plot}: folder {plot.parent} does not exist")
+    if explain_dir is not None:
+        if explain_dir.exists() and not explain_dir.is_dir():
+            raise UsageError(f"--explain-dir {explain_dir}: exists and is not a folder")
+        explain_dir.mkdir(parents=True, exist_ok=True)
+    config = PredictConfig(window=window, batch_size=batch_size, workers=workers, recursive=recursive,
+                           extensions=ext, explain=explain, explain_dir=explain_dir).updated(
+        clips=clips, frame_order=frame_order)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words
+        model = load_model(weights, device, precision)
+    records = model.stream(inputs, config)
+    if not len(records):  # a torchrun process other than rank 0: rank 0 writes every record
+        list(records)
+        return
+    if weights == UNTRAINED:
+        err.print("[bold yellow]warning:[/bold yellow] untrained random weights: the pipeline runs, "
+                  "the emotions are meaningless. Import real weights with `dfer weights import`.")
+    writer = make_writer(formats[0] if formats else "table", sys.stdout, model.class_names, window is not None,
+                         config.explain)
+    results = []
+    with progress_bar("analysing", len(records)) as advance:
+        try:
+            for result in records:
+                results.append(result)
+                if result.status == "error":
+                    err.print(f"dfer: {result.path}: {result.error}", markup=False, soft_wrap=True)
+                writer.write(result)
+                advance(description=result.path[-40:])
+        finally:
+            writer.close()
+    if plot:
+        _plot_first_timeline(results, plot)
+    if any(r.status == "error" for r in results):
+        raise typer.Exit(1)
+
+
+def _plot_first_timeline(results: list, plot: Path) -> None:
+    import numpy as np
+
+    from dfer_cli.results.timeline_plot import plot_timeline, timeline_arrays
+
+    shown = next((r for r in results if r.probabilities), None)
+    if shown is None:
+        raise DferError(f"{plot}: nothing to plot (no file had a face)")
+    class_names = list(shown.probabilities)
+    times, probs = timeline_arrays(shown, class_names)
+    voice = None
+    if shown.explanation is not None:  # NaN where a window had no face, or the file no audio
+        voice = np.repeat([np.nan if c.voice_share is None else c.voice_share for c in shown.clips], 2)
+    plot_timeline(times, probs, class_names, plot, title=shown.path, voice=voice)
+    err.print(f"timeline of {shown.path} -> {plot}", markup=False)

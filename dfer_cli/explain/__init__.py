@@ -1,0 +1,1 @@
+"""Why the model made its call: counterfactuals and saliency (evidence), and their picture (plot)."""

@@ -1,0 +1,308 @@
+"""Probe video files and decode the frames and audio the model needs, with PyAV, on one clock per file."""
+
+# All times here are seconds on one clock for the whole file: the container's timestamps minus its start
+# time, so a frame and an audio sample with the same time play together. Frame times always come from
+# timestamps, never from an assumed frame rate, since phones write variable-frame-rate video.
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import av.container
+import numpy as np
+
+from dfer_cli.errors import MediaError
+
+# What a folder is searched for (`dfer predict DIR`, folder data sets); anything else is still read
+# when named directly.
+VIDEO_EXTENSIONS = tuple(sorted((".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv", ".mpg", ".mpeg", ".m4v", ".ts",
+                                 ".3gp")))
+
+
+# A target further than this past the next decoded frame is reached by seeking, nearer ones by decoding on:
+# seeking lands on a keyframe, often a couple of seconds back, so short hops are cheaper decoded.
+SEEK_AHEAD_S = 2.0
+
+
+# Audio decoders need a few frames before the asked start to settle (AAC overlap, the MP3 bit reservoir).
+_AUDIO_PREROLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe`` learns from a video's headers and its first frame."""
+
+    path: Path
+    duration: float  # seconds of video from its first frame, as the file declares it
+    width: int  # as displayed, after rotation
+    height: int
+    rotation: int  # degrees counter-clockwise that frames are turned to display upright: 0, 90, 180 or 270
+    frame_rate: float  # average, for information only: frame times come from timestamps
+    has_audio: bool
+    audio_rate: int  # samples per second, 0 without audio
+    audio_channels: int
+    start_time: float  # time of the first video frame
+    # Every frame's own time in presentation order, when `probe` was asked to list them (a short
+    # video), else None.
+    frame_times: np.ndarray | None = field(default=None, compare=False)
+
+
+def probe(path: str | Path, list_frames_up_to: float = 0.0) -> VideoInfo:
+    """Read a video's description, decoding only its first frame (cheap even for long or lying files).
+    A video no longer than `list_frames_up_to` seconds also gets the time of each of its frames,
+    read from the packets without decoding (see `frame_times`).
+
+    Raises MediaError for a missing, unreadable or non-media file, a file without video or of no duration.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        first = next(_decode(container, stream), None)
+        if first is None:
+            raise MediaError(path, "no video frame could be decoded")
+        start = _time(first, _origin(container), path)
+        duration = _declared_duration(container, stream)
+        if duration is None:
+            duration = _scanned_end(container, stream, first) - first.time
+        if duration <= 0:
+            raise MediaError(path, "the video has zero duration")
+        rotation = _rotation(first)
+        width, height = (first.height, first.width) if rotation % 180 else (first.width, first.height)
+        audio = container.streams.audio[0] if container.streams.audio else None
+        return VideoInfo(
+            path=path,
+            duration=duration,
+            width=width,
+            height=height,
+            rotation=rotation,
+            frame_rate=float(stream.average_rate or stream.guessed_rate or 0.0),
+            has_audio=audio is not None,
+            audio_rate=audio.sample_rate if audio else 0,
+            audio_channels=audio.channels if audio else 0,
+            start_time=start,
+            frame_times=frame_times(path, list_frames_up_to) if duration <= list_frames_up_to else None,
+        )
+
+
+def frame_times(path: str | Path, up_to: float = math.inf) -> np.ndarray | None:
+    """The time of every frame, in presentation order, from the packets alone (no decoding): the
+    frames that the decoder will output, as a frame-extraction tool numbers them. None when a packet
+    carries no timestamp, or when the stream runs more than a second past `up_to` seconds (a header
+    that understated the duration), so that a lying file is never read to its end."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        origin = _origin(container)
+        times = []
+        for packet in container.demux(stream):
+            if not packet.size or packet.is_discard:  # flush packets; frames an edit list cuts
+                continue
+            if packet.pts is None:
+                return None
+            # The float arithmetic of av.Frame.time, so that each listed time equals the decoded
+            # frame's own time bit for bit and read_frames lands on that very frame.
+            base = packet.time_base
+            times.append(float(packet.pts) * base.numerator / base.denominator - origin)
+            if times[-1] > up_to + 1.0:
+                return None
+    return np.sort(np.array(times)) if times else None
+
+
+def read_frames(path: str | Path, times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The frames on screen at ``times``: (N, H, W, 3) uint8 RGB upright, and their own times (N,) in s.
+
+    The frame on screen at t is the last one starting at or before t; before the first frame it is the first,
+    past the end the last. Decoding walks forward and seeks over long gaps, so a few dozen frames cost about
+    the same from an hour-long file as from a short one. Corrupt packets are skipped.
+    """
+    path = Path(path)
+    targets = np.asarray(times, dtype=np.float64)
+    if targets.ndim != 1 or not len(targets) or not np.all(np.isfinite(targets)):
+        raise ValueError("read_frames needs a non-empty list of finite times (seconds)")
+    order = np.argsort(targets, kind="stable")
+    images, stamps = [], []
+    with _open(path) as container:
+        cursor = _Cursor(container, _video_stream(container, path), path)
+        previous, image = None, None
+        for t in targets[order]:
+            frame = cursor.frame_at(float(t))
+            if frame is None:
+                raise MediaError(path, "no video frame could be decoded")
+            if frame is not previous:
+                previous, image = frame, cursor.upright(frame)
+            images.append(image)
+            stamps.append(cursor.time(frame))
+    unsort = np.argsort(order)
+    return np.stack(images)[unsort], np.array(stamps)[unsort]
+
+
+def read_audio(path: str | Path, start: float = 0.0, end: float = math.inf) -> tuple[np.ndarray | None, int]:
+    """The first audio channel over [start, end) as float32 in [-1, 1], and its sample rate (the file's own).
+
+    Returns (None, 0) for a file without audio. The span is cut to the sample (to the millisecond in MKV,
+    whose timestamps are that coarse); a span past the end of the track comes back shorter, and a track
+    starting late is zero-filled from ``start`` so that it stays aligned with the video.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.audio:
+            return None, 0
+        stream = container.streams.audio[0]
+        rate = stream.sample_rate
+        origin = _origin(container)
+        if start > _AUDIO_PREROLL_S:
+            seek_to = (start - _AUDIO_PREROLL_S + origin) / stream.time_base
+            container.seek(int(seek_to), stream=stream, backward=True, any_frame=False)
+        first = round(start * rate)
+        stop = math.inf if math.isinf(end) else round(end * rate)
+        chunks: list[tuple[int, np.ndarray]] = []
+        position = None
+        for frame in _decode(container, stream):
+            if position is None:
+                # Later frames follow on sample by sample, as ffmpeg writes them out, whatever rounding
+                # their timestamps carry.
+                position = round(_time(frame, origin, path) * rate)
+            if position >= stop:
+                break
+            samples = _first_channel(frame)
+            chunks.append((position, samples))
+            position += len(samples)
+    end_sample = min(stop, position if position is not None else first)
+    wave = np.zeros(max(0, end_sample - first), np.float32)
+    for offset, samples in chunks:
+        lo, hi = max(offset, first), min(offset + len(samples), end_sample)
+        if lo < hi:
+            wave[lo - first : hi - first] = samples[lo - offset : hi - offset]
+    return wave, rate
+
+
+class _Cursor:
+    """A position in a video stream that moves forward to each asked time, seeking over long gaps."""
+
+    def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> None:
+        self._container, self._stream, self._path = container, stream, path
+        self._origin = _origin(container)
+        # Frame threads multiply decoding speed; they only delay the first frame, which costs nothing here.
+        stream.thread_type = "AUTO"
+        self._restart()
+
+    def _restart(self) -> None:
+        self._frames = _decode(self._container, self._stream)
+        self._shown: av.VideoFrame | None = None
+        self._next = next(self._frames, None)
+
+    def time(self, frame: av.VideoFrame) -> float:
+        return _time(frame, self._origin, self._path)
+
+    def frame_at(self, t: float) -> av.VideoFrame | None:
+        """The frame on screen at ``t``; ``t`` must not go back from the previous call."""
+        if self._next is not None and self.time(self._next) < t - SEEK_AHEAD_S:
+            self._seek(t)
+        while self._next is not None and self.time(self._next) <= t:
+            self._shown, self._next = self._next, next(self._frames, None)
+        return self._shown if self._shown is not None else self._next
+
+    def _seek(self, t: float) -> None:
+        # A seek can land past t: past the real end of a file whose header claims more than it holds, or a
+        # keyframe late in formats without an index (MPEG-PS). Step back further until it lands in time;
+        # a time before the start lands on the first frame.
+        back = 0.0
+        while True:
+            self._seek_to(t - back)
+            if (self._next is not None and self.time(self._next) <= t) or t - back < 0:
+                return
+            back = max(1.0, 2 * back)
+
+    def _seek_to(self, t: float) -> None:
+        offset = int((t + self._origin) / self._stream.time_base)
+        self._container.seek(offset, stream=self._stream, backward=True, any_frame=False)
+        self._restart()
+
+    def upright(self, frame: av.VideoFrame) -> np.ndarray:
+        # A fixed size keeps frames stackable when a stream changes resolution midway.
+        context = self._stream.codec_context
+        image = frame.to_ndarray(format="rgb24", width=context.width, height=context.height)
+        return np.ascontiguousarray(np.rot90(image, _rotation(frame) // 90))
+
+
+@contextmanager
+def _open(path: Path) -> Iterator[av.container.InputContainer]:
+    if not path.exists():
+        raise MediaError(path, "no such file")
+    if path.is_dir():
+        raise MediaError(path, "is a directory, not a media file")
+    try:
+        container = av.open(str(path))
+    except PermissionError:
+        raise MediaError(path, "permission denied") from None
+    except av.error.FFmpegError as error:
+        raise MediaError(path, f"not a readable media file ({error.strerror})") from None
+    with container:
+        yield container
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    # Cover art in music files shows up as a one-picture video stream.
+    streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not streams:
+        raise MediaError(path, "no video stream")
+    return streams[0]
+
+
+def _decode(container: av.container.InputContainer, stream: av.stream.Stream) -> Iterator[av.frame.Frame]:
+    """Decoded frames of one stream from the current position; a packet that fails to decode is skipped."""
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError:
+            continue
+
+
+def _origin(container: av.container.InputContainer) -> float:
+    return container.start_time / av.time_base if container.start_time is not None else 0.0
+
+
+def _time(frame: av.frame.Frame, origin: float, path: Path) -> float:
+    if frame.time is None:
+        raise MediaError(path, "the stream carries no timestamps")
+    return frame.time - origin
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def _scanned_end(
+    container: av.container.InputContainer, stream: av.VideoStream, first: av.VideoFrame
+) -> float:
+    """Where the last packet ends, for files whose headers give no duration (e.g. web recordings)."""
+    end = first.time + float((first.duration or 0) * first.time_base)
+    for packet in container.demux(stream):
+        if packet.pts is not None:
+            end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    return end
+
+
+def _rotation(frame: av.VideoFrame) -> int:
+    # The display matrix may hold any angle; only quarter turns occur in practice, and they are lossless.
+    return round(frame.rotation / 90) % 4 * 90
+
+
+def _first_channel(frame: av.AudioFrame) -> np.ndarray:
+    data = frame.to_ndarray()
+    # Planar formats give (channels, samples); packed ones (1, samples * channels) with channels interleaved.
+    samples = data[0] if frame.format.is_planar else data[0, :: frame.layout.nb_channels]
+    if samples.dtype == np.uint8:
+        return (samples.astype(np.float32) - 128) / 128
+    if samples.dtype.kind == "i":
+        return samples.astype(np.float32) / -np.iinfo(samples.dtype).min
+    return samples.astype(np.float32)

@@ -1,0 +1,56 @@
+"""PredictConfig: everything that shapes a predict run, in one object (the API's keywords override it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from dfer_cli.clips.plan import ClipConfig
+from dfer_cli.errors import UsageError
+from dfer_cli.faces.config import FaceConfig
+from dfer_cli.labels import parse_frame_order
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    clips: ClipConfig = field(default_factory=ClipConfig)  # how many clips, of which frames and audio
+    face: FaceConfig = field(default_factory=FaceConfig)
+    window: float | None = None  # seconds per timeline window; None: `clips.clips` clips per file
+    batch_size: int = 8
+    workers: int | None = None  # decoding processes; 0: in this one; None: by the number of files
+    recursive: bool = True  # folders: walk their sub-folders too
+    extensions: tuple[str, ...] | None = None  # folders: the video extensions to pick; None: all dfer reads
+    explain: bool = False  # add an explanation of each file's label (explain/): about 5x the model's time
+    explain_dir: Path | None = None  # one explanation PNG per file there (implies explain)
+
+    def __post_init__(self) -> None:
+        if self.explain_dir is not None:
+            object.__setattr__(self, "explain_dir", Path(self.explain_dir))
+            object.__setattr__(self, "explain", True)
+        if self.extensions is not None:
+            object.__setattr__(self, "extensions", video_extensions(self.extensions))
+
+    def updated(self, **options: object) -> PredictConfig:
+        """A copy with `options` changed: any field, plus `clips` as a count and `frame_order` as a
+        name ("time" or "reference"), the two clip settings a user sets most."""
+        clips = self.clips
+        if isinstance(options.get("clips"), int):
+            clips = replace(clips, clips=options.pop("clips"))
+        if "frame_order" in options:
+            order = options.pop("frame_order")
+            clips = replace(clips, frame_order=parse_frame_order(order) if order else None)
+        unknown = sorted(set(options) - {f.name for f in fields(self)})
+        if unknown:
+            raise UsageError(f"unknown predict option {unknown[0]!r}")
+        return replace(self, **{"clips": clips, **options})
+
+
+def video_extensions(extensions: Iterable[str] | None) -> tuple[str, ...] | None:
+    """"mp4", ".MOV" -> (".mp4", ".mov"); None stays None (every extension dfer reads)."""
+    if extensions is None:
+        return None
+    if isinstance(extensions, str | os.PathLike):
+        extensions = str(extensions).split(",")
+    return tuple("." + e.strip().lstrip(".").lower() for e in extensions if e.strip())

@@ -1,0 +1,39 @@
+"""Which files a predict run analyses: files as given, videos found in folders, names made printable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from dfer_cli.errors import UsageError
+from dfer_cli.media import decode
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A printable name even for file names that are not valid UTF-8."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def collect_inputs(args: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool = True,
+                   extensions: tuple[str, ...] | None = None) -> list[str]:
+    """Files as given, and the video files found under folders (`extensions`, default: every one dfer
+    reads). Entries named like videos that are not regular files (folders, dangling links) are kept so
+    that they get an error record."""
+    found: list[str] = []
+    extensions = extensions or decode.VIDEO_EXTENSIONS
+    args = [os.fspath(args)] if isinstance(args, str | os.PathLike) else [os.fspath(a) for a in args]
+    for arg in args:
+        if not os.path.isdir(arg):
+            found.append(arg)
+            continue
+        for root, dirs, files in os.walk(arg):
+            dirs.sort()
+            names = sorted(files) + [d for d in dirs if d.lower().endswith(extensions)]
+            found.extend(os.path.join(root, n) for n in names if n.lower().endswith(extensions))
+            if not recursive:
+                break
+            dirs[:] = [d for d in dirs if not d.lower().endswith(extensions) and not d.startswith(".")]
+    if not found:
+        raise UsageError(f"no video files found in {', '.join(map(display_path, args))} "
+                         f"(extensions: {' '.join(extensions)})")
+    return found

@@ -1,0 +1,1 @@
+"""What predict reports: the records, their writers, and the timeline picture."""

@@ -1,0 +1,145 @@
+"""Writers that turn records into text: a Rich table for people; JSON, JSON Lines and CSV for scripts."""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Column, Table
+
+from dfer_cli.results.records import FileResult
+
+
+class Writer:
+    def __init__(self, stream: TextIO, class_names: list[str], timeline: bool, explain: bool = False) -> None:
+        self.stream, self.class_names, self.timeline, self.explain = stream, class_names, timeline, explain
+
+    def write(self, result: FileResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class JsonWriter(Writer):
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.count = 0
+        self.stream.write("[")
+
+    def write(self, result: FileResult) -> None:
+        record = json.dumps(result.to_dict(), ensure_ascii=False)
+        self.stream.write(("," if self.count else "") + "\n" + record)
+        self.stream.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        self.stream.write("\n]\n" if self.count else "]\n")
+        super().close()
+
+
+class JsonlWriter(Writer):
+    def write(self, result: FileResult) -> None:
+        self.stream.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+
+class CsvWriter(Writer):
+    """One row per file; with --window, one row per window."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.csv = csv.writer(self.stream)
+        head = ["path", "status", "start", "end"] if self.timeline else ["path", "status"]
+        shares = ["voice_share", "face_share"] if self.explain else []
+        self.csv.writerow([*head, "label", "confidence", *self.class_names, *shares, "faces", "no_audio",
+                           "silent_audio", "still_image", "error"])
+
+    def _row(self, r: FileResult, label, probs, extra: list, shares: tuple) -> list:
+        values = [f"{probs[n]:.6f}" if probs else "" for n in self.class_names]
+        faces = f"{r.flags.get('faces_found', '')}/{r.flags.get('frames', '')}" if r.flags else ""
+        explained = ["" if v is None else f"{v:.4f}" for v in shares] if self.explain else []
+        return [r.path, r.status, *extra, label or "", f"{max(probs.values()):.6f}" if probs else "", *values,
+                *explained, faces, r.flags.get("no_audio", ""), r.flags.get("silent_audio", ""),
+                r.flags.get("still_image", ""), r.error or ""]
+
+    def write(self, r: FileResult) -> None:
+        if self.timeline and r.clips:
+            for c in r.clips:
+                self.csv.writerow(self._row(r, c.label, c.probabilities, [f"{c.start:.3f}", f"{c.end:.3f}"],
+                                            (c.voice_share, c.face_share)))
+        else:
+            e = r.explanation or {}
+            self.csv.writerow(self._row(r, r.label, r.probabilities, ["", ""] if self.timeline else [],
+                                        (e.get("voice_share"), e.get("face_share"))))
+        self.stream.flush()
+
+
+class TableWriter(Writer):
+    """Collects the results and prints them as tables at the end (people read them all at once)."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.results: list[FileResult] = []
+
+    def write(self, result: FileResult) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        console = Console(file=self.stream, highlight=False)
+        table = Table("emotion", "confidence", "top 3", "faces", "audio", *(["voice / face"] if self.explain else []))
+        table.columns.insert(0, Column("file", overflow="fold"))
+        for r in self.results:
+            table.add_row(*self._summary(r))
+        console.print(table)
+        if self.timeline:
+            for r in self.results:
+                if r.clips and r.status != "error":
+                    console.print(self._windows(r))
+        super().close()
+
+    @staticmethod
+    def _top3(probs: dict[str, float] | None) -> str:
+        if not probs:
+            return ""
+        return ", ".join(f"{n} {p:.0%}" for n, p in sorted(probs.items(), key=lambda kv: -kv[1])[:3])
+
+    def _summary(self, r: FileResult) -> list[str]:
+        shares = [_shares(r.explanation)] if self.explain else []
+        if r.status == "error":
+            return [escape(r.path), "[red]error[/red]", "", escape(r.error or ""), "", "", *shares]
+        faces = f"{r.flags.get('faces_found')}/{r.flags.get('frames')}"
+        if r.flags.get("still_image"):
+            faces += " (still image)"
+        audio = "none" if r.flags.get("no_audio") else "silent" if r.flags.get("silent_audio") else "yes"
+        if r.status == "no_face":
+            return [escape(r.path), "[yellow]no face found[/yellow]", "", "", faces, audio, *shares]
+        return [escape(r.path), f"[bold]{r.label}[/bold]", f"{r.confidence:.0%}", self._top3(r.probabilities),
+                faces, audio, *shares]
+
+    def _windows(self, r: FileResult) -> Table:
+        table = Table("start", "end", "emotion", "top 3", "faces", *(["voice / face"] if self.explain else []),
+                      title=escape(r.path))
+        for c in r.clips:
+            shares = [_shares({"voice_share": c.voice_share, "face_share": c.face_share})
+                      if c.face_share is not None else ""] if self.explain else []
+            table.add_row(f"{c.start:.1f}s", f"{c.end:.1f}s", c.label or "no face",
+                          self._top3(c.probabilities), f"{c.faces_found}/{c.frames}", *shares)
+        return table
+
+
+def _shares(explanation: dict | None) -> str:
+    if not explanation:
+        return ""
+    if explanation["voice_share"] is None:
+        return "face only (no audio)"
+    undetermined = " (undetermined)" if explanation.get("undetermined") else ""
+    return f"{explanation['voice_share']:.0%} / {explanation['face_share']:.0%}{undetermined}"
+
+
+def make_writer(fmt: str, stream: TextIO, class_names: list[str], timeline: bool, explain: bool = False) -> Writer:
+    kinds = {"table": TableWriter, "json": JsonWriter, "jsonl": JsonlWriter, "csv": CsvWriter}
+    return kinds[fmt](stream, class_names, timeline, explain)

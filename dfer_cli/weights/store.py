@@ -1,0 +1,156 @@
+"""The weights directory: named entries, one of them the default; import into it, and resolve a
+`--weights` value (entry, path or URL) to loaded weights."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from dfer_cli.atomic import atomic_write_text, recover_dir, replace_dir
+from dfer_cli.errors import CheckpointError, DferError, UsageError
+from dfer_cli.paths import downloads_dir, safe_name, weights_dir
+from dfer_cli.weights.format import CONFIG_FILE, WEIGHTS_FILE, LoadedWeights, WeightsConfig, load_dfer, save_dfer
+from dfer_cli.weights.official import load_official
+
+DEFAULT_FILE = "DEFAULT"
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+
+
+def load_any(path: Path) -> LoadedWeights:
+    """A dfer folder (or its safetensors/json file), or an official MMA-DFER .pth/.pt/.tar checkpoint."""
+    if not path.exists():
+        raise CheckpointError(path, "no such file or folder")
+    if path.is_dir():
+        return load_dfer(path)
+    if path.name in (WEIGHTS_FILE, CONFIG_FILE):
+        return load_dfer(path.parent)
+    return load_official(path)
+
+
+# The weights directory: named entries, one of them the default.
+def is_url(spec: str) -> bool:
+    return re.match(r"https?://", spec, re.IGNORECASE) is not None
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: Path
+    config: WeightsConfig
+    is_default: bool
+
+
+def default_name() -> str | None:
+    marker = weights_dir() / DEFAULT_FILE
+    if not marker.is_file():
+        return None
+    return marker.read_text().strip() or None
+
+
+def entry_dir(name: str) -> Path:
+    """The folder of entry `name`, put back first if an import was killed while it was moved aside."""
+    recover_dir(weights_dir() / name)
+    return weights_dir() / name
+
+
+def set_default(name: str) -> None:
+    if not (entry_dir(name) / CONFIG_FILE).is_file():
+        raise DferError(f"{name}: no such weights entry in {weights_dir()} (see `dfer weights list`)")
+    atomic_write_text(weights_dir() / DEFAULT_FILE, name + "\n")
+
+
+def entries() -> list[Entry]:
+    root = weights_dir()
+    if not root.is_dir():
+        return []
+    for aside in root.glob(".*.old"):
+        entry_dir(aside.name[1:-len(".old")])
+    default = default_name()
+    found = []
+    # Staging and moved-aside folders start with a dot, which no entry name does.
+    for cfg in sorted(p for p in root.glob(f"*/{CONFIG_FILE}") if _NAME.match(p.parent.name)):
+        config = WeightsConfig.from_json(cfg.read_text(), cfg)
+        found.append(Entry(cfg.parent.name, cfg.parent, config, cfg.parent.name == default))
+    return found
+
+
+def import_weights(source: Path | str, name: str | None = None, make_default: bool | None = None,
+                   dataset: str | None = None, fold: int | None = None, sha256: str | None = None) -> Entry:
+    """Converts any checkpoint that `load_any` reads (a path, or an http(s) URL, downloaded first) into
+    a named entry; the first entry becomes the default unless told otherwise. With `sha256`, a file
+    that does not match is refused before anything is installed."""
+    if name is not None:
+        _check_name(name)
+    path, origin = _local_file(source, sha256)
+    if name is None:
+        name = _check_name(safe_name(path.stem if path.is_file() else path.name))
+    loaded = load_any(path)
+    config = loaded.config
+    config.dataset = dataset or config.dataset
+    config.fold = fold or config.fold
+    config.provenance.setdefault("imported_from", origin)
+    target = weights_dir() / name
+    staging = weights_dir() / f".{name}.importing"
+    shutil.rmtree(staging, ignore_errors=True)
+    save_dfer(staging, loaded.model, config)
+    replace_dir(staging, target)
+    if make_default or (make_default is None and default_name() is None):
+        set_default(name)
+    return Entry(name, target, config, default_name() == name)
+
+
+def resolve(spec: str | None) -> LoadedWeights:
+    """`--weights` value (an entry name, a path or an http(s) URL) or, when None, the default entry.
+
+    A URL is downloaded once into the downloads folder and converted in memory on every call; it adds
+    no entry."""
+    if spec is None:
+        spec = default_name()
+        if spec is None:
+            raise UsageError(
+                f"no weights installed in {weights_dir()}. `dfer weights sources` says where the official "
+                "MMA-DFER checkpoints are; import one with `dfer weights import PATH-OR-URL` "
+                "(or pass --weights PATH).")
+    if is_url(spec):
+        from dfer_cli.weights.download import fetch
+
+        loaded = load_any(fetch(spec, downloads_dir()))
+        loaded.config.provenance["url"] = spec
+        return loaded
+    if _NAME.match(spec) and (entry_dir(spec) / CONFIG_FILE).is_file():
+        return load_dfer(weights_dir() / spec)
+    path = Path(spec).expanduser()
+    if path.exists():
+        return load_any(path)
+    raise DferError(f"{spec}: neither a weights entry in {weights_dir()} nor an existing file "
+                    "(see `dfer weights list`)")
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise DferError(f"{name!r}: a weights name uses letters, digits, '_', '.' and '-' (64 at most); "
+                        "choose one with --name")
+    return name
+
+
+def _local_file(source: Path | str, sha256: str | None) -> tuple[Path, str]:
+    """The checkpoint on disk (a URL is downloaded first, once) and where it came from."""
+    from dfer_cli.weights.digest import parse_sha256, sha256_mismatch
+    from dfer_cli.weights.download import fetch  # imported only here: predict needs none of it
+
+    if is_url(str(source)):
+        return fetch(str(source), downloads_dir(), sha256), str(source)
+    path = Path(source).expanduser()
+    if sha256:
+        if not path.is_file():
+            raise DferError(f"{path}: --sha256 checks a file, and this is no file")
+        wrong = sha256_mismatch(path, parse_sha256(sha256))
+        if wrong:
+            raise DferError(f"{path}: {wrong}: refused")
+    return path, str(path.resolve())
