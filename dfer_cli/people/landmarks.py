@@ -1,0 +1,244 @@
+"""MediaPipe's face mesh (468 face landmarks) as a torch module, with the crop around a face box that
+mediapipe 0.10.14's FaceMesh feeds it: weights converted from the wheel's face_landmark.tflite by
+tools/convert_face_landmark.py into dfer_cli/assets/face_landmark.safetensors.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfer_cli.errors import DferError
+
+ASSET = Path(__file__).resolve().parents[1] / "assets" / "face_landmark.safetensors"
+SIZE = 192  # the model's input side
+POINTS = 468
+ROI_SCALE = 1.5  # mediapipe's face_detection_front_detection_to_roi: the square of the box's long side, x1.5
+PRESENCE_THRESHOLD = 0.5  # FaceLandmarkCpu drops the landmarks of a crop scoring below this
+_SUBPIXEL = 32  # OpenCV's warp quantizes sample positions to 1/32 pixel (INTER_BITS = 5)
+
+# Indices into the 468 points used below: upper and lower inner lip, forehead top and chin.
+UPPER_LIP, LOWER_LIP, FOREHEAD, CHIN = 13, 14, 10, 152
+
+
+def _same_stride2(x: torch.Tensor) -> torch.Tensor:
+    """TFLite's 'SAME' padding of a 3x3 stride-2 convolution on an even-sized map: one row and column
+    of zeros on the bottom and right only (torch pads symmetrically, which would shift every window)."""
+    return F.pad(x, (0, 1, 0, 1))
+
+
+class _Block(nn.Module):
+    """Depthwise 3x3 then 1x1 conv, added to the input (max-pooled when the block strides, zero-padded
+    in channels when it widens), then PReLU: the graph's repeating unit."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+        self.dw = nn.Conv2d(cin, cin, 3, stride, 1 if stride == 1 else 0, groups=cin)
+        self.pw = nn.Conv2d(cin, cout, 1)
+        self.act = nn.PReLU(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 2:
+            out = self.pw(self.dw(_same_stride2(x)))
+            x = F.max_pool2d(x, 2)
+        else:
+            out = self.pw(self.dw(x))
+        out[:, :x.shape[1]] += x  # the skip, zero-padded in channels when the block widens
+        return self.act(out)
+
+
+class _Head(nn.Module):
+    """One of the two outputs' branches off the 6x6 map: a strided block, `repeats` blocks, a 1x1 conv
+    narrowing to 32 channels with PReLU, one more block, and a 3x3 conv over the whole 3x3 map."""
+
+    def __init__(self, repeats: int, values: int) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(_Block(128, 128, 2), *(_Block(128, 128) for _ in range(repeats)))
+        self.narrow, self.narrow_act = nn.Conv2d(128, 32, 1), nn.PReLU(32)
+        self.last = _Block(32, 32)
+        self.out = nn.Conv2d(32, values, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.last(self.narrow_act(self.narrow(self.blocks(x))))
+        return self.out(x).flatten(1)
+
+
+class FaceMesh(nn.Module):
+    """The network of face_landmark.tflite ("facemesh-lite"), layer for layer. Modules register their
+    parameters in the order the TFLite graph runs them, trunk first, then the landmark branch, then the
+    face-presence branch; tools/convert_face_landmark.py fills them in that order.
+
+    Input: (N, 3, 192, 192) RGB in [0, 1]. Output: (N, 468, 3) x, y, z in pixels of the input (z
+    relative, in the same scale), and (N,) face-presence logits.
+    """
+
+    _trunk = ((16, 16, 1), (16, 16, 1), (16, 32, 2), (32, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1),
+              (64, 64, 1), (64, 128, 2), (128, 128, 1), (128, 128, 1), (128, 128, 2), (128, 128, 1),
+              (128, 128, 1))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.stem_act = nn.Conv2d(3, 16, 3, 2), nn.PReLU(16)
+        self.blocks = nn.Sequential(*(_Block(*w) for w in self._trunk))
+        self.mesh = _Head(2, POINTS * 3)
+        self.presence = _Head(0, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.blocks(self.stem_act(self.stem(_same_stride2(x))))
+        return self.mesh(x).view(-1, POINTS, 3), self.presence(x)[:, 0]
+
+
+def load(path: Path | None = None) -> FaceMesh:
+    """The network with its converted weights (stored fp16, as in the .tflite; computed in fp32)."""
+    from safetensors.torch import load_file
+
+    path = path or ASSET
+    if not path.is_file():
+        raise DferError(f"{path}: the face-landmark weights are missing (tools/convert_face_landmark.py makes them)")
+    net = FaceMesh()
+    net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return net.eval().requires_grad_(False)
+
+
+@dataclass(frozen=True)
+class Roi:
+    """The square crop the model sees, in frame pixels: centre, side, and rotation (radians; positive
+    turns the crop's x axis from the frame's x towards its y, i.e. clockwise on screen)."""
+
+    cx: float
+    cy: float
+    side: float
+    angle: float = 0.0
+
+
+def face_roi(box: Sequence[float], eyes: np.ndarray | None = None) -> Roi:
+    """mediapipe's ROI for a face detection: the square on the box's longer side, scaled by 1.5, around
+    the box's centre; turned so that the line from `eyes[0]` to `eyes[1]` (BlazeFace keypoints 0 and 1,
+    in pixels) is horizontal, when they are given."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    angle = 0.0
+    if eyes is not None:
+        (ex0, ey0), (ex1, ey1) = np.asarray(eyes, np.float64)
+        angle = -math.atan2(-(ey1 - ey0), ex1 - ex0)
+        angle -= 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))  # into [-pi, pi)
+    return Roi((x0 + x1) / 2, (y0 + y1) / 2, ROI_SCALE * max(x1 - x0, y1 - y0), angle)
+
+
+def _axes(rois: Sequence[Roi]) -> tuple[np.ndarray, ...]:
+    """Per ROI (as (N, 1, 1) arrays): centre x, y, side, cos and sin of the rotation."""
+    cx, cy, side, angle = (np.array([getattr(r, f) for r in rois], np.float64)[:, None, None]
+                           for f in ("cx", "cy", "side", "angle"))
+    return cx, cy, side, np.cos(angle), np.sin(angle)
+
+
+def crop(frames: torch.Tensor, rois: Sequence[Roi]) -> torch.Tensor:
+    """(N, H, W, 3) uint8 frames -> (N, 192, 192, 3) uint8, each frame's ROI as mediapipe's
+    ImageToTensor makes it: OpenCV's warpPerspective of the ROI's corners onto the tensor's (tensor
+    pixel d samples the frame at corner + d * side / 192, pixel indices rather than centres), bilinear
+    with 1/32-pixel positions and integer weights, BORDER_REPLICATE, rounded back to uint8."""
+    n, height, width = frames.shape[:3]
+    cx, cy, side, cos, sin = _axes(rois)
+    step = np.arange(SIZE, dtype=np.float64) / SIZE - 0.5
+    u, v = side * step[None, None, :], side * step[None, :, None]  # tensor column, row -> ROI offsets
+    fixed_x = np.rint((cx + cos * u - sin * v) * _SUBPIXEL).astype(np.int64)
+    fixed_y = np.rint((cy + sin * u + cos * v) * _SUBPIXEL).astype(np.int64)
+    low_x, frac_x = fixed_x // _SUBPIXEL, fixed_x % _SUBPIXEL
+    low_y, frac_y = fixed_y // _SUBPIXEL, fixed_y % _SUBPIXEL
+    xs = [np.clip(low_x + k, 0, width - 1) for k in (0, 1)]  # BORDER_REPLICATE: the nearest edge pixel
+    ys = [np.clip(low_y + k, 0, height - 1) for k in (0, 1)]
+    wx, wy = [_SUBPIXEL - frac_x, frac_x], [_SUBPIXEL - frac_y, frac_y]
+    base = np.arange(n, dtype=np.int64)[:, None, None] * (height * width)
+    index = np.stack([base + ys[j] * width + xs[i] for j in (0, 1) for i in (0, 1)])  # (4, N, 192, 192)
+    weight = np.stack([wy[j] * wx[i] for j in (0, 1) for i in (0, 1)]).astype(np.float32)
+    taps = frames.reshape(-1, 3).index_select(0, torch.from_numpy(index.reshape(-1)))
+    taps = taps.view(4, n, SIZE, SIZE, 3).float()
+    # Sums of integers below 2^24: exact in float32, so the rounding is OpenCV's.
+    total = (taps * torch.from_numpy(weight)[..., None]).sum(0)
+    return total.add_(_SUBPIXEL ** 2 // 2).div_(_SUBPIXEL ** 2).floor_().to(torch.uint8)
+
+
+def to_frame(points: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
+    """(N, 468, 3) points in pixels of the 192x192 input -> frame pixels (mediapipe's
+    LandmarkProjection; z scaled like x)."""
+    cx, cy, side, cos, sin = _axes(rois)
+    u, v = points[..., 0] / SIZE - 0.5, points[..., 1] / SIZE - 0.5
+    x = cx[..., 0] + side[..., 0] * (cos[..., 0] * u - sin[..., 0] * v)
+    y = cy[..., 0] + side[..., 0] * (sin[..., 0] * u + cos[..., 0] * v)
+    z = points[..., 2] / SIZE * side[..., 0]
+    return np.stack([x, y, z], -1).astype(np.float32)
+
+
+class FaceLandmarker:
+    """468 face landmarks per frame, given one face box per frame.
+
+    The weights load on first use. `batch_size` frames are cropped and run at a time.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 64, path: Path | None = None) -> None:
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.path = path
+        self._net: FaceMesh | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def net(self) -> FaceMesh:
+        with self._lock:
+            if self._net is None:
+                self._net = load(self.path).to(self.device)
+            return self._net
+
+    def landmarks(self, frames: np.ndarray, boxes: Sequence[tuple[float, float, float, float]],
+                  eyes: np.ndarray | None = None) -> np.ndarray:
+        """(N, 468, 3) float32 landmarks in frame pixels (x, y; z relative, in the same scale) of N RGB
+        uint8 frames (N, H, W, 3), one face box (x0, y0, x1, y1, pixels; a BlazeFace detection box) per
+        frame. `eyes`, optional (N, 2, 2): BlazeFace's keypoints 0 and 1 (x, y, pixels) per frame, to
+        turn the crop upright as mediapipe does; without them the crop is not turned."""
+        return self.landmarks_and_presence(frames, boxes, eyes)[0]
+
+    def landmarks_and_presence(self, frames: np.ndarray, boxes: Sequence[tuple[float, float, float, float]],
+                               eyes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`landmarks`, and the model's face-presence score (N,) in [0, 1]: mediapipe keeps the
+        landmarks of crops scoring at least PRESENCE_THRESHOLD."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+            raise DferError(f"frames must be (N, H, W, 3) uint8 RGB, not {frames.shape} {frames.dtype}")
+        if len(boxes) != len(frames) or (eyes is not None and len(eyes) != len(frames)):
+            raise DferError(f"{len(frames)} frames need as many boxes (and eyes), not {len(boxes)}")
+        rois = [face_roi(box, None if eyes is None else eyes[k]) for k, box in enumerate(boxes)]
+        return self.run(frames, rois)
+
+    def run(self, frames: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, 468, 3, frame pixels) and face-presence scores (N,) for explicit ROIs."""
+        points, scores = [], []
+        pixels = torch.from_numpy(np.ascontiguousarray(frames))
+        with torch.inference_mode():
+            for start in range(0, len(rois), self.batch_size):
+                part = rois[start:start + self.batch_size]
+                crops = crop(pixels[start:start + len(part)], part).to(self.device)
+                # ImageToTensor's float range [0, 1]: the uint8 crop scaled by 1/255.
+                x = crops.permute(0, 3, 1, 2).float().mul_(1 / 255)
+                raw, logits = self.net(x)
+                points.append(to_frame(raw.cpu().double().numpy(), part))
+                scores.append(torch.sigmoid(logits).cpu().numpy())
+        if not points:
+            return np.zeros((0, POINTS, 3), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(points), np.concatenate(scores).astype(np.float32)
+
+
+def lip_opening(points: np.ndarray) -> np.ndarray:
+    """Per frame, the gap between the inner lips over the face's height (forehead top to chin), in the
+    image plane: |p13 - p14| / |p10 - p152|, from (N, 468, 2 or 3) landmarks."""
+    xy = np.asarray(points, np.float64)[..., :2]
+    gap = np.linalg.norm(xy[..., UPPER_LIP, :] - xy[..., LOWER_LIP, :], axis=-1)
+    height = np.linalg.norm(xy[..., FOREHEAD, :] - xy[..., CHIN, :], axis=-1)
+    return (gap / np.maximum(height, 1e-9)).astype(np.float32)
