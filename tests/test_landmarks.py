@@ -6,6 +6,7 @@ import warnings
 import av
 import numpy as np
 import pytest
+import torch
 from conftest import MEDIA
 
 from dfer_cli.errors import DferError
@@ -176,3 +177,14 @@ def test_tracking_gives_mediapipes_video_mode_landmarks(landmarker):
     print(f"\nagainst FaceMesh in video mode, {len(errors)} frames: mean {errors.mean():.5f}%, "
           f"max {errors.max():.5f}% of face height")
     assert errors.mean() < 0.01 and errors.max() < 0.1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_gives_the_cpus_landmarks(landmarker, speaker):
+    boxes = [SPEAKER_BOX] * len(speaker)
+    cpu, cpu_presence = landmarker.landmarks_and_presence(speaker, boxes)
+    gpu, gpu_presence = FaceLandmarker("cuda").landmarks_and_presence(speaker, boxes)
+    height = np.linalg.norm(cpu[:, 10, :2] - cpu[:, 152, :2], axis=-1)
+    assert (np.abs(gpu - cpu).max((1, 2)) < 1e-3 * height).all()  # TF32 convolutions allowed for
+    assert np.allclose(gpu_presence, cpu_presence, atol=1e-3)

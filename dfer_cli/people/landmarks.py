@@ -245,16 +245,19 @@ class FaceLandmarker:
                                eyes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`landmarks`, and the model's face-presence score (N,) in [0, 1]: mediapipe keeps the
         landmarks of crops scoring at least PRESENCE_THRESHOLD."""
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
-            raise DferError(f"frames must be (N, H, W, 3) uint8 RGB, not {frames.shape} {frames.dtype}")
-        if len(boxes) != len(frames) or (eyes is not None and len(eyes) != len(frames)):
-            raise DferError(f"{len(frames)} frames need as many boxes (and eyes), not {len(boxes)}")
+        if eyes is not None and len(eyes) != len(boxes):
+            raise DferError(f"{len(boxes)} boxes need as many eye pairs, not {len(eyes)}")
         rois = [face_roi(box, None if eyes is None else eyes[k]) for k, box in enumerate(boxes)]
         return self.run(frames, rois)
 
     def run(self, frames: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks (N, 468, 3, frame pixels) and face-presence scores (N,) for explicit ROIs."""
+        """Landmarks (N, 468, 3, frame pixels) and face-presence scores (N,) for explicit crops, one per
+        frame: face_roi's, or roi_from_landmarks' to track a face through a video as FaceMesh does."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+            raise DferError(f"frames must be (N, H, W, 3) uint8 RGB, not {frames.shape} {frames.dtype}")
+        if len(rois) != len(frames):
+            raise DferError(f"{len(frames)} frames need as many face boxes, not {len(rois)}")
         points, scores = [], []
         pixels = torch.from_numpy(np.ascontiguousarray(frames))
         with torch.inference_mode():
