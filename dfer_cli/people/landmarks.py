@@ -1,0 +1,286 @@
+"""MediaPipe's face mesh (468 face landmarks) as a torch module, with the crop around a face box that
+mediapipe 0.10.14's FaceMesh feeds it: weights converted from the wheel's face_landmark.tflite by
+tools/convert_face_landmark.py into dfer_cli/assets/face_landmark.safetensors.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfer_cli.errors import DferError
+
+ASSET = Path(__file__).resolve().parents[1] / "assets" / "face_landmark.safetensors"
+SIZE = 192  # the model's input side
+POINTS = 468
+ROI_SCALE = 1.5  # mediapipe's face_detection_front_detection_to_roi: the square of the box's long side, x1.5
+PRESENCE_THRESHOLD = 0.5  # FaceLandmarkCpu drops the landmarks of a crop scoring below this
+_SUBPIXEL = 32  # OpenCV's warp quantizes sample positions to 1/32 pixel (INTER_BITS = 5)
+
+# Indices into the 468 points used below: upper and lower inner lip, forehead top and chin.
+UPPER_LIP, LOWER_LIP, FOREHEAD, CHIN = 13, 14, 10, 152
+OUTER_EYE_CORNERS = [33, 263]  # the eye line that mediapipe's tracking turns the next crop to
+
+
+def _same_stride2(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv` (3x3, stride 2) with TFLite's 'SAME' padding on an even-sized map: windows start on even
+    pixels, with a zero row and column after the bottom and right edges. Torch's symmetric padding
+    would start them one pixel early; a 4x4 kernel whose first row and column are zero, padded by 1,
+    gives TFLite's windows, without the padded copy of the input that F.pad makes (which costs about
+    ten times the depthwise convolution itself on a CPU)."""
+    return F.conv2d(x, F.pad(conv.weight, (1, 0, 1, 0)), conv.bias, 2, 1, 1, conv.groups)
+
+
+def _max_pool(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max pooling, stride 2, of an even-sized map: F.max_pool2d also computes the argmax on a CPU."""
+    return torch.maximum(torch.maximum(x[:, :, ::2, ::2], x[:, :, ::2, 1::2]),
+                         torch.maximum(x[:, :, 1::2, ::2], x[:, :, 1::2, 1::2]))
+
+
+class _Block(nn.Module):
+    """Depthwise 3x3 then 1x1 conv, added to the input (max-pooled when the block strides, zero-padded
+    in channels when it widens), then PReLU: the graph's repeating unit."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+        self.dw = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin)
+        self.pw = nn.Conv2d(cin, cout, 1)
+        self.act = nn.PReLU(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 2:
+            out = self.pw(_same_stride2(self.dw, x))
+            x = _max_pool(x)
+        else:
+            out = self.pw(self.dw(x))
+        out[:, :x.shape[1]] += x  # the skip, zero-padded in channels when the block widens
+        return self.act(out)
+
+
+class _Head(nn.Module):
+    """One of the two outputs' branches off the 6x6 map: a strided block, `repeats` blocks, a 1x1 conv
+    narrowing to 32 channels with PReLU, one more block, and a 3x3 conv over the whole 3x3 map."""
+
+    def __init__(self, repeats: int, values: int) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(_Block(128, 128, 2), *(_Block(128, 128) for _ in range(repeats)))
+        self.narrow, self.narrow_act = nn.Conv2d(128, 32, 1), nn.PReLU(32)
+        self.last = _Block(32, 32)
+        self.out = nn.Conv2d(32, values, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.last(self.narrow_act(self.narrow(self.blocks(x))))
+        return self.out(x).flatten(1)
+
+
+class FaceMesh(nn.Module):
+    """The network of face_landmark.tflite ("facemesh-lite"), layer for layer. Modules register their
+    parameters in the order the TFLite graph runs them, trunk first, then the landmark branch, then the
+    face-presence branch; tools/convert_face_landmark.py fills them in that order.
+
+    Input: (N, 3, 192, 192) RGB in [0, 1], best channels-last in memory. Output: (N, 468, 3) x, y, z
+    in pixels of the input (z relative, in the same scale), and (N,) face-presence logits.
+    """
+
+    _trunk = ((16, 16, 1), (16, 16, 1), (16, 32, 2), (32, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1),
+              (64, 64, 1), (64, 128, 2), (128, 128, 1), (128, 128, 1), (128, 128, 2), (128, 128, 1),
+              (128, 128, 1))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.stem_act = nn.Conv2d(3, 16, 3, 2, 1), nn.PReLU(16)
+        self.blocks = nn.Sequential(*(_Block(*w) for w in self._trunk))
+        self.mesh = _Head(2, POINTS * 3)
+        self.presence = _Head(0, 1)
+
+    def _large_maps(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks[:6](self.stem_act(_same_stride2(self.stem, x)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # On a CPU, the 96x96 and 48x48 maps (stem and first six blocks) go 4 frames at a time: a batch's
+        # maps outgrow the caches, and each op then waits on memory (2-3x slower at batch 64). The
+        # smaller maps after them take the whole batch at once, which saves per-op overhead.
+        parts = x.split(4) if x.device.type == "cpu" else [x]
+        x = self.blocks[6:](torch.cat([self._large_maps(part) for part in parts]))
+        return self.mesh(x).view(-1, POINTS, 3), self.presence(x)[:, 0]
+
+
+def load(path: Path | None = None) -> FaceMesh:
+    """The network with its converted weights (stored fp16, as in the .tflite; computed in fp32)."""
+    from safetensors.torch import load_file
+
+    path = path or ASSET
+    if not path.is_file():
+        raise DferError(f"{path}: the face-landmark weights are missing (tools/convert_face_landmark.py makes them)")
+    net = FaceMesh()
+    net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    # Channels-last: on a CPU, oneDNN's depthwise and 1x1 convolutions run about 3 times faster on it.
+    return net.to(memory_format=torch.channels_last).eval().requires_grad_(False)
+
+
+@dataclass(frozen=True)
+class Roi:
+    """The square crop the model sees, in frame pixels: centre, side, and rotation (radians; positive
+    turns the crop's x axis from the frame's x towards its y, i.e. clockwise on screen)."""
+
+    cx: float
+    cy: float
+    side: float
+    angle: float = 0.0
+
+
+def face_roi(box: Sequence[float], eyes: np.ndarray | None = None) -> Roi:
+    """mediapipe's ROI for a face detection: the square on the box's longer side, scaled by 1.5, around
+    the box's centre; turned so that the line from `eyes[0]` to `eyes[1]` (BlazeFace keypoints 0 and 1,
+    in pixels) is horizontal, when they are given."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    angle = 0.0
+    if eyes is not None:
+        (ex0, ey0), (ex1, ey1) = np.asarray(eyes, np.float64)
+        angle = -math.atan2(-(ey1 - ey0), ex1 - ex0)
+        angle -= 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))  # into [-pi, pi)
+    return Roi((x0 + x1) / 2, (y0 + y1) / 2, ROI_SCALE * max(x1 - x0, y1 - y0), angle)
+
+
+def roi_from_landmarks(points: np.ndarray) -> Roi:
+    """mediapipe's ROI for the next video frame from one frame's 468 landmarks (FaceLandmarkLandmarksToRoi,
+    how FaceMesh tracks a face without detecting it again): the landmarks' bounding box, as a detection box
+    (square on its longer side, x1.5), turned so that the line from point 33 to point 263 (the outer eye
+    corners) is horizontal."""
+    xy = np.asarray(points, np.float64)[:, :2]
+    low, high = xy.min(0), xy.max(0)
+    return face_roi((low[0], low[1], high[0], high[1]), xy[OUTER_EYE_CORNERS])
+
+
+def _axes(rois: Sequence[Roi]) -> tuple[np.ndarray, ...]:
+    """Per ROI (as (N, 1, 1) arrays): centre x, y, side, cos and sin of the rotation."""
+    cx, cy, side, angle = (np.array([getattr(r, f) for r in rois], np.float64)[:, None, None]
+                           for f in ("cx", "cy", "side", "angle"))
+    return cx, cy, side, np.cos(angle), np.sin(angle)
+
+
+def crop(frames: torch.Tensor, rois: Sequence[Roi]) -> torch.Tensor:
+    """(N, H, W, 3) uint8 frames -> (N, 192, 192, 3) uint8, each frame's ROI as mediapipe's
+    ImageToTensor makes it: OpenCV's warpPerspective of the ROI's corners onto the tensor's (tensor
+    pixel d samples the frame at corner + d * side / 192, pixel indices rather than centres), bilinear
+    with 1/32-pixel positions and integer weights, BORDER_REPLICATE, rounded back to uint8."""
+    # 16 frames at a time: the taps of more outgrow the CPU's caches.
+    return torch.cat([_crop(frames[k:k + 16], rois[k:k + 16]) for k in range(0, len(rois), 16)]) if rois else \
+        torch.zeros((0, SIZE, SIZE, 3), dtype=torch.uint8)
+
+
+def _crop(frames: torch.Tensor, rois: Sequence[Roi]) -> torch.Tensor:
+    n, height, width = frames.shape[:3]
+    cx, cy, side, cos, sin = (torch.from_numpy(a) for a in _axes(rois))
+    step = torch.arange(SIZE, dtype=torch.float64) / SIZE - 0.5
+    u, v = step.view(1, 1, SIZE), step.view(1, SIZE, 1)  # tensor column, row -> ROI offsets / side
+    # Positions in 32nds of a pixel, rounded half to even as OpenCV's cvRound does; int32 from here on
+    # (16 frames' pixel indices fit), which halves the memory traffic of int64.
+    fixed_x = (cx * _SUBPIXEL + (side * cos * _SUBPIXEL) * u - (side * sin * _SUBPIXEL) * v).round_().int()
+    fixed_y = (cy * _SUBPIXEL + (side * sin * _SUBPIXEL) * u + (side * cos * _SUBPIXEL) * v).round_().int()
+    low_x, low_y = fixed_x >> 5, fixed_y >> 5  # floor, negative positions included
+    frac_x, frac_y = (fixed_x & (_SUBPIXEL - 1)).float(), (fixed_y & (_SUBPIXEL - 1)).float()
+    # BORDER_REPLICATE: a tap outside the frame reads the nearest edge pixel, with its weight unchanged.
+    x0, x1 = low_x.clamp(0, width - 1), low_x.add_(1).clamp_(0, width - 1)
+    base = torch.arange(n, dtype=torch.int32).view(n, 1, 1) * (height * width)
+    row0 = low_y.clamp(0, height - 1).mul_(width).add_(base)
+    row1 = low_y.add_(1).clamp_(0, height - 1).mul_(width).add_(base)
+    flat = frames.reshape(-1, 3)
+    total, left = None, _SUBPIXEL - frac_x
+    for row, wy in ((row0, _SUBPIXEL - frac_y), (row1, frac_y)):
+        for col, wx in ((x0, left), (x1, frac_x)):
+            taps = flat.index_select(0, (row + col).view(-1)).view(n, SIZE, SIZE, 3)
+            weight = (wy * wx).unsqueeze_(-1)
+            total = taps * weight if total is None else total.addcmul_(taps, weight)
+    # Sums of integers below 2^24: exact in float32, so the rounding is OpenCV's.
+    return total.add_(_SUBPIXEL ** 2 // 2).div_(_SUBPIXEL ** 2).floor_().to(torch.uint8)
+
+
+def to_frame(points: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
+    """(N, 468, 3) points in pixels of the 192x192 input -> frame pixels (mediapipe's
+    LandmarkProjection; z scaled like x)."""
+    cx, cy, side, cos, sin = _axes(rois)
+    u, v = points[..., 0] / SIZE - 0.5, points[..., 1] / SIZE - 0.5
+    x = cx[..., 0] + side[..., 0] * (cos[..., 0] * u - sin[..., 0] * v)
+    y = cy[..., 0] + side[..., 0] * (sin[..., 0] * u + cos[..., 0] * v)
+    z = points[..., 2] / SIZE * side[..., 0]
+    return np.stack([x, y, z], -1).astype(np.float32)
+
+
+class FaceLandmarker:
+    """468 face landmarks per frame, given one face box per frame.
+
+    The weights load on first use. `batch_size` frames are cropped and run at a time.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 64, path: Path | None = None) -> None:
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.path = path
+        self._net: FaceMesh | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def net(self) -> FaceMesh:
+        with self._lock:
+            if self._net is None:
+                self._net = load(self.path).to(self.device)
+            return self._net
+
+    def landmarks(self, frames: np.ndarray, boxes: Sequence[tuple[float, float, float, float]],
+                  eyes: np.ndarray | None = None) -> np.ndarray:
+        """(N, 468, 3) float32 landmarks in frame pixels (x, y; z relative, in the same scale) of N RGB
+        uint8 frames (N, H, W, 3), one face box (x0, y0, x1, y1, pixels; a BlazeFace detection box) per
+        frame. `eyes`, optional (N, 2, 2): BlazeFace's keypoints 0 and 1 (x, y, pixels) per frame, to
+        turn the crop upright as mediapipe does; without them the crop is not turned."""
+        return self.landmarks_and_presence(frames, boxes, eyes)[0]
+
+    def landmarks_and_presence(self, frames: np.ndarray, boxes: Sequence[tuple[float, float, float, float]],
+                               eyes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`landmarks`, and the model's face-presence score (N,) in [0, 1]: mediapipe keeps the
+        landmarks of crops scoring at least PRESENCE_THRESHOLD."""
+        if eyes is not None and len(eyes) != len(boxes):
+            raise DferError(f"{len(boxes)} boxes need as many eye pairs, not {len(eyes)}")
+        rois = [face_roi(box, None if eyes is None else eyes[k]) for k, box in enumerate(boxes)]
+        return self.run(frames, rois)
+
+    def run(self, frames: np.ndarray, rois: Sequence[Roi]) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N, 468, 3, frame pixels) and face-presence scores (N,) for explicit crops, one per
+        frame: face_roi's, or roi_from_landmarks' to track a face through a video as FaceMesh does."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+            raise DferError(f"frames must be (N, H, W, 3) uint8 RGB, not {frames.shape} {frames.dtype}")
+        if len(rois) != len(frames):
+            raise DferError(f"{len(frames)} frames need as many face boxes, not {len(rois)}")
+        points, scores = [], []
+        pixels = torch.from_numpy(np.ascontiguousarray(frames))
+        with torch.inference_mode():
+            for start in range(0, len(rois), self.batch_size):
+                part = rois[start:start + self.batch_size]
+                crops = crop(pixels[start:start + len(part)], part).to(self.device)
+                # ImageToTensor's float range [0, 1]: the uint8 crop scaled by 1/255.
+                x = crops.permute(0, 3, 1, 2).float().mul_(1 / 255)
+                raw, logits = self.net(x)
+                points.append(to_frame(raw.cpu().double().numpy(), part))
+                scores.append(torch.sigmoid(logits).cpu().numpy())
+        if not points:
+            return np.zeros((0, POINTS, 3), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(points), np.concatenate(scores).astype(np.float32)
+
+
+def lip_opening(points: np.ndarray) -> np.ndarray:
+    """Per frame, the gap between the inner lips over the face's height (forehead top to chin), in the
+    image plane: |p13 - p14| / |p10 - p152|, from (N, 468, 2 or 3) landmarks."""
+    xy = np.asarray(points, np.float64)[..., :2]
+    gap = np.linalg.norm(xy[..., UPPER_LIP, :] - xy[..., LOWER_LIP, :], axis=-1)
+    height = np.linalg.norm(xy[..., FOREHEAD, :] - xy[..., CHIN, :], axis=-1)
+    return (gap / np.maximum(height, 1e-9)).astype(np.float32)
