@@ -1,0 +1,1 @@
+"""Who is on screen and who speaks: face landmarks, speech presence, speaker attribution."""

@@ -1,0 +1,218 @@
+"""Which visible face speaks each stretch of speech, or none (a voice off screen): pure numpy.
+
+Per face and video frame the inner-lip opening, per frame the log energy of the voice band; both high-passed and
+Pearson-correlated over a segment's speech frames at a few lags. The best face speaks if its r passes a threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# FaceMesh (468 points): inner lip, upper 13 / lower 14; forehead 10 and chin 152 give the face height.
+INNER_LIP = (13, 14)
+FACE_HEIGHT = (10, 152)
+
+
+@dataclass(frozen=True)
+class AttributionConfig:
+    """Every parameter of the attribution; the defaults are the measured choice (benchmarks/speaker_bench.py)."""
+
+    band_hz: tuple[float, float] = (800.0, 4000.0)  # consonant and formant energy follows the lips best
+    lags: tuple[int, ...] = (-1, 0, 1, 2)  # frames the lips may lag (> 0) or lead the voice; wider adds chance maxima
+    highpass_frames: int = 9  # the series minus their moving average over this many frames: syllable rate stays
+    threshold: float = 0.45  # a face speaks if its best r exceeds this; below 0.3 off-screen voices pass
+    min_frames: int = 8  # fewer usable frames than this: no score for that face
+    pool_frames: int = 50  # a segment with fewer speech frames borrows the nearest speech frames of its neighbours
+    run_gap: float = 1.5  # a gap between frame times over this many frame steps starts a new run
+
+
+@dataclass(frozen=True)
+class SegmentAttribution:
+    """One speech segment: who speaks it (a person index, or None: nobody visible), and why."""
+
+    start: float
+    end: float
+    person: int | None
+    scores: np.ndarray  # (persons,) best r over the lags; NaN where the face had too few frames
+    frames: int  # speech frames the scores were computed on (pooling included)
+
+
+def lip_opening(landmarks: np.ndarray) -> np.ndarray:
+    """Inner-lip opening over face height from FaceMesh landmarks (..., 468, 2 or 3), pixel x and y: shape (...).
+
+    2-D distances in pixels: normalised coordinates would stretch one axis by the frame's aspect ratio.
+    """
+    xy = np.asarray(landmarks, dtype=np.float64)[..., :2]
+    opening = np.linalg.norm(xy[..., INNER_LIP[0], :] - xy[..., INNER_LIP[1], :], axis=-1)
+    height = np.linalg.norm(xy[..., FACE_HEIGHT[0], :] - xy[..., FACE_HEIGHT[1], :], axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(height > 0, opening / height, np.nan)
+
+
+def _frame_step(frame_times: np.ndarray) -> float:
+    steps = np.diff(frame_times)
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if len(steps) else 0.04
+
+
+def loudness_track(
+    wave: np.ndarray,
+    sample_rate: int,
+    frame_times: Sequence[float] | np.ndarray,
+    band_hz: tuple[float, float] = AttributionConfig.band_hz,
+) -> np.ndarray:
+    """Log energy of the ``band_hz`` band per video frame: (frames,), 0.5 * log(mean power + 1e-8).
+
+    ``wave`` is (samples,) or (channels, samples) and starts at time 0 of ``frame_times`` (seconds). Frame i's
+    energy is the wave from t_i to t_i + one frame step (what plays while the frame shows), Hann-windowed over
+    twice that span (the neighbours' halves too) so that the band edges do not leak the strong voice pitch in;
+    the band is cut in the FFT of each window. Channels' powers are averaged: a voice on one channel counts.
+    """
+    wave = np.asarray(wave, dtype=np.float64)
+    if wave.ndim == 1:
+        wave = wave[None]
+    times = np.asarray(frame_times, dtype=np.float64)
+    if len(times) == 0:
+        return np.zeros(0)
+    step = _frame_step(times)
+    span = max(8, int(round(2 * step * sample_rate)))
+    n_fft = 1 << (span - 1).bit_length()
+    freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
+    band = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
+    window = np.hanning(span)
+    # Parseval with the window's power: a steady tone in the band reads the same whatever the span.
+    norm = 2.0 / (n_fft * np.sum(window**2))
+    starts = np.round((times + step / 2) * sample_rate).astype(np.int64) - span // 2
+    n = wave.shape[-1]
+    out = np.empty(len(times))
+    block = max(1, 4_000_000 // (span * wave.shape[0]))
+    for first in range(0, len(times), block):
+        index = starts[first:first + block, None] + np.arange(span)[None, :]
+        inside = (index >= 0) & (index < n)
+        chunk = np.where(inside, wave[:, np.clip(index, 0, n - 1)], 0.0) * window
+        spectrum = np.fft.rfft(chunk, n=n_fft, axis=-1)
+        power = np.sum(np.abs(spectrum[..., band]) ** 2, axis=-1) * norm
+        out[first:first + block] = 0.5 * np.log(power.mean(axis=0) + 1e-8)
+    return out
+
+
+def frame_runs(frame_times: np.ndarray, run_gap: float = AttributionConfig.run_gap) -> np.ndarray:
+    """A run number per frame: frames closer than ``run_gap`` frame steps to the previous one share a run."""
+    times = np.asarray(frame_times, dtype=np.float64)
+    if len(times) < 2:
+        return np.zeros(len(times), dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(np.diff(times) > run_gap * _frame_step(times))])
+
+
+def highpass(series: np.ndarray, runs: np.ndarray, frames: int) -> np.ndarray:
+    """``series`` (..., frames) minus its centred moving average over ``frames``, within each run; NaN stays NaN.
+
+    Near a run's ends and next to NaN the average is over the frames there are, so no edge is invented.
+    """
+    x = np.asarray(series, dtype=np.float64)
+    out = np.full_like(x, np.nan)
+    half = frames // 2
+    kernel = np.ones(2 * half + 1)
+    for run in np.unique(runs):
+        cols = np.flatnonzero(runs == run)
+        part = x[..., cols]
+        valid = np.isfinite(part)
+        total = np.apply_along_axis(np.convolve, -1, np.where(valid, part, 0.0), kernel, "same")
+        count = np.apply_along_axis(np.convolve, -1, valid.astype(np.float64), kernel, "same")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[..., cols] = np.where(valid, part - total / count, np.nan)
+    return out
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    denominator = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    return float(np.dot(a, b) / denominator) if denominator > 0 else 0.0
+
+
+def lagged_scores(
+    lips: np.ndarray, voice: np.ndarray, runs: np.ndarray, frames: np.ndarray, config: AttributionConfig
+) -> np.ndarray:
+    """Best r over ``config.lags`` per person between high-passed ``voice`` at ``frames`` and ``lips`` (persons,
+    all frames) ``lag`` frames later in the same run; NaN for a person with fewer than ``min_frames`` pairs."""
+    scores = np.full(lips.shape[0], np.nan)
+    n = lips.shape[1]
+    for lag in config.lags:
+        shifted = frames + lag
+        keep = (shifted >= 0) & (shifted < n)
+        audio_at, video_at = frames[keep], shifted[keep]
+        same_run = runs[audio_at] == runs[video_at]
+        audio_at, video_at = audio_at[same_run], video_at[same_run]
+        for person in range(lips.shape[0]):
+            a, v = voice[audio_at], lips[person, video_at]
+            ok = np.isfinite(a) & np.isfinite(v)
+            if ok.sum() < config.min_frames:
+                continue
+            r = _pearson(a[ok], v[ok])
+            scores[person] = r if np.isnan(scores[person]) else max(scores[person], r)
+    return scores
+
+
+def _pooled(segment_frames: np.ndarray, speech_frames: np.ndarray, times: np.ndarray, want: int) -> np.ndarray:
+    # A short segment (a word or two) gives a noisy r: add the speech frames nearest to it in time, which mostly
+    # belong to the same speaker's neighbouring segments; a long segment keeps its own frames only.
+    if len(segment_frames) >= want or len(speech_frames) <= len(segment_frames):
+        return segment_frames
+    t0, t1 = times[segment_frames[0]], times[segment_frames[-1]]
+    t = times[speech_frames]
+    distance = np.maximum(t0 - t, 0) + np.maximum(t - t1, 0)
+    nearest = speech_frames[np.argsort(distance, kind="stable")[:want]]
+    return np.unique(np.concatenate([segment_frames, nearest]))
+
+
+def attribute_segments(
+    frame_times: Sequence[float] | np.ndarray,
+    openings: np.ndarray,
+    loudness: np.ndarray,
+    segments: Sequence[tuple[float, float]],
+    config: AttributionConfig = AttributionConfig(),
+) -> list[SegmentAttribution]:
+    """Who speaks each of ``segments`` ((start, end) seconds, as from ``speech.speech_segments``).
+
+    ``frame_times`` (frames,) seconds, one or several contiguous runs at the video frame rate, on the clock of
+    ``segments``; ``openings`` (persons, frames) from ``lip_opening``, NaN where the face was not found;
+    ``loudness`` (frames,) from ``loudness_track``. A segment is scored on its own speech frames (a frame is in a
+    segment when the audio it shows with is), pooled with the nearest speech frames of other segments up to
+    ``config.pool_frames``. Segments with no frame at all are left out of the answer.
+    """
+    times = np.asarray(frame_times, dtype=np.float64)
+    lips_raw = np.atleast_2d(np.asarray(openings, dtype=np.float64))
+    if lips_raw.shape[1] != len(times) or len(loudness) != len(times):
+        raise ValueError(f"{len(times)} frame times, openings {lips_raw.shape}, loudness {len(loudness)}")
+    if len(times) == 0 or not segments:
+        return []
+    runs = frame_runs(times, config.run_gap)
+    lips = highpass(lips_raw, runs, config.highpass_frames)
+    voice = highpass(np.asarray(loudness, dtype=np.float64), runs, config.highpass_frames)
+    centres = times + _frame_step(times) / 2
+    members = [np.flatnonzero((centres >= start) & (centres < end)) for start, end in segments]
+    speech_frames = np.unique(np.concatenate(members)) if members else np.zeros(0, np.int64)
+    answer = []
+    for (start, end), own in zip(segments, members):
+        if len(own) == 0:
+            continue
+        frames = _pooled(own, speech_frames, times, config.pool_frames)
+        scores = lagged_scores(lips, voice, runs, frames, config)
+        person = None
+        if np.isfinite(scores).any():
+            best = int(np.nanargmax(scores))
+            person = best if scores[best] > config.threshold else None
+        answer.append(SegmentAttribution(float(start), float(end), person, scores, len(frames)))
+    return answer
+
+
+def speaking_time(attributions: Sequence[SegmentAttribution]) -> dict[int | None, float]:
+    """Seconds of speech per person over a file; the key None holds speech that no visible face speaks."""
+    total: dict[int | None, float] = {}
+    for a in attributions:
+        total[a.person] = total.get(a.person, 0.0) + (a.end - a.start)
+    return total
