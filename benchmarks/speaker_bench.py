@@ -93,12 +93,12 @@ def composite(kind: str, names: tuple[str, ...]) -> tuple[list[Path], str, int]:
     if kind == "single":
         return paths, "[0:v]setpts=PTS-STARTPTS[v]", W
     if kind == "pair":
-        return paths, "[0:v][1:v]hstack[v]", 2 * W
+        return paths, "[0:v]setpts=PTS-STARTPTS[l];[1:v]setpts=PTS-STARTPTS[r];[l][r]hstack[v]", 2 * W
     listen = LISTEN_STILL if kind == "turn_still" else LISTEN_MOVING
     graph = (
-        "[0:v]split[a0][a1];[1:v]split[b0][b1];"
+        "[0:v]setpts=PTS-STARTPTS,split[a0][a1];[1:v]setpts=PTS-STARTPTS,split[b0][b1];"
         f"[a1]{listen.format(t='la')}[al];[b0]{listen.format(t='lb')}[bl];"
-        "[a0][al]concat=n=2[left];[bl][b1]concat=n=2[right];[left][right]hstack[v]"
+        "[a0][al]concat=n=2,setpts=N/25/TB[left];[bl][b1]concat=n=2,setpts=N/25/TB[right];[left][right]hstack[v]"
     )
     return paths, graph, 2 * W
 
@@ -159,7 +159,7 @@ class Data:
         seconds = sum(w.shape[-1] for w in self.waves.values()) / RATE
         self.vad_ms_per_s = (time.perf_counter() - t) * 1000 / seconds
         t = time.perf_counter()
-        for n, w in self.waves.items():
+        for w in self.waves.values():
             speech.speech_probabilities(speech.resample(w, RATE))  # both channels, as if they differed
         self.vad_ms_per_s_2ch = (time.perf_counter() - t) * 1000 / seconds
         self.turn_waves = {
@@ -222,8 +222,8 @@ def figures(data: Data, config: attribute.AttributionConfig, thirds: int = 9) ->
 
 
 def line(name: str, f: dict[str, float]) -> str:
-    return (f"{name:<34} pairs {f['pairs']:6.1%}  off-screen rejected {f['offscreen']:6.1%}  singles {f['singles']:6.1%}"
-            f"  turns still {f['turn_still']:6.1%}  moving {f['turn_moving']:6.1%}")
+    return (f"{name:<34} pairs {f['pairs']:6.1%}  off-screen rejected {f['offscreen']:6.1%}"
+            f"  singles {f['singles']:6.1%}  turns still {f['turn_still']:6.1%}  moving {f['turn_moving']:6.1%}")
 
 
 def evaluate(args: argparse.Namespace, names: list[str], pairs: list[tuple[str, str]]) -> None:
