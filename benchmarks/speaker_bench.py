@@ -148,10 +148,11 @@ class Data:
 
     def __init__(self, cache: Path, names: list[str], pairs: list[tuple[str, str]], band: tuple[float, float]):
         self.names, self.pairs = names, pairs
-        self.lips = {("single", (n,)): attribute.lip_opening(cached_landmarks(cache, "single", (n,))) for n in names}
+        self.marks = {("single", (n,)): cached_landmarks(cache, "single", (n,)) for n in names}
         for kind in ("pair", "turn_still", "turn_moving"):
             for p in pairs:
-                self.lips[kind, p] = attribute.lip_opening(cached_landmarks(cache, kind, p))
+                self.marks[kind, p] = cached_landmarks(cache, kind, p)
+        self.set_lips(attribute.LIP_PAIRS)
         self.waves = {n: audio([GRID / f"{n}.mpg"]) for n in names}
         speech.speech_segments(self.waves[names[0]], RATE)  # load and warm the model before timing it
         t = time.perf_counter()
@@ -168,6 +169,9 @@ class Data:
         self.turn_segments = {p: speech.speech_segments(w, RATE) for p, w in self.turn_waves.items()}
         self.set_band(band)
 
+    def set_lips(self, pairs: tuple[tuple[int, int], ...]) -> None:
+        self.lips = {k: attribute.lip_opening(m, pairs) for k, m in self.marks.items()}
+
     def set_band(self, band: tuple[float, float]) -> None:
         self.band = band
         times = np.arange(75) / FPS
@@ -176,6 +180,18 @@ class Data:
             p: attribute.loudness_track(w, RATE, np.arange(self.lips["turn_still", p].shape[1]) / FPS, band)
             for p, w in self.turn_waves.items()
         }
+
+
+def chop(segments: list[tuple[float, float]], piece: float) -> list[tuple[float, float]]:
+    """``segments`` cut into pieces of ``piece`` seconds (the last one of each shorter)."""
+    return [(s, min(e, s + piece)) for start, e in segments for s in np.arange(start, e - 1e-6, piece)]
+
+
+def shifted(track: np.ndarray, frames: int) -> np.ndarray:
+    """``track`` delayed by ``frames`` (early if negative), the edge value repeated."""
+    if frames > 0:
+        return np.r_[np.full(frames, track[0]), track[:-frames]]
+    return np.r_[track[-frames:], np.full(-frames, track[-1])] if frames < 0 else track
 
 
 def file_decision(result: list[attribute.SegmentAttribution]) -> int | None | str:
@@ -242,13 +258,39 @@ def evaluate(args: argparse.Namespace, names: list[str], pairs: list[tuple[str, 
     print(f"a voice on the left channel only: {speech.speech_segments(one_channel, RATE)} "
           f"(both channels: {data.segments[names[0]]})")
     print(line("default", figures(data, default)))
-    print(line("one decision per file (baseline)", figures(data, replace(default, pool_frames=10**9))))
+    print(line("one decision per file", figures(data, replace(default, pool_frames=10**9))))
+    print(line("lags (0, 1): GRID's own offset", figures(data, replace(default, lags=(0, 1)))))
+    data.set_lips((attribute.INNER_LIP,))
+    print(line("notes' baseline: inner lip, r > 0.45", figures(data, replace(default, threshold=0.45))))
+    print(line("inner lip, r > 0.5", figures(data, default)))
+    data.set_lips(attribute.LIP_PAIRS)
     if not args.sweep:
         return
     for threshold in (0.35, 0.4, 0.45, 0.5, 0.55):
         print(line(f"threshold {threshold}", figures(data, replace(default, threshold=threshold))))
     for pool in (0, 25, 50, 75, 100):
         print(line(f"pool_frames {pool}", figures(data, replace(default, pool_frames=pool))))
+    turns = dict(data.turn_segments)
+    for piece in (0.4, 0.8):  # silero's segments cut into words: how much pooling short segments helps
+        data.turn_segments = {p: chop(s, piece) for p, s in turns.items()}
+        for pool in (0, 25, 50):
+            f = figures(data, replace(default, pool_frames=pool))
+            print(f"segments cut to {piece} s, pool_frames {pool}: turns still {f['turn_still']:.1%}"
+                  f"  moving {f['turn_moving']:.1%}")
+    data.turn_segments = turns
+    for shift in (-1, 1):  # the audio a frame early or late: lags must cover a file's own offset
+        loud, turn_loud = data.loud, data.turn_loud
+        data.loud = {n: shifted(v, shift) for n, v in loud.items()}
+        data.turn_loud = {p: shifted(v, shift) for p, v in turn_loud.items()}
+        for lags in ((0, 1), (-1, 0, 1, 2)):
+            print(line(f"audio {shift:+d} frame, lags {lags}", figures(data, replace(default, lags=lags))))
+        data.loud, data.turn_loud = loud, turn_loud
+    inner3 = ((13, 14), (82, 87), (312, 317))
+    for label, pairs in (("outer lip only", (attribute.OUTER_LIP,)), ("3 inner pairs", inner3)):
+        data.set_lips(pairs)
+        for threshold in (0.45, 0.5):
+            print(line(f"{label}, r > {threshold}", figures(data, replace(default, threshold=threshold))))
+    data.set_lips(attribute.LIP_PAIRS)
     for lags in ((0,), (-1, 0, 1), (-1, 0, 1, 2), (0, 1, 2), (-1, 0, 1, 2, 3, 4), (-2, -1, 0, 1, 2)):
         print(line(f"lags {lags}", figures(data, replace(default, lags=lags))))
     for hp in (5, 7, 9, 11, 15):
