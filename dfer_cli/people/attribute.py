@@ -1,7 +1,8 @@
 """Which visible face speaks each stretch of speech, or none (a voice off screen): pure numpy.
 
-Per face and video frame the inner-lip opening, per frame the log energy of the voice band; both high-passed and
-Pearson-correlated over a segment's speech frames at a few lags. The best face speaks if its r passes a threshold.
+Per face and video frame the mouth opening (inner and outer lip), per frame the log energy of the voice band;
+both high-passed and Pearson-correlated over a segment's speech frames at a few lags. The best face speaks if its
+r passes a threshold.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class AttributionConfig:
 
     band_hz: tuple[float, float] = (800.0, 4000.0)  # consonant and formant energy follows the lips best
     # Frames the lips may lag (> 0) or lead the voice. GRID's own offset is 0-1 frames ((0, 1) there: 100% of pairs,
-    # 89% off screen), but files are often a frame off either way: the wider set keeps them (98% at +-1 frame).
+    # 89% off screen), but files are often a frame off either way: the wider set keeps them (95-100% of pairs).
     lags: tuple[int, ...] = (-1, 0, 1, 2)
     highpass_frames: int = 9  # the series minus their moving average over this many frames: syllable rate stays
     threshold: float = 0.5  # a face speaks if its best r exceeds this; pairs fall fast above it, off-screen below
