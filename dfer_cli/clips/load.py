@@ -25,12 +25,17 @@ class ClipInputs:
     fbank: np.ndarray  # (512, 128) float32: the audio model input
     silent: bool  # a track was heard, too quiet in the clip's window to carry speech
     frame_times: np.ndarray  # the decoded frames' own times: equal times are the same frame
+    # With people: the audio window's every channel (channels, samples) where a person is seen, for
+    # speech presence and who speaks; else None.
+    wave: np.ndarray | None = None
+    rate: int = 0
 
 
 def read_clip_media(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], frames_per_clip: int,
-                    group: int = 8, audio_errors: list[str] | None = None,
+                    group: int = 8, audio_errors: list[str] | None = None, every_channel: bool = False,
                     ) -> Iterator[tuple[ClipPlan, np.ndarray, np.ndarray, np.ndarray | None, int]]:
-    """Each clip's frames, their own times, and the audio of its window (None without a track).
+    """Each clip's frames, their own times, and the audio of its window (None without a track; every
+    channel, (channels, samples), with `every_channel`).
     Frames are decoded for `group` clips per pass, so that a long timeline never holds more than a
     few hundred full-size frames at once. With `audio_errors`, a track that fails to decode is
     reported there and heard as no track (the faces are still worth classifying); without it the
@@ -42,17 +47,18 @@ def read_clip_media(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan]
         for k, p in enumerate(chunk):
             # After one failure the track is heard as missing: every later read would fail the same way.
             heard = info.has_audio and not errors
-            wave, rate = read_audio(path, p.audio_start, p.audio_end, audio_errors) if heard else (None, 0)
+            wave, rate = (read_audio(path, p.audio_start, p.audio_end, audio_errors, every_channel) if heard
+                          else (None, 0))
             span = slice(k * frames_per_clip, (k + 1) * frames_per_clip)
             yield p, frames[span], times[span], wave, rate
 
 
-def read_audio(path: str | os.PathLike, start: float, end: float,
-               audio_errors: list[str] | None = None) -> tuple[np.ndarray | None, int]:
+def read_audio(path: str | os.PathLike, start: float, end: float, audio_errors: list[str] | None = None,
+               every_channel: bool = False) -> tuple[np.ndarray | None, int]:
     """The audio between `start` and `end` (None, 0 without a track). With `audio_errors`, an
     unreadable track is reported there and heard as none; without it the MediaError propagates."""
     try:
-        return decode.read_audio(path, start, end)
+        return decode.read_audio(path, start, end, every_channel)
     except MediaError as e:
         if audio_errors is None:
             raise
@@ -63,18 +69,20 @@ def read_audio(path: str | os.PathLike, start: float, end: float,
 def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], face_config: FaceConfig,
                size: int, detector: detect.FaceDetector, audio_errors: list[str] | None = None,
                lap: Callable[[str], None] = lambda stage: None,
-               keep_frames: Callable[[np.ndarray], None] | None = None) -> Iterator[ClipInputs]:
+               keep_frames: Callable[[np.ndarray], None] | None = None, max_people: int = 0) -> Iterator[ClipInputs]:
     """The model inputs of each planned clip (see read_clip_media for `audio_errors`). `lap(stage)`
     times the stages; `keep_frames` receives each clip's full-size frames, which are otherwise
-    dropped as soon as the face is cropped."""
+    dropped as soon as the face is cropped. With `max_people`, every person too (faces_for_clip)."""
     frames_per_clip = len(plans[0].frame_times) if plans else 0
     for plan, frames, times, wave, rate in read_clip_media(path, info, plans, frames_per_clip,
-                                                           audio_errors=audio_errors):
+                                                           audio_errors=audio_errors, every_channel=max_people > 0):
         lap("decode")
         if keep_frames is not None:
             keep_frames(frames)
-        track = follow.faces_for_clip(frames, detector, face_config, size)
+        track = follow.faces_for_clip(frames, detector, face_config, size, max_people)
         lap("faces")
-        features = fbank.model_input(wave, rate)
+        first = wave[0] if wave is not None and wave.ndim == 2 else wave  # the model hears the first channel
+        features = fbank.model_input(first, rate)
         lap("fbank")
-        yield ClipInputs(plan, track, features, wave is not None and fbank.is_silent(wave), times)
+        heard = wave if track.people else None
+        yield ClipInputs(plan, track, features, first is not None and fbank.is_silent(first), times, heard, rate)

@@ -23,12 +23,26 @@ from dfer_cli.faces.track import fill_missing, main_track, track_faces
 
 
 @dataclass(frozen=True)
+class PersonTrack:
+    """One face followed through a clip, present in enough of its frames to be a person."""
+
+    crops: np.ndarray  # (N, S, S, 3) uint8
+    boxes: list[Box]  # the square region cropped from each frame, in pixels
+    found: int  # frames where the face was detected (the rest were filled in)
+    median: Box  # the median of its detected boxes: where the person is
+    weight: float  # presence times size: the rank among a crowd
+    main: bool  # the clip's main face
+
+
+@dataclass(frozen=True)
 class FaceTrack:
     crops: np.ndarray | None  # (N, S, S, 3) uint8; None when the clip has no face
     boxes: list[Box] | None  # the square region cropped from each frame, in pixels
     found: int  # frames where the face was detected (the rest were filled in)
     total: int
     faces_seen: int = 0  # distinct faces (tracks) seen in the clip
+    people: tuple[PersonTrack, ...] = ()  # with max_people: every person, the most present and largest first
+    present: int = 0  # with max_people: tracks present in enough frames to be people, before the cap
 
 
 def _detect_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfig) -> list[list[Box]]:
@@ -47,8 +61,10 @@ def _detect_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfig)
     return detections
 
 
-def faces_for_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfig, size: int) -> FaceTrack:
-    """The face of a clip's RGB frames (N, H, W, 3) uint8, cropped square to size x size.
+def faces_for_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfig, size: int,
+                   max_people: int = 0) -> FaceTrack:
+    """The face of a clip's RGB frames (N, H, W, 3) uint8, cropped square to size x size; with
+    `max_people`, also every face followed through the clip in enough frames, up to that many.
 
     crops is None when the face was seen in fewer than `config.min_presence` of the frames: the caller
     reports "no face" rather than classify whatever else the frames hold.
@@ -62,8 +78,31 @@ def faces_for_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfi
     else:
         main = main_track(tracks, (w, h)) or {}
         found = len(main)
-        filled = fill_missing([main.get(i) for i in range(len(frames))]) or []
-        squares = [square_box(b, (w, h), config.margin) for b in filled]
-    if found == 0 or found < config.min_presence * len(frames):
+        squares = _squares(main, len(frames), (w, h), config)
+    enough = config.min_presence * len(frames)
+    if found == 0 or found < enough:
         return FaceTrack(None, None, found, len(frames), len(tracks))
-    return FaceTrack(crop_faces(frames, squares, size), squares, found, len(frames), len(tracks))
+    crops = crop_faces(frames, squares, size)
+    people: list[PersonTrack] = []
+    present = [t for t in tracks if len(t) >= enough] if max_people and config.policy == "main" else []
+    for track in sorted(present, key=_weight, reverse=True)[:max_people]:
+        is_main = track is main
+        boxes = squares if is_main else _squares(track, len(frames), (w, h), config)
+        people.append(PersonTrack(crops if is_main else crop_faces(frames, boxes, size), boxes, len(track),
+                                  _median(track), _weight(track), is_main))
+    return FaceTrack(crops, squares, found, len(frames), len(tracks), tuple(people), len(present))
+
+
+def _squares(track: dict[int, Box], frames: int, frame_size: tuple[int, int], config: FaceConfig) -> list[Box]:
+    filled = fill_missing([track.get(i) for i in range(frames)]) or []
+    return [square_box(b, frame_size, config.margin) for b in filled]
+
+
+def _median(track: dict[int, Box]) -> Box:
+    coords = np.median([[b.x0, b.y0, b.x1, b.y1] for b in track.values()], axis=0)
+    return Box(*map(float, coords), score=1.0)
+
+
+def _weight(track: dict[int, Box]) -> float:
+    """Presence times size: frames seen times the median box's side."""
+    return len(track) * float(np.sqrt(_median(track).area))

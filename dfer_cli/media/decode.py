@@ -141,8 +141,10 @@ def read_frames(path: str | Path, times: Sequence[float]) -> tuple[np.ndarray, n
     return np.stack(images)[unsort], np.array(stamps)[unsort]
 
 
-def read_audio(path: str | Path, start: float = 0.0, end: float = math.inf) -> tuple[np.ndarray | None, int]:
-    """The first audio channel over [start, end) as float32 in [-1, 1], and its sample rate (the file's own).
+def read_audio(path: str | Path, start: float = 0.0, end: float = math.inf,
+               every_channel: bool = False) -> tuple[np.ndarray | None, int]:
+    """The first audio channel over [start, end) as float32 in [-1, 1], and its sample rate (the file's own);
+    with `every_channel`, all of them, (channels, samples).
 
     Returns (None, 0) for a file without audio. The span is cut to the sample (to the millisecond in MKV,
     whose timestamps are that coarse); a span past the end of the track comes back shorter, and a track
@@ -169,16 +171,17 @@ def read_audio(path: str | Path, start: float = 0.0, end: float = math.inf) -> t
                 position = round(_time(frame, origin, path) * rate)
             if position >= stop:
                 break
-            samples = _first_channel(frame)
+            samples = _channels(frame, every_channel)
             chunks.append((position, samples))
-            position += len(samples)
+            position += samples.shape[-1]
     end_sample = min(stop, position if position is not None else first)
-    wave = np.zeros(max(0, end_sample - first), np.float32)
+    channels = max((samples.shape[0] for _, samples in chunks), default=1)  # a layout may change mid-track
+    wave = np.zeros((channels, max(0, end_sample - first)), np.float32)
     for offset, samples in chunks:
-        lo, hi = max(offset, first), min(offset + len(samples), end_sample)
+        lo, hi = max(offset, first), min(offset + samples.shape[-1], end_sample)
         if lo < hi:
-            wave[lo - first : hi - first] = samples[lo - offset : hi - offset]
-    return wave, rate
+            wave[: len(samples), lo - first : hi - first] = samples[:, lo - offset : hi - offset]
+    return (wave if every_channel else wave[0]), rate
 
 
 class _Cursor:
@@ -297,10 +300,15 @@ def _rotation(frame: av.VideoFrame) -> int:
     return round(frame.rotation / 90) % 4 * 90
 
 
-def _first_channel(frame: av.AudioFrame) -> np.ndarray:
+def _channels(frame: av.AudioFrame, every_channel: bool) -> np.ndarray:
+    """The frame's first channel, or every channel: (channels, samples) float32."""
     data = frame.to_ndarray()
     # Planar formats give (channels, samples); packed ones (1, samples * channels) with channels interleaved.
-    samples = data[0] if frame.format.is_planar else data[0, :: frame.layout.nb_channels]
+    channels = frame.layout.nb_channels
+    if frame.format.is_planar:
+        samples = data if every_channel else data[:1]
+    else:
+        samples = data[0].reshape(-1, channels).T if every_channel else data[:1, ::channels]
     if samples.dtype == np.uint8:
         return (samples.astype(np.float32) - 128) / 128
     if samples.dtype.kind == "i":

@@ -35,8 +35,12 @@ def classify(batch: list[PreparedFile], classifier: Classifier, class_names: lis
     share = (time.perf_counter() - start) / len(probs)
     row = 0
     for p in batch:
-        for clip_id in p.clip_ids:
-            p.result.clips[clip_id].probabilities = {
-                n: round(float(v), 6) for n, v in zip(class_names, probs[row], strict=True)}
+        for clip_id, person in zip(p.clip_ids, p.row_people, strict=True):
+            named = {n: round(float(v), 6) for n, v in zip(class_names, probs[row], strict=True)}
+            clip = p.result.clips[clip_id]
+            if person is None:
+                clip.probabilities = named
+            else:  # the file chooses whose probabilities the clip shows once its people are known
+                clip.people[person]["probabilities"] = named
             row += 1
         p.result.timings["model"] = round(share * len(p.clip_ids), 4)

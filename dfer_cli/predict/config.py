@@ -11,12 +11,14 @@ from dfer_cli.clips.plan import ClipConfig
 from dfer_cli.errors import UsageError
 from dfer_cli.faces.config import FaceConfig
 from dfer_cli.labels import parse_frame_order
+from dfer_cli.people.config import PeopleConfig
 
 
 @dataclass(frozen=True)
 class PredictConfig:
     clips: ClipConfig = field(default_factory=ClipConfig)  # how many clips, of which frames and audio
     face: FaceConfig = field(default_factory=FaceConfig)
+    people: PeopleConfig = field(default_factory=PeopleConfig)  # every person and whose voice, or the main face
     window: float | None = None  # seconds per timeline window; None: `clips.clips` clips per file
     batch_size: int = 8
     workers: int | None = None  # decoding processes; 0: in this one; None: by the number of files
@@ -34,8 +36,14 @@ class PredictConfig:
 
     def updated(self, **options: object) -> PredictConfig:
         """A copy with `options` changed: any field, plus `clips` as a count and `frame_order` as a
-        name ("time" or "reference"), the two clip settings a user sets most."""
-        clips = self.clips
+        name ("time" or "reference"), the two clip settings a user sets most, and `people` ("all" or
+        "main"), `voice` ("auto" or "all") and `max_people` as PeopleConfig's fields."""
+        clips, people = self.clips, self.people
+        if isinstance(options.get("people"), str):
+            options["people"] = replace(people, people=options.pop("people"))
+        for name in ("voice", "max_people"):
+            if name in options:
+                people = options["people"] = replace(options.get("people", people), **{name: options.pop(name)})
         if isinstance(options.get("clips"), int):
             clips = replace(clips, clips=options.pop("clips"))
         if "frame_order" in options:

@@ -14,6 +14,8 @@ from dfer_cli.clips.plan import plan_file
 from dfer_cli.errors import DferError
 from dfer_cli.faces import detect
 from dfer_cli.media import decode
+from dfer_cli.people.inputs import person_rows
+from dfer_cli.people.speaking import clip_turns
 from dfer_cli.predict.config import PredictConfig
 from dfer_cli.predict.files import display_path
 from dfer_cli.predict.tasks import FilePart
@@ -27,7 +29,8 @@ class PreparedFile:
     result: FileResult
     videos: np.ndarray | None = None  # (K, T, S, S, 3) uint8
     audios: np.ndarray | None = None  # (K, frames, mels) float32
-    clip_ids: list[int] = field(default_factory=list)
+    clip_ids: list[int] = field(default_factory=list)  # each row's clip
+    row_people: list[int | None] = field(default_factory=list)  # each row's person in its clip; None: main face
     frame_times: np.ndarray | None = None  # (K, T) s: the crops' own times in the video
     audio_starts: np.ndarray | None = None  # (K,) s: where each clip's audio window starts
     has_audio: bool = False  # a track was heard (the explanation measures the voice only then)
@@ -61,23 +64,36 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     prepared = PreparedFile(result, part=part)
     plans = part.plans if part and part.info else plan_file(info, config.clips, config.window)
     audio_errors: list[str] = []  # an unreadable track is heard as none, and flagged
-    clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap))
+    people = config.people
+    max_people = people.max_people if people.people == "all" else 0
+    clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap,
+                            max_people=max_people))
+    turns = clip_turns(path, info, clips, detector, people) if max_people else {}
+    clock.lap("speakers")
+    videos, audios, times, starts = [], [], [], []
     for c in clips:
         p = c.plan
-        if c.track.crops is not None:
+        record = ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
+                            round(p.audio_end, 3), c.track.found, c.track.total, faces_seen=c.track.faces_seen)
+        rows = [(None, c.track.crops, c.fbank)] if c.track.crops is not None else []
+        if max_people and c.track.crops is not None:
+            rows = person_rows(c, turns[id(c)], record, people.voice)
+        for person, video, audio in rows:
             prepared.clip_ids.append(len(result.clips))
-        result.clips.append(ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
-                                       round(p.audio_end, 3), c.track.found, c.track.total,
-                                       faces_seen=c.track.faces_seen))
+            prepared.row_people.append(person)
+            videos.append(video)
+            audios.append(audio)
+            times.append(c.frame_times)
+            starts.append(p.audio_start)
+        result.clips.append(record)
     result.flags = file_flags(info, clips, audio_errors)
+    if max_people:
+        result.flags["people_seen"] = max((c.track.present for c in clips), default=0)
     if part and part.count > 1:
         prepared.seen_times = np.unique(np.concatenate([c.frame_times for c in clips]))
-    kept = [c for c in clips if c.track.crops is not None]
-    if kept:
-        prepared.videos = np.stack([c.track.crops for c in kept])
-        prepared.audios = np.stack([c.fbank for c in kept])
-        prepared.frame_times = np.stack([c.frame_times for c in kept])
-        prepared.audio_starts = np.array([c.plan.audio_start for c in kept])
+    if videos:
+        prepared.videos, prepared.audios = np.stack(videos), np.stack(audios)
+        prepared.frame_times, prepared.audio_starts = np.stack(times), np.array(starts)
         prepared.has_audio = not result.flags["no_audio"]
     return prepared
 

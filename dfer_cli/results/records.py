@@ -24,6 +24,10 @@ class ClipResult:
     voice_share: float | None = None
     face_share: float | None = None
     faces_seen: int = 0  # distinct faces (tracks) in the clip; the main one is cropped
+    # With people (results/people.py): each person of the clip, the speech with its speakers, the speaker.
+    people: list[dict] | None = None
+    speech: list[dict] | None = None
+    speaker: int | None = None
 
     @property
     def label(self) -> str | None:
@@ -43,33 +47,58 @@ class FileResult:
     media: dict[str, object] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     weights: str | None = None  # which weights classified it, so a record never hides random ones
-    explanation: dict | None = None  # with --explain (explain.py): why the label, in voice, face, time
+    explanation: dict | None = None  # with --explain (explain/): why the label, in voice, face, time
+    # With people (results/people.py): one record per person, the one who speaks most (None: nobody
+    # visible speaks), all the speech found and the part of it no visible person made.
+    people: list[dict] | None = None
+    speaker: int | None = None
+    speech_seconds: float | None = None
+    unattributed_speech_seconds: float | None = None
 
     @classmethod
     def failed(cls, path: str, error: str) -> FileResult:
         return cls(path=path, status="error", error=error)
 
     def finish(self, class_names: list[str]) -> None:
-        """Averages the classified clips' probabilities into the file's label."""
+        """Averages the classified clips' probabilities into the file's label; with people, the file's
+        person (the speaker, else the main face) is chosen first and the clips show theirs."""
+        if any(c.people for c in self.clips):
+            from dfer_cli.results.people import finish_people
+
+            finish_people(self, class_names)
+            return
         probs = [[c.probabilities[n] for n in class_names] for c in self.clips if c.probabilities]
         if not probs:
             self.status = "no_face"
             return
-        mean = np.mean(probs, axis=0)
-        self.probabilities = {n: round(float(p), 6) for n, p in zip(class_names, mean, strict=True)}
-        best = int(np.argmax(mean))
-        self.label, self.confidence = class_names[best], round(float(mean[best]), 6)
+        self.probabilities, self.label, self.confidence = mean_probabilities(probs, class_names)
 
     def to_dict(self) -> dict:
         """The JSON record; the explanation's keys appear only where one was asked for."""
         record = asdict(self)
         if self.explanation is None:
             del record["explanation"]
+        people = any(c.people is not None for c in self.clips) or self.people is not None
+        if not people:  # --people main: the single-person record
+            for key in ("people", "speaker", "speech_seconds", "unattributed_speech_seconds"):
+                del record[key]
         for clip, raw in zip(self.clips, record["clips"], strict=True):
             raw["label"] = clip.label
             if self.explanation is None:
                 del raw["voice_share"], raw["face_share"]
+            if not people:
+                del raw["people"], raw["speech"], raw["speaker"]
+            for entry in raw.get("people") or []:
+                entry.pop("main", None)
         return record
+
+
+def mean_probabilities(probs: list[list[float]], class_names: list[str]) -> tuple[dict[str, float], str, float]:
+    """The mean of rows of class probabilities, as a named dict, with its top class and that class's value."""
+    mean = np.mean(probs, axis=0)
+    best = int(np.argmax(mean))
+    named = {n: round(float(p), 6) for n, p in zip(class_names, mean, strict=True)}
+    return named, class_names[best], round(float(mean[best]), 6)
 
 
 def to_dataframe(results: Iterable[FileResult]):
