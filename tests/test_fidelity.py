@@ -121,8 +121,8 @@ def evaluated(dfew_sample, tmp_path_factory):
     reads = []
     read_audio = decode.read_audio
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(decode, "read_audio", lambda path, start=0.0, end=np.inf: (
-            reads.append((Path(path).stem, start, end)) or read_audio(path, start, end)))
+        patch.setattr(decode, "read_audio", lambda path, start=0.0, end=np.inf, every_channel=False: (
+            reads.append((Path(path).stem, start, end)) or read_audio(path, start, end, every_channel)))
         dataset = DfewDataset(dfew_sample, 1)
         root = tmp_path_factory.mktemp("cache") / "dfew-32"
         prepare(dataset, "test", root, PrepareConfig(size=32, workers=0), progress=False)
@@ -145,8 +145,8 @@ def test_predict_plans_what_evaluate_reads(dfew_sample, evaluated, key, clips, m
     video = dfew_sample / "Clip" / "original" / f"{key:05d}.mp4"
     reads = []
     read_audio = decode.read_audio
-    monkeypatch.setattr(decode, "read_audio", lambda path, start=0.0, end=np.inf: (
-        reads.append((start, end)) or read_audio(path, start, end)))
+    monkeypatch.setattr(decode, "read_audio", lambda path, start=0.0, end=np.inf, every_channel=False: (
+        reads.append((start, end)) or read_audio(path, start, end, every_channel)))
     config = PredictConfig(clips=ClipConfig(clips=clips))
     info = decode.probe(video, list_frames_up_to=config.clips.whole_up_to)
     assert len(info.frame_times) == n

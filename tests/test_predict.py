@@ -285,7 +285,7 @@ def test_a_timeline_part_that_fails_fails_its_file_only(tiny, monkeypatch):
 
 def test_an_unreadable_audio_track_is_heard_as_none_and_flagged(tiny, monkeypatch):
     """The video is still worth classifying: the record says `audio_error`, as a cache entry does."""
-    def broken(path, start=0.0, end=float("inf")):
+    def broken(path, start=0.0, end=float("inf"), every_channel=False):
         raise MediaError(path, "audio: invalid data found when processing input")
 
     monkeypatch.setattr(decode, "read_audio", broken)

@@ -42,6 +42,13 @@ def predict(
     ext: Annotated[str | None, typer.Option(
         help="comma-separated extensions to pick from folders, e.g. mp4,mkv")] = None,
     frame_order: FrameOrderOpt = None,
+    people: Annotated[str, typer.Option(
+        help="all: a result for every person on screen, each with the voice that is theirs; main: the main "
+             "face alone with the whole soundtrack (the benchmarks' reading)")] = "all",
+    voice: Annotated[str, typer.Option(
+        help="auto: each person hears the speech attributed to them (one face alone hears it all); all: "
+             "everyone hears the whole soundtrack, as in the paper")] = "auto",
+    max_people: Annotated[int, typer.Option(help="people analysed at most, the most present and largest", min=1)] = 8,
 ) -> None:
     """Recognise the emotion in videos from the face and the voice.
 
@@ -56,6 +63,10 @@ def predict(
       dfer predict lecture.mkv --window 5 --plot timeline.png
 
       dfer predict interview.mp4 --explain --explain-dir why/
+
+      dfer predict talkshow.mp4 --max-people 3 --json | jq '.[0].people'
+
+      dfer predict dubbed.mkv --people main
 
     Exit codes: 0 all files analysed, 1 some files failed (each has an error record), 2 usage error.
     """
@@ -76,7 +87,7 @@ def predict(
         explain_dir.mkdir(parents=True, exist_ok=True)
     config = PredictConfig(window=window, batch_size=batch_size, workers=workers, recursive=recursive,
                            extensions=ext, explain=explain, explain_dir=explain_dir).updated(
-        clips=clips, frame_order=frame_order)
+        clips=clips, frame_order=frame_order, people=people, voice=voice, max_people=max_people)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words
         model = load_model(weights, device, precision)
@@ -88,7 +99,7 @@ def predict(
         err.print("[bold yellow]warning:[/bold yellow] untrained random weights: the pipeline runs, "
                   "the emotions are meaningless. Import real weights with `dfer weights import`.")
     writer = make_writer(formats[0] if formats else "table", sys.stdout, model.class_names, window is not None,
-                         config.explain)
+                         config.explain, config.people.people == "all")
     results = []
     with progress_bar("analysing", len(records)) as advance:
         try:

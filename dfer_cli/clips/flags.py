@@ -11,6 +11,8 @@
 #     still_image      a single distinct frame (a photo read as a 1-frame video): no motion to read
 #     faces_seen       distinct faces (tracks) in the clip that had the most: people are followed
 #                      within a clip, not across clips seconds apart
+#     people_seen      with people: faces present in enough of a clip's frames to be people, in the clip
+#                      that had the most, before --max-people keeps the most present and largest
 
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ from dfer_cli.clips.load import ClipInputs
 from dfer_cli.media import decode
 
 
-def file_flags(info: decode.VideoInfo, clips: Sequence[ClipInputs], audio_errors: Sequence[str] = ()) -> dict:
-    """The flags of a file's record (or a cache entry) in the one vocabulary above."""
+def file_flags(info: decode.VideoInfo, clips: Sequence[ClipInputs], audio_errors: Sequence[str] = (),
+               people: bool = False) -> dict:
+    """The flags of a file's record (or a cache entry) in the one vocabulary above; `people_seen` where
+    the clips were read for every person."""
     found = sum(c.track.found for c in clips)
     total = sum(c.track.total for c in clips)
     distinct = len(np.unique(np.concatenate([c.frame_times for c in clips]))) if clips else 0
@@ -32,6 +36,8 @@ def file_flags(info: decode.VideoInfo, clips: Sequence[ClipInputs], audio_errors
              "no_face": not any(c.track.crops is not None for c in clips), "faces_found": found,
              "frames": total, "distinct_frames": distinct, "still_image": distinct == 1,
              "faces_seen": max((c.track.faces_seen for c in clips), default=0)}
+    if people:
+        flags["people_seen"] = max((c.track.present for c in clips), default=0)
     if audio_errors:
         flags["audio_error"] = audio_errors[0]
     return flags
@@ -45,6 +51,8 @@ def merge_flags(parts: Sequence[dict], seen_times: Sequence[np.ndarray]) -> dict
              "no_face": all(f["no_face"] for f in parts), "faces_found": sum(f["faces_found"] for f in parts),
              "frames": sum(f["frames"] for f in parts), "distinct_frames": distinct, "still_image": distinct == 1,
              "faces_seen": max((f["faces_seen"] for f in parts), default=0)}
+    if any("people_seen" in f for f in parts):
+        flags["people_seen"] = max(f.get("people_seen", 0) for f in parts)
     errors = [f["audio_error"] for f in parts if "audio_error" in f]
     if errors:
         flags["audio_error"] = errors[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ _lock = threading.Lock()
 
 
 def _model_path() -> Path:
-    # find_spec locates the wheel without importing it: silero_vad's __init__ calls torch.set_num_threads(1),
+    # find_spec locates the wheel without importing it: silero_vad's __init__ sets torch's thread count to 1,
     # which would throttle the rest of the process.
     spec = importlib.util.find_spec("silero_vad")
     if spec is None or spec.origin is None:
@@ -49,7 +50,9 @@ def vad_model() -> torch.jit.ScriptModule:
     global _model
     with _lock:
         if _model is None:
-            model = torch.jit.load(str(_model_path()), map_location="cpu")
+            with warnings.catch_warnings():  # torch 2.13 deprecates jit.load; silero ships only TorchScript
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model = torch.jit.load(str(_model_path()), map_location="cpu")
             model.eval()
             _model = model
         return _model

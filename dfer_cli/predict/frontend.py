@@ -86,9 +86,7 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
             times.append(c.frame_times)
             starts.append(p.audio_start)
         result.clips.append(record)
-    result.flags = file_flags(info, clips, audio_errors)
-    if max_people:
-        result.flags["people_seen"] = max((c.track.present for c in clips), default=0)
+    result.flags = file_flags(info, clips, audio_errors, people=max_people > 0)
     if part and part.count > 1:
         prepared.seen_times = np.unique(np.concatenate([c.frame_times for c in clips]))
     if videos:

@@ -14,6 +14,7 @@ from dfer_cli.predict.config import PredictConfig
 from dfer_cli.predict.frontend import PreparedFile, guarded_prepare
 from dfer_cli.predict.tasks import file_tasks
 from dfer_cli.predict.timeline import TimelineJoiner
+from dfer_cli.results.people import finish_people
 from dfer_cli.results.records import FileResult
 from dfer_cli.runtime.distributed import Ranks, gather
 from dfer_cli.runtime.pool import bounded_map, worker_count
@@ -35,7 +36,9 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
         classify([p for p in waiting if p.videos is not None], classifier, class_names)
         done = []
         for p in filter(None, map(joiner.add, waiting)):
-            if p.result.status != "error":
+            if p.result.status != "error" and any(c.people for c in p.result.clips):
+                finish_people(p.result, class_names)
+            elif p.result.status != "error":
                 p.result.finish(class_names)
             if p.result.label is not None and (config.explain or config.explain_dir):
                 _explain(p, classifier, class_names, note)

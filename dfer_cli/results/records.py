@@ -60,13 +60,8 @@ class FileResult:
         return cls(path=path, status="error", error=error)
 
     def finish(self, class_names: list[str]) -> None:
-        """Averages the classified clips' probabilities into the file's label; with people, the file's
-        person (the speaker, else the main face) is chosen first and the clips show theirs."""
-        if any(c.people for c in self.clips):
-            from dfer_cli.results.people import finish_people
-
-            finish_people(self, class_names)
-            return
+        """Averages the classified clips' probabilities into the file's label (with people, see
+        results/people.py: finish_people)."""
         probs = [[c.probabilities[n] for n in class_names] for c in self.clips if c.probabilities]
         if not probs:
             self.status = "no_face"
@@ -102,7 +97,8 @@ def mean_probabilities(probs: list[list[float]], class_names: list[str]) -> tupl
 
 
 def to_dataframe(results: Iterable[FileResult]):
-    """One row per file (path, status, label, confidence, a column per class, the flags, error) as a
+    """One row per file (path, status, label, confidence, a column per class, the flags, error), or with
+    people one row per person (person, speaker, voice, seen, speaking and their label and classes), as a
     pandas DataFrame; pandas is optional and needed only here."""
     try:
         import pandas as pd
@@ -110,9 +106,15 @@ def to_dataframe(results: Iterable[FileResult]):
         raise DferError("to_dataframe needs pandas: pip install pandas") from None
     rows = []
     for r in results:
-        row = {"path": r.path, "status": r.status, "label": r.label, "confidence": r.confidence}
-        row |= dict(r.probabilities or {})
-        row |= {k: v for k, v in r.flags.items() if isinstance(v, bool | int | float | str)}
-        row |= {"weights": r.weights, "error": r.error}
-        rows.append(row)
+        file = {"path": r.path, "status": r.status}
+        flags = {k: v for k, v in r.flags.items() if isinstance(v, bool | int | float | str)}
+        tail = {"weights": r.weights, "error": r.error}
+        if not r.people:
+            rows.append(file | {"label": r.label, "confidence": r.confidence} | dict(r.probabilities or {})
+                        | flags | tail)
+        for p in r.people or []:
+            rows.append(file | {"person": p["person"], "speaker": p["person"] == r.speaker, "voice": p["voice"],
+                                "seen": p["seen"], "speaking": p["speaking"], "speech_seconds": p["speech_seconds"],
+                                "label": p["label"], "confidence": p["confidence"]}
+                        | dict(p["probabilities"] or {}) | flags | tail)
     return pd.DataFrame(rows)

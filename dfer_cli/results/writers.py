@@ -14,8 +14,10 @@ from dfer_cli.results.records import FileResult
 
 
 class Writer:
-    def __init__(self, stream: TextIO, class_names: list[str], timeline: bool, explain: bool = False) -> None:
+    def __init__(self, stream: TextIO, class_names: list[str], timeline: bool, explain: bool = False,
+                 people: bool = False) -> None:
         self.stream, self.class_names, self.timeline, self.explain = stream, class_names, timeline, explain
+        self.people = people  # the records carry people: a line per person where the format has lines
 
     def write(self, result: FileResult) -> None:
         raise NotImplementedError
@@ -48,34 +50,51 @@ class JsonlWriter(Writer):
 
 
 class CsvWriter(Writer):
-    """One row per file; with --window, one row per window."""
+    """One row per file; with --window, one row per window; with people, one row per person of each."""
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
         self.csv = csv.writer(self.stream)
         head = ["path", "status", "start", "end"] if self.timeline else ["path", "status"]
+        persons = ["person", "speaker", "voice", "speech_seconds"] if self.people else []
         shares = ["voice_share", "face_share"] if self.explain else []
+        # The people's columns come last, so that scripts reading the columns before them by position go on.
         self.csv.writerow([*head, "label", "confidence", *self.class_names, *shares, "faces", "no_audio",
-                           "silent_audio", "still_image", "error"])
+                           "silent_audio", "still_image", "error", *persons])
 
-    def _row(self, r: FileResult, label, probs, extra: list, shares: tuple) -> list:
+    def _row(self, r: FileResult, label, probs, extra: list, shares: tuple, person: list | None = None) -> list:
         values = [f"{probs[n]:.6f}" if probs else "" for n in self.class_names]
         faces = f"{r.flags.get('faces_found', '')}/{r.flags.get('frames', '')}" if r.flags else ""
         explained = ["" if v is None else f"{v:.4f}" for v in shares] if self.explain else []
-        return [r.path, r.status, *extra, label or "", f"{max(probs.values()):.6f}" if probs else "", *values,
-                *explained, faces, r.flags.get("no_audio", ""), r.flags.get("silent_audio", ""),
-                r.flags.get("still_image", ""), r.error or ""]
+        persons = (person or ["", "", "", ""]) if self.people else []
+        return [r.path, r.status, *extra, label or "", f"{max(probs.values()):.6f}" if probs else "",
+                *values, *explained, faces, r.flags.get("no_audio", ""), r.flags.get("silent_audio", ""),
+                r.flags.get("still_image", ""), r.error or "", *persons]
 
     def write(self, r: FileResult) -> None:
         if self.timeline and r.clips:
             for c in r.clips:
-                self.csv.writerow(self._row(r, c.label, c.probabilities, [f"{c.start:.3f}", f"{c.end:.3f}"],
-                                            (c.voice_share, c.face_share)))
+                span = [f"{c.start:.3f}", f"{c.end:.3f}"]
+                shares = (c.voice_share, c.face_share)
+                if not c.people:
+                    self.csv.writerow(self._row(r, c.label, c.probabilities, span, shares))
+                for e in c.people or []:
+                    self.csv.writerow(self._row(r, e.get("label"), e.get("probabilities"), span, shares,
+                                                _person(e, c.speaker)))
+        elif r.people:
+            for p in r.people:
+                e = p.get("explanation") or {}
+                self.csv.writerow(self._row(r, p["label"], p["probabilities"], ["", ""] if self.timeline else [],
+                                            (e.get("voice_share"), e.get("face_share")), _person(p, r.speaker)))
         else:
             e = r.explanation or {}
             self.csv.writerow(self._row(r, r.label, r.probabilities, ["", ""] if self.timeline else [],
                                         (e.get("voice_share"), e.get("face_share"))))
         self.stream.flush()
+
+
+def _person(entry: dict, speaker: int | None) -> list:
+    return [entry["person"], entry["person"] == speaker, entry["voice"], f"{entry['speech_seconds']:.3f}"]
 
 
 class TableWriter(Writer):
@@ -90,10 +109,18 @@ class TableWriter(Writer):
 
     def close(self) -> None:
         console = Console(file=self.stream, highlight=False)
-        table = Table("emotion", "confidence", "top 3", "faces", "audio", *(["voice / face"] if self.explain else []))
+        # A person column only where some file shows more than one person: one face reads as before.
+        self.people = self.people and any(len(r.people or []) > 1 for r in self.results)
+        persons = ["person"] if self.people else []
+        table = Table(*persons, "emotion", "confidence", "top 3", "faces", "audio",
+                      *(["voice / face"] if self.explain else []))
         table.columns.insert(0, Column("file", overflow="fold"))
         for r in self.results:
-            table.add_row(*self._summary(r))
+            if self.people and r.people and r.status == "ok":
+                for row in self._people(r):
+                    table.add_row(*row)
+            else:
+                table.add_row(*self._summary(r)[:1], *[""] * len(persons), *self._summary(r)[1:])
         console.print(table)
         if self.timeline:
             for r in self.results:
@@ -120,14 +147,32 @@ class TableWriter(Writer):
         return [escape(r.path), f"[bold]{r.label}[/bold]", f"{r.confidence:.0%}", self._top3(r.probabilities),
                 faces, audio, *shares]
 
+    def _people(self, r: FileResult) -> list[list[str]]:
+        """A line per person: the speaker marked, the voice each heard (own speech, none, or all of it)."""
+        rows = []
+        audio = "none" if r.flags.get("no_audio") else "silent" if r.flags.get("silent_audio") else None
+        for k, p in enumerate(r.people):
+            mark = f"{p['person']} [bold]speaks[/bold]" if p["person"] == r.speaker else str(p["person"])
+            voice = audio or {"own": f"own {p['speech_seconds']:.1f} s", "none": "not theirs",
+                              "all": "all"}[p["voice"]]
+            shares = [_shares(p.get("explanation"))] if self.explain else []
+            faces = f"{p['flags']['faces_found']}/{p['flags']['frames']}"
+            emotion = f"[bold]{p['label']}[/bold]" if p["label"] else "[yellow]no face[/yellow]"
+            rows.append([escape(r.path) if k == 0 else "", mark, emotion,
+                         f"{p['confidence']:.0%}" if p["confidence"] is not None else "",
+                         self._top3(p["probabilities"]), faces, voice, *shares])
+        return rows
+
     def _windows(self, r: FileResult) -> Table:
-        table = Table("start", "end", "emotion", "top 3", "faces", *(["voice / face"] if self.explain else []),
-                      title=escape(r.path))
+        speakers = ["people", "speaker"] if self.people and len(r.people or []) > 1 else []
+        table = Table("start", "end", "emotion", "top 3", "faces", *speakers,
+                      *(["voice / face"] if self.explain else []), title=escape(r.path))
         for c in r.clips:
             shares = [_shares({"voice_share": c.voice_share, "face_share": c.face_share})
                       if c.face_share is not None else ""] if self.explain else []
+            who = [str(len(c.people or [])), "" if c.speaker is None else str(c.speaker)] if speakers else []
             table.add_row(f"{c.start:.1f}s", f"{c.end:.1f}s", c.label or "no face",
-                          self._top3(c.probabilities), f"{c.faces_found}/{c.frames}", *shares)
+                          self._top3(c.probabilities), f"{c.faces_found}/{c.frames}", *who, *shares)
         return table
 
 
@@ -140,6 +185,7 @@ def _shares(explanation: dict | None) -> str:
     return f"{explanation['voice_share']:.0%} / {explanation['face_share']:.0%}{undetermined}"
 
 
-def make_writer(fmt: str, stream: TextIO, class_names: list[str], timeline: bool, explain: bool = False) -> Writer:
+def make_writer(fmt: str, stream: TextIO, class_names: list[str], timeline: bool, explain: bool = False,
+                people: bool = False) -> Writer:
     kinds = {"table": TableWriter, "json": JsonWriter, "jsonl": JsonlWriter, "csv": CsvWriter}
-    return kinds[fmt](stream, class_names, timeline, explain)
+    return kinds[fmt](stream, class_names, timeline, explain, people)

@@ -1,0 +1,170 @@
+"""Every person, and whose voice it is: composites of the GRID clips (two or three faces side by side with
+one voice, a voice from off screen, silence, a conversation, a crowd) through `Model.predict`."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MEDIA, save_tiny_weights
+from mediagen import ffmpeg
+
+import dfer_cli as dfer
+
+GRID = sorted((MEDIA / "grid").glob("*.mpg"))
+SINGLE = MEDIA / "grid" / "bbaf2n.mpg"
+H264 = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac")
+LISTEN = (  # the first 10 frames (GRID's silent start) forwards and backwards: a face listening, not speaking
+    "trim=end_frame=10,setpts=PTS-STARTPTS,split[{t}f][{t}b];[{t}b]reverse[{t}r];[{t}f][{t}r]concat=n=2,"
+    "loop=loop=3:size=20,trim=end_frame=75,setpts=N/25/TB"
+)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    weights = save_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny")
+    return dfer.load_model(weights, device="cpu", precision="fp32")
+
+
+def _inputs(*paths: Path) -> list[str]:
+    return [a for p in paths for a in ("-i", str(p))]
+
+
+def side_by_side(out: Path, faces: list[Path], voice: Path, pan: str | None = None) -> Path:
+    """The faces in a row, with `voice`'s sound (`pan`: an ffmpeg pan filter for its channels)."""
+    n = len(faces)
+    graph = "".join(f"[{i}:v]" for i in range(n)) + f"hstack=inputs={n}[v]"
+    if pan:
+        graph += f";[{n}:a]pan={pan}[a]"
+    ffmpeg(*_inputs(*faces, voice), "-filter_complex", graph, "-map", "[v]", "-map", "[a]" if pan else f"{n}:a",
+           *H264, "-shortest", out)
+    return out
+
+
+def predict(model, path: Path, **options) -> dict:
+    (record,) = model.predict(path, workers=0, **options)
+    assert record.status == "ok", record.error
+    return record.to_dict()
+
+
+def test_the_speaker_side_by_side_gets_their_own_voice(model, tmp_path):
+    """Ten pairs of different GRID speakers, the voice of the left one or of the right one."""
+    right = 0
+    for k in range(10):
+        pair = [GRID[k], GRID[(k + 1) % len(GRID)]]
+        speaking = k % 2
+        r = predict(model, side_by_side(tmp_path / f"pair{k}.mp4", pair, pair[speaking]))
+        assert [p["person"] for p in r["people"]] == [0, 1]
+        assert r["people"][0]["box"][0] < r["people"][1]["box"][0]  # numbered left to right
+        assert r["speech_seconds"] > 0.5
+        if r["speaker"] == speaking:
+            right += 1
+            voices = [p["voice"] for p in r["people"]]
+            assert voices[speaking] == "own" and voices[1 - speaking] == "none"
+            assert r["people"][speaking]["speaking"] > 0.9
+            assert r["probabilities"] == r["people"][speaking]["probabilities"]
+    assert right >= 9
+
+
+def test_a_voice_from_off_screen_is_nobody_visible(model, tmp_path):
+    """Two GRID faces with the voice of a third GRID speaker who is not on screen."""
+    nobody = 0
+    for k in range(10):
+        faces = [GRID[k], GRID[(k + 1) % len(GRID)]]
+        r = predict(model, side_by_side(tmp_path / f"off{k}.mp4", faces, GRID[(k + 2) % len(GRID)]))
+        if r["speaker"] is None:
+            nobody += 1
+            assert {p["voice"] for p in r["people"]} == {"none"}
+            assert r["unattributed_speech_seconds"] == pytest.approx(r["speech_seconds"]) and r["speech_seconds"] > 0.5
+            main = next(p for p in r["people"] if p["probabilities"] == r["probabilities"])  # the main face's call
+            assert main["person"] in (0, 1)
+    assert nobody >= 7
+
+
+def test_one_face_alone_keeps_the_whole_soundtrack_and_todays_result(model):
+    people = predict(model, SINGLE)
+    main = predict(model, SINGLE, people="main")
+    assert "people" not in main and "speaker" not in main and "people" not in main["clips"][0]
+    (person,) = people["people"]
+    assert person["voice"] == "all" and people["speaker"] == 0 and people["speech_seconds"] > 0.5
+    assert people["probabilities"] == main["probabilities"] == person["probabilities"]
+    assert [c["probabilities"] for c in people["clips"]] == [c["probabilities"] for c in main["clips"]]
+
+
+def test_silence_under_two_faces_is_nobody_speaking(model, tmp_path):
+    silent = tmp_path / "silent.mp4"
+    ffmpeg(*_inputs(GRID[0], GRID[1]), "-f", "lavfi", "-i", "anullsrc=channel_layout=stereo:sample_rate=44100",
+           "-filter_complex", "[0:v][1:v]hstack[v]", "-map", "[v]", "-map", "2:a", *H264, "-shortest", silent)
+    r = predict(model, silent)
+    assert r["speaker"] is None and r["speech_seconds"] < 0.3 and len(r["people"]) == 2
+    assert {p["voice"] for p in r["people"]} == {"none"}
+
+
+def test_no_audio_track_under_two_faces(model, tmp_path):
+    mute = tmp_path / "mute.mp4"
+    ffmpeg(*_inputs(GRID[0], GRID[1]), "-filter_complex", "[0:v][1:v]hstack[v]", "-map", "[v]",
+           "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", mute)
+    r = predict(model, mute)
+    assert r["flags"]["no_audio"] and r["speaker"] is None and r["speech_seconds"] == 0
+    assert {p["voice"] for p in r["people"]} == {"none"} and r["label"] is not None
+
+
+def test_a_voice_on_one_stereo_channel_is_still_speech(model, tmp_path):
+    """The left speaker's voice on the right channel only: speech presence listens to every channel."""
+    path = side_by_side(tmp_path / "right-channel.mp4", [GRID[0], GRID[1]], GRID[0], pan="stereo|c0=0*c0|c1=c0")
+    r = predict(model, path)
+    assert r["speech_seconds"] > 0.5 and r["speaker"] == 0
+
+
+def test_a_conversation_is_split_between_its_speakers(model, tmp_path):
+    """The left person speaks for 3 s while the right one listens, then the other way round."""
+    left, right = GRID[0], GRID[1]
+    graph = (
+        "[0:v]setpts=PTS-STARTPTS,split[a0][a1];[1:v]setpts=PTS-STARTPTS,split[b0][b1];"
+        f"[a1]{LISTEN.format(t='la')}[al];[b0]{LISTEN.format(t='lb')}[bl];"
+        "[a0][al]concat=n=2,setpts=N/25/TB[left];[bl][b1]concat=n=2,setpts=N/25/TB[right];[left][right]hstack[v];"
+        "[0:a][1:a]concat=n=2:v=0:a=1[a]"
+    )
+    path = tmp_path / "conversation.mp4"
+    ffmpeg(*_inputs(left, right), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *H264, path)
+    r = predict(model, path, window=3)
+    first, second = r["clips"]
+    assert {t["person"] for t in first["speech"]} == {0} and first["speaker"] == 0
+    assert {t["person"] for t in second["speech"]} == {1} and second["speaker"] == 1
+    assert {p["voice"] for p in r["people"]} == {"own"}
+    assert 0.3 < r["people"][0]["speaking"] < 0.7
+
+
+def test_a_crowd_is_capped_and_counted(model, tmp_path):
+    """Twelve faces in a 4 x 3 gallery: at most --max-people analysed, all of them counted."""
+    faces = [GRID[k % len(GRID)] for k in range(12)]
+    cells = "".join(f"[{i}:v]scale=180:144[c{i}];" for i in range(12))
+    layout = "|".join(f"{180 * (i % 4)}_{144 * (i // 4)}" for i in range(12))
+    graph = cells + "".join(f"[c{i}]" for i in range(12)) + f"xstack=inputs=12:layout={layout}[v]"
+    path = tmp_path / "crowd.mp4"
+    ffmpeg(*_inputs(*faces), "-filter_complex", graph, "-map", "[v]", "-map", "0:a", *H264, "-shortest", path)
+    r = predict(model, path, max_people=3)
+    assert len(r["people"]) == 3 and r["flags"]["people_seen"] >= 8
+    assert all(len(c["people"]) <= 3 for c in r["clips"])
+
+
+def test_the_table_csv_and_dataframe_have_a_line_per_person(model, tmp_path):
+    import io
+
+    from dfer_cli.results.writers import make_writer
+
+    (record,) = model.predict(side_by_side(tmp_path / "pair.mp4", GRID[:2], GRID[0]), workers=0)
+    out = io.StringIO()
+    writer = make_writer("csv", out, model.class_names, False, people=True)
+    writer.write(record)
+    writer.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and lines[0].endswith(",error,person,speaker,voice,speech_seconds")
+    assert lines[1].split(",")[-4:-1] == ["0", "True", "own"] and lines[2].split(",")[-4:-1] == ["1", "False", "none"]
+    table = io.StringIO()
+    writer = make_writer("table", table, model.class_names, False, people=True)
+    writer.write(record)
+    writer.close()
+    assert "0 speaks" in table.getvalue() and "not theirs" in table.getvalue()
+    frame = dfer.to_dataframe([record])
+    assert list(frame["person"]) == [0, 1] and list(frame["speaker"]) == [True, False]
+    assert np.isclose(frame["speaking"].sum(), 1.0)
