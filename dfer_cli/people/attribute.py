@@ -162,12 +162,16 @@ def highpass(series: np.ndarray, runs: np.ndarray, frames: int) -> np.ndarray:
     out = np.full_like(x, np.nan)
     half = frames // 2
     kernel = np.ones(2 * half + 1)
+    def window_sums(a: np.ndarray) -> np.ndarray:
+        # "full" then the centred slice: "same" returns the kernel's length for a run shorter than it.
+        return np.apply_along_axis(np.convolve, -1, a, kernel, "full")[..., half:half + a.shape[-1]]
+
     for run in np.unique(runs):
         cols = np.flatnonzero(runs == run)
         part = x[..., cols]
         valid = np.isfinite(part)
-        total = np.apply_along_axis(np.convolve, -1, np.where(valid, part, 0.0), kernel, "same")
-        count = np.apply_along_axis(np.convolve, -1, valid.astype(np.float64), kernel, "same")
+        total = window_sums(np.where(valid, part, 0.0))
+        count = window_sums(valid.astype(np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
             out[..., cols] = np.where(valid, part - total / count, np.nan)
     return out

@@ -26,7 +26,6 @@ PRESENCE_THRESHOLD = 0.5  # FaceLandmarkCpu drops the landmarks of a crop scorin
 _SUBPIXEL = 32  # OpenCV's warp quantizes sample positions to 1/32 pixel (INTER_BITS = 5)
 
 # Indices into the 468 points used below: upper and lower inner lip, forehead top and chin.
-UPPER_LIP, LOWER_LIP, FOREHEAD, CHIN = 13, 14, 10, 152
 OUTER_EYE_CORNERS = [33, 263]  # the eye line that mediapipe's tracking turns the next crop to
 
 
@@ -275,12 +274,3 @@ class FaceLandmarker:
         if not points:
             return np.zeros((0, POINTS, 3), np.float32), np.zeros(0, np.float32)
         return np.concatenate(points), np.concatenate(scores).astype(np.float32)
-
-
-def lip_opening(points: np.ndarray) -> np.ndarray:
-    """Per frame, the gap between the inner lips over the face's height (forehead top to chin), in the
-    image plane: |p13 - p14| / |p10 - p152|, from (N, 468, 2 or 3) landmarks."""
-    xy = np.asarray(points, np.float64)[..., :2]
-    gap = np.linalg.norm(xy[..., UPPER_LIP, :] - xy[..., LOWER_LIP, :], axis=-1)
-    height = np.linalg.norm(xy[..., FOREHEAD, :] - xy[..., CHIN, :], axis=-1)
-    return (gap / np.maximum(height, 1e-9)).astype(np.float32)

@@ -79,19 +79,34 @@ def sharded(paths: list[str], classifier: Classifier, class_names: list[str], co
 
 
 def _explain(p: PreparedFile, classifier: Classifier, class_names: list[str], note: str) -> None:
-    """The explanation of the file's label; each clip (a timeline's window) gets its own shares."""
+    """The explanation of the file's label; each clip (a timeline's window) gets its own shares. With
+    people, each person's label is explained on their own rows, and the file's is its person's."""
     from dfer_cli.explain.evidence import FileClips, explain
 
     start = time.perf_counter()
-    clips = FileClips(p.videos, p.audios, p.frame_times, p.audio_starts, p.has_audio)
-    record = explain(classifier.model, clips, class_names.index(p.result.label), class_names, classifier.device,
-                     classifier.precision)
-    p.result.explanation = record
-    for clip_id, clip in zip(p.clip_ids, record["clips"], strict=True):
-        p.result.clips[clip_id].voice_share = clip["voice_share"]
-        p.result.clips[clip_id].face_share = clip["face_share"]
-    if p.picture is not None:
-        from dfer_cli.explain.plot import plot_explanation
+    result = p.result
+    owners = [None if k is None else result.clips[c].people[k]["person"]
+              for c, k in zip(p.clip_ids, p.row_people, strict=True)]
+    shown = result.speaker if result.speaker is not None else next(
+        (e["person"] for e in result.people or [] if e["probabilities"] == result.probabilities), None)
+    for person in dict.fromkeys(owners):
+        rows = [i for i, owner in enumerate(owners) if owner == person]
+        entry = next((e for e in result.people or [] if e["person"] == person), None)
+        label = entry["label"] if entry else result.label
+        if label is None:
+            continue
+        clips = FileClips(p.videos[rows], p.audios[rows], p.frame_times[rows], p.audio_starts[rows], p.has_audio)
+        record = explain(classifier.model, clips, class_names.index(label), class_names, classifier.device,
+                         classifier.precision)
+        if entry is not None:
+            entry["explanation"] = record
+        if entry is None or person == shown:
+            result.explanation = record
+            for i, clip in zip(rows, record["clips"], strict=True):
+                result.clips[p.clip_ids[i]].voice_share = clip["voice_share"]
+                result.clips[p.clip_ids[i]].face_share = clip["face_share"]
+            if p.picture is not None:
+                from dfer_cli.explain.plot import plot_explanation
 
-        plot_explanation(record, p.videos, p.audios, p.picture, p.result.path, note)
-    p.result.timings["explain"] = round(time.perf_counter() - start, 4)
+                plot_explanation(record, p.videos[rows], p.audios[rows], p.picture, result.path, note)
+    result.timings["explain"] = round(time.perf_counter() - start, 4)

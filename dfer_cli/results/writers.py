@@ -111,8 +111,8 @@ class TableWriter(Writer):
         console = Console(file=self.stream, highlight=False)
         # A person column only where some file shows more than one person: one face reads as before.
         self.people = self.people and any(len(r.people or []) > 1 for r in self.results)
-        persons = ["person"] if self.people else []
-        table = Table(*persons, "emotion", "confidence", "top 3", "faces", "audio",
+        persons = [Column("person", no_wrap=True)] if self.people else []
+        table = Table(*persons, "emotion", "confidence", "top 3", "faces", Column("audio", no_wrap=True),
                       *(["voice / face"] if self.explain else []))
         table.columns.insert(0, Column("file", overflow="fold"))
         for r in self.results:
