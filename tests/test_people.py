@@ -9,6 +9,7 @@ from conftest import MEDIA, save_tiny_weights
 from mediagen import ffmpeg
 
 import dfer_cli as dfer
+from dfer_cli.results.records import ClipResult
 
 GRID = sorted((MEDIA / "grid").glob("*.mpg"))
 SINGLE = MEDIA / "grid" / "bbaf2n.mpg"
@@ -178,3 +179,29 @@ def test_explain_explains_each_person(model, tmp_path):
         assert shares["face_share"] + (shares["voice_share"] or 0) == pytest.approx(1, abs=1e-3)
     assert listener["voice"] == "none" and not listener["explanation"]["voice_share"]  # it heard no voice
     assert r["explanation"]["voice_share"] == speaker["explanation"]["voice_share"]
+
+
+def _clip(start: float, boxes: list[list[float]], speech: list[dict]) -> ClipResult:
+    people = [{"person": k, "box": b, "faces_found": 16, "frames": 16, "voice": "own", "speech_seconds": 0.0,
+               "main": k == 0, "probabilities": {"a": 0.6, "b": 0.4}} for k, b in enumerate(boxes)]
+    return ClipResult(0, start, start + 2, start, start + 2, 16, 16, people=people, speech=speech)
+
+
+def test_who_leaves_and_comes_back_where_they_were_is_the_same_person():
+    from dfer_cli.results.people import finish_people
+    from dfer_cli.results.records import FileResult
+
+    left, right, elsewhere = [0, 0, 50, 50], [200, 0, 250, 50], [100, 100, 150, 150]
+    result = FileResult("x.mp4", clips=[
+        _clip(0, [left, right], [{"start": 0.5, "end": 1.5, "person": 1}]),
+        _clip(2, [right], []),  # the left person is away
+        _clip(4, [left, right], [{"start": 4.5, "end": 5.0, "person": 0}]),  # back where they were
+        _clip(6, [elsewhere], []),  # someone at a new place: a new person
+    ])
+    finish_people(result, ["a", "b"])
+    assert [p["person"] for p in result.people] == [0, 1, 2]  # left to right: left, elsewhere (x 125), right
+    by_place = {tuple(p["box"]): p for p in result.people}
+    assert by_place[tuple(left)]["seen"] == pytest.approx(4.0) and by_place[tuple(right)]["seen"] == pytest.approx(6.0)
+    assert by_place[tuple(right)]["speech_seconds"] == pytest.approx(1.0) and result.speaker == 2
+    assert [c.speaker for c in result.clips] == [2, None, 0, None]
+    assert result.speech_seconds == pytest.approx(1.5) and result.unattributed_speech_seconds == 0

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dfer_cli.runtime.pool import single_thread
+
 VAD_RATE = 16000
 _WINDOW = 512  # samples per silero-vad decision at 16 kHz (32 ms)
 
@@ -96,7 +98,8 @@ def speech_probabilities(wave16: np.ndarray) -> np.ndarray:
     if x.shape[-1] < _WINDOW:
         return np.zeros((x.shape[0], 0), dtype=np.float32)
     model = vad_model()
-    with _lock, torch.inference_mode():
+    # One thread: measured 15 ms per second of audio, against 46 ms with two on this 2-core machine.
+    with _lock, torch.inference_mode(), single_thread(torch.device("cpu")):
         # The model keeps its recurrent state between calls: one caller at a time, batch = channels.
         return model.audio_forward(x, VAD_RATE).numpy()
 

@@ -68,7 +68,7 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     max_people = people.max_people if people.people == "all" else 0
     clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap,
                             max_people=max_people))
-    turns = clip_turns(path, info, clips, detector, people) if max_people else {}
+    turns = clip_turns(path, info, clips, people) if max_people else {}
     clock.lap("speakers")
     videos, audios, times, starts = [], [], [], []
     for c in clips:
