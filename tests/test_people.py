@@ -205,3 +205,14 @@ def test_who_leaves_and_comes_back_where_they_were_is_the_same_person():
     assert by_place[tuple(right)]["speech_seconds"] == pytest.approx(1.0) and result.speaker == 2
     assert [c.speaker for c in result.clips] == [2, None, 0, None]
     assert result.speech_seconds == pytest.approx(1.5) and result.unattributed_speech_seconds == 0
+
+
+def test_the_timeline_plot_draws_who_speaks(tmp_path):
+    from dfer_cli.results.timeline_plot import plot_timeline
+
+    png = tmp_path / "who.png"
+    plot_timeline([0, 1, 1, 2], np.full((4, 2), 0.5), ["a", "b"], png, "x",
+                  speech=[(0.2, 0.8, 0), (1.1, 1.5, 1), (1.6, 1.9, None)])
+    plain = tmp_path / "plain.png"
+    plot_timeline([0, 1, 1, 2], np.full((4, 2), 0.5), ["a", "b"], plain, "x")
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.read_bytes() != plain.read_bytes()
