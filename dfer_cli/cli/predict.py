@@ -130,6 +130,7 @@ def _plot_first_timeline(results: list, plot: Path) -> None:
     voice = None
     if shown.explanation is not None:  # NaN where a window had no face, or the file no audio
         voice = np.repeat([np.nan if c.voice_share is None else c.voice_share for c in shown.clips], 2)
-    turns = {(t["start"], t["end"], t["person"]) for c in shown.clips for t in c.speech or []}
-    plot_timeline(times, probs, class_names, plot, title=shown.path, voice=voice, speech=sorted(turns, key=lambda t: t[:2]))
+    turns = sorted({(t["start"], t["end"], t["person"]) for c in shown.clips for t in c.speech or []},
+                   key=lambda turn: turn[:2])
+    plot_timeline(times, probs, class_names, plot, title=shown.path, voice=voice, speech=turns)
     err.print(f"timeline of {shown.path} -> {plot}", markup=False)
