@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT.parent / "shared" / "media"
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from timing import best_of  # noqa: E402
+
 from dfer_cli.clips.load import read_clip_media  # noqa: E402
 from dfer_cli.clips.plan import ClipConfig, plan_file  # noqa: E402
 from dfer_cli.faces.blazeface import SHORT_RANGE  # noqa: E402
@@ -30,15 +31,6 @@ from dfer_cli.faces.config import FaceConfig  # noqa: E402
 from dfer_cli.faces.detect import BlazeFace, FaceDetector  # noqa: E402
 from dfer_cli.faces.follow import faces_for_clip  # noqa: E402
 from dfer_cli.media import decode  # noqa: E402
-
-
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def predict_clips(path: Path) -> list[np.ndarray]:

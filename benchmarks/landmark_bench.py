@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -25,20 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT.parent / "shared" / "media"
 sys.path.insert(0, str(ROOT))
 
+from timing import best_of  # noqa: E402
+
 from dfer_cli.people.landmarks import FaceLandmarker  # noqa: E402
 
 CLIP = MEDIA / "grid" / "lbax4n.mpg"
 BOX = (121.0, 110.0, 259.0, 248.0)  # the speaker's face, about as BlazeFace finds it on every frame
 EYES = ((160.0, 160.0), (220.0, 161.0))
-
-
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def frames_of(path: Path, count: int) -> np.ndarray:

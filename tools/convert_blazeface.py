@@ -25,6 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tflite_graph import Graph  # noqa: E402
+
 from dfer_cli.atomic import atomic_path, atomic_write_bytes  # noqa: E402
 from dfer_cli.faces import blazeface  # noqa: E402
 
@@ -37,7 +39,6 @@ MODELS = {  # file in the wheel -> (output, dfer module, SHA-256 of the .tflite)
         "blazeface_full.safetensors", blazeface.FullRange,
         "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"),
 }
-_DTYPES = {"FLOAT16": np.float16, "FLOAT32": np.float32}
 
 
 def fetch_models(wheel_dir: Path) -> tuple[dict[str, bytes], bytes]:
@@ -56,73 +57,6 @@ def fetch_models(wheel_dir: Path) -> tuple[dict[str, bytes], bytes]:
             out[name] = data
         licence = wheel.read(f"mediapipe-{VERSION}.dist-info/LICENSE")
     return out, licence
-
-
-class Graph:
-    """The one subgraph of a .tflite file: tensors and their constant values."""
-
-    def __init__(self, data: bytes) -> None:
-        import tflite
-
-        self.model = tflite.Model.GetRootAsModel(data, 0)
-        self.graph = self.model.Subgraphs(0)
-        ops = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
-        self.ops = []
-        for k in range(self.graph.OperatorsLength()):
-            op = self.graph.Operators(k)
-            code = self.model.OperatorCodes(op.OpcodeIndex())
-            self.ops.append((ops[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())], list(op.InputsAsNumpy()),
-                             list(op.OutputsAsNumpy())))
-        self.producer = {outs[0]: (name, ins) for name, ins, outs in self.ops}
-        self.types = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
-
-    def constant(self, index: int) -> np.ndarray:
-        """A constant tensor's value, following DEQUANTIZE (fp16 kept as is) and DENSIFY back to the
-        stored buffer."""
-        if index in self.producer:
-            name, ins = self.producer[index]
-            assert name in ("DEQUANTIZE", "DENSIFY"), name
-            return self.constant(ins[0])
-        tensor = self.graph.Tensors(index)
-        raw = self.model.Buffers(tensor.Buffer()).DataAsNumpy().tobytes()
-        values = np.frombuffer(raw, _DTYPES[self.types[tensor.Type()]])
-        shape = tuple(tensor.ShapeAsNumpy())
-        return densify(tensor.Sparsity(), values, shape) if tensor.Sparsity() else values.reshape(shape)
-
-    def convolutions(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(kernel in torch's OIHW layout, bias) of every CONV_2D and DEPTHWISE_CONV_2D, in run order."""
-        out = []
-        for name, ins, _ in self.ops:
-            if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-                kernel, bias = self.constant(ins[1]), self.constant(ins[2])
-                # TFLite: conv (O, H, W, I), depthwise (1, H, W, C); torch: (O, I, H, W), (C, 1, H, W).
-                out.append((kernel.transpose((0, 3, 1, 2) if name == "CONV_2D" else (3, 0, 1, 2)), bias))
-        return out
-
-
-def densify(sparsity, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """TFLite's sparse layout as these files use it: leading dimensions dense, the last one CSR
-    (row segments and column indices), identity traversal order, no blocks."""
-    dims = [sparsity.DimMetadata(d) for d in range(sparsity.DimMetadataLength())]
-    assert list(sparsity.TraversalOrderAsNumpy()) == list(range(len(shape))) and not sparsity.BlockMapLength()
-    assert all(d.Format() == 0 for d in dims[:-1]) and dims[-1].Format() == 1
-    segments, indices = (_index_vector(dims[-1], which) for which in ("Segments", "Indices"))
-    rows = int(np.prod(shape[:-1]))
-    dense = np.zeros((rows, shape[-1]), values.dtype)
-    for r in range(rows):
-        cols = indices[segments[r]:segments[r + 1]]
-        dense[r, cols] = values[segments[r]:segments[r + 1]]
-    return dense.reshape(shape)
-
-
-def _index_vector(dim, which: str) -> np.ndarray:
-    import tflite
-
-    kind = getattr(dim, f"Array{which}Type")()
-    table = getattr(dim, f"Array{which}")()
-    vector = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}[kind]()
-    vector.Init(table.Bytes, table.Pos)
-    return vector.ValuesAsNumpy().astype(np.int64)
 
 
 def convert(data: bytes, module: type, source: str) -> dict:

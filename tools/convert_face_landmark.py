@@ -28,6 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tflite_graph import Graph  # noqa: E402
+
 from dfer_cli.atomic import atomic_write_bytes  # noqa: E402
 from dfer_cli.people import landmarks  # noqa: E402
 
@@ -35,7 +37,6 @@ VERSION = "0.10.14"
 SOURCE = "mediapipe/modules/face_landmark/face_landmark.tflite"
 SHA256 = "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"
 OUTPUT = "face_landmark.safetensors"
-_DTYPES = {"FLOAT16": np.float16, "FLOAT32": np.float32}
 _PARAMETRIC = ("CONV_2D", "DEPTHWISE_CONV_2D", "PRELU")
 
 
@@ -72,65 +73,35 @@ def _checked(data: bytes, where: Path) -> bytes:
     return data
 
 
-class Graph:
-    """The one subgraph of the .tflite file: its operators in run order and its constant tensors."""
+def _feeds(graph: Graph) -> list[set[int]]:
+    """Per operator, which of the graph's outputs (by position) depend on it."""
+    feeds: dict[int, set[int]] = {t: {k} for k, t in enumerate(graph.outputs)}  # tensor -> outputs
+    out = [set() for _ in graph.ops]
+    for k in range(len(graph.ops) - 1, -1, -1):
+        _, ins, outs = graph.ops[k]
+        out[k] = set().union(*(feeds.get(t, set()) for t in outs))
+        for t in ins:
+            feeds.setdefault(t, set()).update(out[k])
+    return out
 
-    def __init__(self, data: bytes) -> None:
-        import tflite
 
-        self.model = tflite.Model.GetRootAsModel(data, 0)
-        self.graph = self.model.Subgraphs(0)
-        names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
-        self.ops = []
-        for k in range(self.graph.OperatorsLength()):
-            op = self.graph.Operators(k)
-            code = self.model.OperatorCodes(op.OpcodeIndex())
-            self.ops.append((names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())],
-                             [int(i) for i in op.InputsAsNumpy()], [int(i) for i in op.OutputsAsNumpy()]))
-        self.producer = {outs[0]: (name, ins) for name, ins, outs in self.ops}
-        self.types = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
-        self.outputs = [int(i) for i in self.graph.OutputsAsNumpy()]
-
-    def constant(self, index: int) -> np.ndarray:
-        """A constant tensor's value, through its DEQUANTIZE (fp16 kept as is) back to the stored buffer."""
-        if index in self.producer:
-            name, ins = self.producer[index]
-            assert name == "DEQUANTIZE", name
-            return self.constant(ins[0])
-        tensor = self.graph.Tensors(index)
-        raw = self.model.Buffers(tensor.Buffer()).DataAsNumpy().tobytes()
-        return np.frombuffer(raw, _DTYPES[self.types[tensor.Type()]]).reshape(tuple(tensor.ShapeAsNumpy()))
-
-    def _feeds(self) -> list[set[int]]:
-        """Per operator, which of the graph's outputs (by position) depend on it."""
-        feeds: dict[int, set[int]] = {t: {k} for k, t in enumerate(self.outputs)}  # tensor -> outputs
-        out = [set() for _ in self.ops]
-        for k in range(len(self.ops) - 1, -1, -1):
-            _, ins, outs = self.ops[k]
-            out[k] = set().union(*(feeds.get(t, set()) for t in outs))
-            for t in ins:
-                feeds.setdefault(t, set()).update(out[k])
-        return out
-
-    def parameters(self) -> list[tuple[str, list[np.ndarray]]]:
-        """(op name, its constants in torch's layout) of every convolution and PReLU: the trunk's, then
-        each output's own branch in the order of the graph's outputs, each part in run order."""
-        feeds = self._feeds()
-        parts: list[list[int]] = [[] for _ in range(len(self.outputs) + 1)]
-        for k, (name, _, _) in enumerate(self.ops):
-            if name in _PARAMETRIC:
-                shared = len(feeds[k]) > 1
-                parts[0 if shared else 1 + next(iter(feeds[k]))].append(k)
-        out = []
-        for k in (k for part in parts for k in part):
-            name, ins, _ = self.ops[k]
-            if name == "PRELU":
-                out.append((name, [self.constant(ins[1]).reshape(-1)]))  # (1, 1, C) -> (C,)
-            else:
-                kernel, bias = self.constant(ins[1]), self.constant(ins[2])
-                # TFLite: conv (O, H, W, I), depthwise (1, H, W, C); torch: (O, I, H, W), (C, 1, H, W).
-                out.append((name, [kernel.transpose((0, 3, 1, 2) if name == "CONV_2D" else (3, 0, 1, 2)), bias]))
-        return out
+def parameters(graph: Graph) -> list[tuple[str, list[np.ndarray]]]:
+    """(op name, its constants in torch's layout) of every convolution and PReLU: the trunk's, then
+    each output's own branch in the order of the graph's outputs, each part in run order."""
+    feeds = _feeds(graph)
+    parts: list[list[int]] = [[] for _ in range(len(graph.outputs) + 1)]
+    for k, (name, _, _) in enumerate(graph.ops):
+        if name in _PARAMETRIC:
+            shared = len(feeds[k]) > 1
+            parts[0 if shared else 1 + next(iter(feeds[k]))].append(k)
+    out = []
+    for k in (k for part in parts for k in part):
+        name, ins, _ = graph.ops[k]
+        if name == "PRELU":
+            out.append((name, [graph.constant(ins[1]).reshape(-1)]))  # (1, 1, C) -> (C,)
+        else:
+            out.append((name, list(graph.convolution(k))))
+    return out
 
 
 def convert(data: bytes) -> dict:
@@ -143,7 +114,7 @@ def convert(data: bytes) -> dict:
     if shapes != [(1, 1, 1, landmarks.POINTS * 3), (1, 1, 1, 1)]:
         raise SystemExit(f"{SOURCE}: outputs {shapes}, expected the landmarks then the face flag")
     modules = [(n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.PReLU)]
-    found = graph.parameters()
+    found = parameters(graph)
     if len(found) != len(modules):
         raise SystemExit(f"{SOURCE}: {len(found)} convolutions and PReLUs, FaceMesh has {len(modules)}")
     state = {}
