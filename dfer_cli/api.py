@@ -76,8 +76,7 @@ class Model:
         if config.clips.frame_order is None:
             config = replace(config, clips=replace(config.clips, frame_order=self.frame_order))
         paths = collect_inputs(inputs, config.recursive, config.extensions)
-        here = ranks()
-        return Records(self._records(paths, config), len(paths) if here.main else 0)
+        return Records(self._records(paths, config), len(paths) if ranks().main else 0)
 
     def _records(self, paths: list[str], config: PredictConfig) -> Iterator[FileResult]:
         classifier = Classifier(self.network, self.device, config.batch_size, self.precision)

@@ -34,6 +34,21 @@ class Box:
         return inter / union if union > 0 else 0.0
 
 
+def pair_by_overlap(boxes: Sequence[Box], others: Sequence[Box], min_iou: float) -> dict[int, int]:
+    """Each of `boxes` paired with at most one of `others`, and the other way round, best overlaps first;
+    a pair overlapping less than `min_iou` is left out. Box index -> its other's index."""
+    pairs = sorted(((b.iou(o), bi, oi) for bi, b in enumerate(boxes) for oi, o in enumerate(others)), reverse=True)
+    paired: dict[int, int] = {}
+    taken: set[int] = set()
+    for overlap, bi, oi in pairs:
+        if overlap < min_iou:
+            break
+        if bi not in paired and oi not in taken:
+            paired[bi] = oi
+            taken.add(oi)
+    return paired
+
+
 def _fit(start: float, side: float, limit: int) -> float:
     """Shift a span into [0, limit]; one longer than that is placed to cover it, as near as it can stay."""
     return float(np.clip(start, min(0.0, limit - side), max(0.0, limit - side)))

@@ -31,7 +31,6 @@ class PersonTrack:
     found: int  # frames where the face was detected (the rest were filled in)
     median: Box  # the median of its detected boxes: where the person is
     detected: dict[int, Box]  # frame index -> the box detected there (the clip's frames, in their order)
-    weight: float  # presence times size: the rank among a crowd
     main: bool  # the clip's main face
 
 
@@ -90,7 +89,7 @@ def faces_for_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfi
         is_main = track is main
         boxes = squares if is_main else _squares(track, len(frames), (w, h), config)
         people.append(PersonTrack(crops if is_main else crop_faces(frames, boxes, size), boxes, len(track),
-                                  _median(track), track, _weight(track), is_main))
+                                  _median(track), track, is_main))
     return FaceTrack(crops, squares, found, len(frames), len(tracks), tuple(people), len(present))
 
 

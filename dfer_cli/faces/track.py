@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dfer_cli.faces.box import Box
+from dfer_cli.faces.box import Box, pair_by_overlap
 
 Track = dict[int, Box]  # frame index -> the face's box there
 
@@ -25,19 +25,10 @@ def track_faces(detections: Sequence[Sequence[Box]], min_iou: float = 0.2) -> li
     they overlap by at least `min_iou` (best overlaps first, one box per track); the rest start tracks."""
     tracks: list[Track] = []
     for i, boxes in enumerate(detections):
-        latest = [t[max(t)] for t in tracks]
-        pairs = sorted(((b.iou(last), bi, ti) for bi, b in enumerate(boxes) for ti, last in enumerate(latest)),
-                       reverse=True)
-        linked_boxes: set[int] = set()
-        linked_tracks: set[int] = set()
-        for overlap, bi, ti in pairs:
-            if overlap < min_iou:
-                break
-            if bi not in linked_boxes and ti not in linked_tracks:
-                tracks[ti][i] = boxes[bi]
-                linked_boxes.add(bi)
-                linked_tracks.add(ti)
-        tracks.extend({i: b} for bi, b in enumerate(boxes) if bi not in linked_boxes)
+        linked = pair_by_overlap(boxes, [t[max(t)] for t in tracks], min_iou)
+        for bi, ti in linked.items():
+            tracks[ti][i] = boxes[bi]
+        tracks.extend({i: b} for bi, b in enumerate(boxes) if bi not in linked)
     return tracks
 
 

@@ -12,7 +12,7 @@ import torch
 
 from dfer_cli.clips.load import ClipInputs
 from dfer_cli.clips.plan import ClipPlan
-from dfer_cli.faces.box import Box
+from dfer_cli.faces.box import pair_by_overlap
 from dfer_cli.faces.follow import PersonTrack
 from dfer_cli.media import decode
 from dfer_cli.people.attribute import attribute_segments, lip_opening, loudness_track
@@ -120,38 +120,22 @@ def _boxes_at(person: PersonTrack, seen_at: np.ndarray, times: np.ndarray) -> np
     return np.stack([np.interp(times, at, coords[:, k]) for k in range(4)], axis=1)
 
 
-def _match(boxes: Sequence[Box], people: Sequence[PersonTrack]) -> list[tuple[int, int]]:
-    """Each person's face among `boxes`, as (person, box index): the best overlap with their median box,
-    one box per person."""
-    pairs = sorted(((b.iou(p.median), bi, k) for bi, b in enumerate(boxes) for k, p in enumerate(people)),
-                   reverse=True)
-    used_boxes: set[int] = set()
-    matched: dict[int, int] = {}
-    for overlap, bi, k in pairs:
-        if overlap < _MATCH_IOU:
-            break
-        if bi not in used_boxes and k not in matched:
-            matched[k] = bi
-            used_boxes.add(bi)
-    return sorted(matched.items())
-
-
 def clip_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs],
-               config: PeopleConfig) -> dict[int, list[Turn]]:
-    """Each clip's turns (keyed by id(clip)), found once per video span: the clips that share one (the two
-    clips of a short file) get the same turns, their people matched by box."""
+               config: PeopleConfig) -> list[list[Turn]]:
+    """Each clip's turns, found once per video span: the clips that share one (the two clips of a short
+    file) get the same turns, their people matched by box."""
     found: dict[tuple[float, float], tuple[Sequence[PersonTrack], list[Turn]]] = {}
-    turns: dict[int, list[Turn]] = {}
+    turns: list[list[Turn]] = []
     for c in clips:
         span = (c.plan.start, c.plan.end)
         if not c.track.people or c.wave is None:
-            turns[id(c)] = []
+            turns.append([])
         elif span in found:
             people, first = found[span]
-            moved = {b: k for k, b in _match([p.median for p in people], c.track.people)}  # theirs -> ours
-            turns[id(c)] = [Turn(t.start, t.end, moved.get(t.person) if t.person is not None else None)
-                            for t in first]
+            moved = pair_by_overlap([p.median for p in people], [p.median for p in c.track.people], _MATCH_IOU)
+            turns.append([Turn(t.start, t.end, moved.get(t.person) if t.person is not None else None)
+                          for t in first])
         else:
-            turns[id(c)] = speaking_turns(path, info, c.plan, c.track.people, c.frame_times, c.wave, c.rate, config)
-            found[span] = (c.track.people, turns[id(c)])
+            turns.append(speaking_turns(path, info, c.plan, c.track.people, c.frame_times, c.wave, c.rate, config))
+            found[span] = (c.track.people, turns[-1])
     return turns

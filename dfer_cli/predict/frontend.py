@@ -68,16 +68,16 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     max_people = people.max_people if people.people == "all" else 0
     clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap,
                             max_people=max_people))
-    turns = clip_turns(path, info, clips, people) if max_people else {}
+    turns = clip_turns(path, info, clips, people) if max_people else [[] for _ in clips]
     clock.lap("speakers")
     videos, audios, times, starts = [], [], [], []
-    for c in clips:
+    for c, said in zip(clips, turns, strict=True):
         p = c.plan
         record = ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
                             round(p.audio_end, 3), c.track.found, c.track.total, faces_seen=c.track.faces_seen)
         rows = [(None, c.track.crops, c.fbank)] if c.track.crops is not None else []
         if max_people and c.track.crops is not None:
-            rows = person_rows(c, turns[id(c)], record, people.voice)
+            rows = person_rows(c, said, record, people.voice)
         for person, video, audio in rows:
             prepared.clip_ids.append(len(result.clips))
             prepared.row_people.append(person)

@@ -7,36 +7,25 @@ from collections import defaultdict
 
 import numpy as np
 
+from dfer_cli.faces.box import Box, pair_by_overlap
 from dfer_cli.results.records import FileResult, mean_probabilities
 
 _SAME_PERSON_IOU = 0.3  # a box overlapping a known person's this much is that person (one box per person)
 
 
-def _iou(a: list[float], b: list[float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
-
-
 def _match_people(result: FileResult) -> dict[tuple[int, int], int]:
     """(clip, person in clip) -> the file's person. Someone who leaves and comes back where they were is
     the same person; one who comes back elsewhere is a new one (faces are not recognised, only placed)."""
-    known: list[list[float]] = []  # each person's latest box
+    known: list[Box] = []  # each person's latest box
     keys = {}
     for ci, clip in enumerate(result.clips):
-        pairs = sorted(((_iou(e["box"], box), k, pi) for k, e in enumerate(clip.people or [])
-                        for pi, box in enumerate(known)), reverse=True)
-        taken: set[int] = set()
-        for overlap, k, pi in pairs:
-            if overlap >= _SAME_PERSON_IOU and (ci, k) not in keys and pi not in taken:
-                keys[ci, k] = pi
-                taken.add(pi)
-        for k, entry in enumerate(clip.people or []):
+        boxes = [Box(*entry["box"]) for entry in clip.people or []]
+        keys |= {(ci, k): pi for k, pi in pair_by_overlap(boxes, known, _SAME_PERSON_IOU).items()}
+        for k, box in enumerate(boxes):
             if (ci, k) not in keys:
                 keys[ci, k] = len(known)
-                known.append(entry["box"])
-            known[keys[ci, k]] = entry["box"]
+                known.append(box)
+            known[keys[ci, k]] = box
     return keys
 
 
