@@ -10,7 +10,6 @@ from dfer_cli.errors import UsageError
 # DFEW split files number these 1..7 in this same order.
 DFEW_CLASSES: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
 
-
 # The reference model's MAFW order: the first seven follow DFEW's order, not MAFW's own listing.
 MAFW_CLASSES: tuple[str, ...] = (
     "happiness",
@@ -39,11 +38,7 @@ def default_class_names(num_classes: int) -> tuple[str, ...]:
 
 
 TIME_ORDER = "time"
-
-
 REFERENCE_ORDER = "reference-lexicographic"
-
-
 FRAME_ORDERS = (TIME_ORDER, REFERENCE_ORDER)
 
 

@@ -368,8 +368,6 @@ def resample_grid(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int])
 
 
 _ENCODER_KEYS = re.compile(r"(cls_token|pos_embed|patch_embed\.proj\..*|blocks\..*|norm\.(weight|bias))$")
-
-
 PRETRAINED_GRIDS = {"image": (14, 14), "audio": (64, 8)}
 
 

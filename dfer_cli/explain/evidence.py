@@ -29,19 +29,17 @@ import numpy as np
 import torch
 
 from dfer_cli.errors import DferError, UsageError
-from dfer_cli.media.fbank import NORM_STD, TARGET_FRAMES, model_input
+from dfer_cli.media.fbank import NORM_STD, SHIFT_MS, TARGET_FRAMES, model_input
 from dfer_cli.model import MMADFER
 from dfer_cli.runtime.device import autocast
 
 FACE_BASELINE = 0.5  # mid-grey, on the model's [0, 1] pixel scale
 
 
-FBANK_SHIFT_S = 0.01  # one fbank frame per 10 ms (media.fbank)
+FBANK_SHIFT_S = SHIFT_MS / 1000  # one fbank frame per 10 ms
 
 
 MIN_DROP = 1e-3  # log-odds: a removal that changes the odds by less than 0.1% took nothing away
-
-
 METHOD = {
     "modality": "drop in the target's log-odds when the audio is replaced by the no-audio input or the "
                 "faces by mid-grey frames, averaged over the clips; negative drops count as 0; shares "

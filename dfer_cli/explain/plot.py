@@ -18,20 +18,10 @@ from matplotlib.figure import Figure
 from dfer_cli.figures import DPI, save_figure
 
 WIDTH_IN = 16.0
-
-
 SHARES_IN = 1.0
-
-
 CLIP_IN = (0.95, 0.75, 1.3)  # heights of a clip's three panels: crops, frame importance, fbank
-
-
 MAX_CLIPS = 6  # a long --window timeline would make a figure metres tall; the record keeps them all
-
-
 VOICE_COLOUR, FACE_COLOUR = "#3b6fb6", "#e07b24"
-
-
 HEAT = colormaps["inferno"]
 
 

@@ -221,8 +221,6 @@ def load(model: type[ShortRange] | type[FullRange], path: Path | None = None) ->
 
 
 SUPPRESSION_IOU = 0.3
-
-
 _SUBPIXEL = 32  # OpenCV's warp quantizes sample positions to 1/32 pixel (INTER_BITS = 5)
 
 
@@ -246,8 +244,6 @@ class AnchorGrid:
 # Short range: strides 8, 16, 16, 16 with an interpolated-scale anchor each (layers of equal stride are
 # merged): 16x16 cells x 2 and 8x8 cells x 6. Full range: stride 4, one anchor per cell.
 SHORT_RANGE = AnchorGrid(128, ((16, 2), (8, 6)))
-
-
 FULL_RANGE = AnchorGrid(192, ((48, 1),))
 
 

@@ -17,7 +17,6 @@ from dfer_cli.runtime.pool import single_thread
 # A list of (x0, y0, x1, y1) pixel boxes with their scores, best first, per frame.
 Found = list[tuple[np.ndarray, float]]
 
-
 # Tiles: squares of 0.6 of the frame's shorter side (8 tiles on a 16:9 frame), overlapping by a quarter
 # of their side so that a face narrower than the overlap lies whole in some tile. The full-range model
 # then sees faces 3x larger than whole-frame: measured on GRID faces pasted into 1280x720 frames, it

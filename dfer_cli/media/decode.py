@@ -27,8 +27,6 @@ VIDEO_EXTENSIONS = tuple(sorted((".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv"
 # A target further than this past the next decoded frame is reached by seeking, nearer ones by decoding on:
 # seeking lands on a keyframe, often a couple of seconds back, so short hops are cheaper decoded.
 SEEK_AHEAD_S = 2.0
-
-
 # Audio decoders need a few frames before the asked start to settle (AAC overlap, the MP3 bit reservoir).
 _AUDIO_PREROLL_S = 0.5
 

@@ -13,37 +13,18 @@ import numpy as np
 # The audio model input: a Kaldi log-mel filterbank of 128 bins, 512 frames of 10 ms, normalised with
 # AudioMAE's mean and std.
 TARGET_FRAMES = 512
-
-
 MEL_BINS = 128
-
-
 NORM_MEAN = -4.2677393
-
-
 NORM_STD = 4.5689974
-
-
 SILENCE_DBFS = -60.0
-
-
 # The sound that the 512 frames of 25 ms every 10 ms cover (5.135 s), rounded up: decoding further is
 # waste, as each frame removes its own mean and the rest of a track cannot change those frames.
 HEARD_S = 5.2
 
-
-_FRAME_MS = 25.0
-
-
-_SHIFT_MS = 10.0
-
-
+FRAME_MS = 25.0
+SHIFT_MS = 10.0
 _PREEMPH = 0.97
-
-
 _LOW_HZ = 20.0
-
-
 # torchaudio floors energies at float32's epsilon before the log, whatever the input dtype.
 _EPS = float(np.finfo(np.float32).eps)
 
@@ -74,8 +55,8 @@ def fbank(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     wave = np.asarray(wave, dtype=np.float64)
     if wave.ndim != 1:
         raise ValueError(f"fbank needs a mono waveform, got shape {wave.shape}")
-    frame = int(sample_rate * _FRAME_MS / 1000)
-    shift = int(sample_rate * _SHIFT_MS / 1000)
+    frame = int(sample_rate * FRAME_MS / 1000)
+    shift = int(sample_rate * SHIFT_MS / 1000)
     if len(wave) < frame:
         return np.zeros((0, MEL_BINS), np.float32)
     fft_size = 1 << (frame - 1).bit_length()

@@ -6,10 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dfer_cli.media.fbank import model_input
+from dfer_cli.media.fbank import FRAME_MS, SHIFT_MS, model_input
 from dfer_cli.people.speaking import Turn
-
-_SHIFT_S, _WIDTH_S = 0.010, 0.025  # fbank frames: 25 ms every 10 ms
 
 
 def voice_kind(person: int, people: int, turns: Sequence[Turn], mode: str) -> str:
@@ -29,7 +27,7 @@ def person_audio(features: np.ndarray, audio_start: float, turns: Sequence[Turn]
     silence = model_input(None, 0)
     if kind == "none":
         return silence
-    centres = audio_start + np.arange(len(features)) * _SHIFT_S + _WIDTH_S / 2
+    centres = audio_start + (np.arange(len(features)) * SHIFT_MS + FRAME_MS / 2) / 1000
     others = np.zeros(len(features), bool)
     for turn in turns:
         if turn.person != person:

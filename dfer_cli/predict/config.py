@@ -38,12 +38,10 @@ class PredictConfig:
         """A copy with `options` changed: any field, plus `clips` as a count and `frame_order` as a
         name ("time" or "reference"), the two clip settings a user sets most, and `people` ("all" or
         "main"), `voice` ("auto" or "all") and `max_people` as PeopleConfig's fields."""
-        clips, people = self.clips, self.people
-        if isinstance(options.get("people"), str):
-            options["people"] = replace(people, people=options.pop("people"))
-        for name in ("voice", "max_people"):
-            if name in options:
-                people = options["people"] = replace(options.get("people", people), **{name: options.pop(name)})
+        clips, people = self.clips, options.pop("people", self.people)
+        if isinstance(people, str):
+            people = replace(self.people, people=people)
+        people = replace(people, **{k: options.pop(k) for k in ("voice", "max_people") if k in options})
         if isinstance(options.get("clips"), int):
             clips = replace(clips, clips=options.pop("clips"))
         if "frame_order" in options:
@@ -52,7 +50,7 @@ class PredictConfig:
         unknown = sorted(set(options) - {f.name for f in fields(self)})
         if unknown:
             raise UsageError(f"unknown predict option {unknown[0]!r}")
-        return replace(self, **{"clips": clips, **options})
+        return replace(self, **{"clips": clips, "people": people, **options})
 
 
 def video_extensions(extensions: Iterable[str] | None) -> tuple[str, ...] | None:

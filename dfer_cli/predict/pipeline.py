@@ -14,7 +14,7 @@ from dfer_cli.predict.config import PredictConfig
 from dfer_cli.predict.frontend import PreparedFile, guarded_prepare
 from dfer_cli.predict.tasks import file_tasks
 from dfer_cli.predict.timeline import TimelineJoiner
-from dfer_cli.results.people import finish_people
+from dfer_cli.results.people import file_person, finish_people
 from dfer_cli.results.records import FileResult
 from dfer_cli.runtime.distributed import Ranks, gather
 from dfer_cli.runtime.pool import bounded_map, worker_count
@@ -87,8 +87,7 @@ def _explain(p: PreparedFile, classifier: Classifier, class_names: list[str], no
     result = p.result
     owners = [None if k is None else result.clips[c].people[k]["person"]
               for c, k in zip(p.clip_ids, p.row_people, strict=True)]
-    shown = result.speaker if result.speaker is not None else next(
-        (e["person"] for e in result.people or [] if e["probabilities"] == result.probabilities), None)
+    shown = file_person(result)
     for person in dict.fromkeys(owners):
         rows = [i for i, owner in enumerate(owners) if owner == person]
         entry = next((e for e in result.people or [] if e["person"] == person), None)

@@ -29,6 +29,18 @@ def _match_people(result: FileResult) -> dict[tuple[int, int], int]:
     return keys
 
 
+def file_person(result: FileResult) -> int | None:
+    """Whose call the file's label is: its speaker, else the person most often the clips' main face (the
+    leftmost of a tie); None without people. The clips' people must be numbered (finish_people)."""
+    if result.speaker is not None:
+        return result.speaker
+    main = dict.fromkeys(sorted(p["person"] for p in result.people or []), 0)
+    for clip in result.clips:
+        for entry in clip.people or []:
+            main[entry["person"]] += entry["main"]
+    return max(main, key=main.get) if main else None
+
+
 def finish_people(result: FileResult, class_names: list[str]) -> None:
     """Fills in the file's people, speaker and speech, and each clip's person numbers and speaker; the
     file's label is its speaker's, or its main face's when nobody visible speaks."""
@@ -61,12 +73,10 @@ def finish_people(result: FileResult, class_names: list[str]) -> None:
             entry["person"] = number[keys[ci, k]]
             if entry.get("probabilities"):
                 entry["label"] = max(entry["probabilities"], key=entry["probabilities"].get)
-        for turn in clip.speech or []:
-            if turn["person"] is not None:
-                turn["person"] = number[keys[ci, turn["person"]]]
         spoken = defaultdict(float)
         for turn in clip.speech or []:
             if turn["person"] is not None:
+                turn["person"] = number[keys[ci, turn["person"]]]
                 spoken[turn["person"]] += turn["end"] - turn["start"]
         clip.speaker = max(spoken, key=spoken.get) if spoken else None
     people = []
@@ -82,16 +92,12 @@ def finish_people(result: FileResult, class_names: list[str]) -> None:
                        "speech_seconds": round(own[key], 3), "voice": voice, "label": label,
                        "confidence": confidence, "probabilities": named,
                        "flags": {"faces_found": sum(e["faces_found"] for e in mine),
-                                 "frames": sum(e["frames"] for e in mine)},
-                       "main": sum(e["main"] for e in mine)})
+                                 "frames": sum(e["frames"] for e in mine)}})
     result.people = people
     result.speech_seconds, result.unattributed_speech_seconds = round(total, 3), round(unattributed, 3)
     speakers = [p for p in people if p["speech_seconds"] > 0]
     result.speaker = max(speakers, key=lambda p: p["speech_seconds"])["person"] if speakers else None
-    main = max(people, key=lambda p: p["main"])["person"] if people else None
-    chosen = result.speaker if result.speaker is not None else main
-    for person in people:
-        del person["main"]
+    chosen = file_person(result)
     for clip in result.clips:  # a clip shows its own speaker's call, else the file's person's, else its main face's
         by_number = {e["person"]: e for e in clip.people or []}
         shown = by_number.get(clip.speaker) or by_number.get(chosen)

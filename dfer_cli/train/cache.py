@@ -43,23 +43,11 @@ except ImportError:  # Windows: no advisory locks; two concurrent writers are th
 # 1: one cache per fold and split. 2: frames at 1/6, 1/2 and 5/6 of each segment, where the 2-clip
 # view wants 1/4 and 3/4. 3: the frames every test-time view picks (clips.kept_frames), numbered.
 FORMAT = 3
-
-
 META = "meta.json"
-
-
 INDEX = "index.jsonl"
-
-
 SKIPPED = "skipped.jsonl"
-
-
 _LOCK = ".lock"
-
-
 _KINDS = ("frames", "audio")
-
-
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 

@@ -44,10 +44,7 @@ from dfer_cli.train.plots import plot_confusion
 from dfer_cli.weights import store
 
 ONE_CLIP = clip_positions(1)  # (1/2,): `dfer predict --clips 1` samples a short video alike
-
-
 TWO_CLIPS = clip_positions(2)  # (1/4, 3/4)
-
 
 # A data set of (video, audio, label) whose frames sit at the given segment position (0 < p < 1).
 ViewFactory = Callable[[float], Dataset]

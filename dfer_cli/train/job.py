@@ -31,7 +31,6 @@ from dfer_cli.weights.format import WeightsConfig, load_dfer
 
 RUN_FILE = "run.json"
 
-
 Log = Callable[[str], None]
 
 

@@ -16,17 +16,13 @@ from dfer_cli.media.decode import VIDEO_EXTENSIONS
 
 SPLITS = ("train", "val", "test")
 
-
 # MAFW's own label numbering (its paper and release list the emotions in this order).
 _MAFW_NUMBERING = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise",
                    "contempt", "anxiety", "helplessness", "disappointment")
 
 
 _MAFW_ALIASES = {"happy": "happiness", "sad": "sadness", "angry": "anger"}
-
-
 _LISTED = 5  # how many offending entries an error message names
-
 
 Entry = tuple[str, int, Path, str | None]  # key, label, video, split (None: to be assigned)
 

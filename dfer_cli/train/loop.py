@@ -46,14 +46,8 @@ from dfer_cli.weights.format import LoadedWeights, WeightsConfig, load_dfer, sav
 from dfer_cli.weights.official import load_encoders
 
 CHECKPOINT_DIR = "last"
-
-
 STATE_FILE = "train_state.pt"
-
-
 LOG_FILE = "log.jsonl"
-
-
 CURVES_FILE = "curves.png"
 
 

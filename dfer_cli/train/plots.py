@@ -24,7 +24,6 @@ CONFUSION_SIZE_IN = (9.0, 7.5)
 
 CURVES_SIZE_IN = (13.0, 4.0)
 
-
 # Legend names of the training log's keys (train.py): the step records and the epoch records.
 _CURVE_LABELS = {"loss": "train loss, per log interval", "train_loss": "train loss, epoch mean",
                  "val_uar": "val UAR", "val_war": "val WAR"}

@@ -38,8 +38,6 @@ from dfer_cli.train.cache import META, CacheSpec, CacheWriter, read_split, write
 from dfer_cli.train.datasets import Dataset, Sample
 
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
-
-
 # A worker process takes 2-3 s to start (torch imports), the time of about 8 clips with
 # face detection: with fewer clips per worker, fewer workers (or this process) finish sooner.
 _CLIPS_PER_WORKER = 8

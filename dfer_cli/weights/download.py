@@ -24,14 +24,8 @@ from dfer_cli.progress import progress_bar
 from dfer_cli.weights.digest import parse_sha256, sha256_mismatch
 
 _CHUNK = 1 << 20
-
-
 _MIB = float(1 << 20)
-
-
 _TIMEOUT_S = 60
-
-
 _DRIVE_DOWNLOAD = "https://drive.usercontent.google.com/download"
 
 

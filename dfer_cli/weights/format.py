@@ -19,11 +19,7 @@ from dfer_cli.labels import FRAME_ORDERS, TIME_ORDER
 from dfer_cli.model import MMADFER, ModelDims
 
 WEIGHTS_FILE = "model.safetensors"
-
-
 CONFIG_FILE = "dfer.json"
-
-
 FORMAT = "dfer-weights/1"
 
 

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from dfer_cli.labels import DFEW_CLASSES, MAFW_CLASSES
 
 MMA_DFER_README = "https://github.com/katerynaCh/MMA-DFER"
-
-
 AUDIOMAE_DRIVE_ID = "1ni_DV4dRf7GxM8k-Eirx71WP9Gg89wwu"
 
 

@@ -15,8 +15,6 @@ from dfer_cli.weights.format import CONFIG_FILE, WEIGHTS_FILE, LoadedWeights, We
 from dfer_cli.weights.official import load_official
 
 DEFAULT_FILE = "DEFAULT"
-
-
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
