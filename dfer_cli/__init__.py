@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_model": "api", "Model": "api", "PredictConfig": "predict.config", "to_dataframe": "results.records",
     "FileResult": "results.records", "ClipResult": "results.records",
+    "predict_on_ray": "cluster.job", "RayConfig": "cluster.config", "RaySummary": "cluster.job",
     "train_run": "train.job", "TrainJob": "train.job", "RunConfig": "train.loop", "TrainRecipe": "train.loop",
     "evaluate_run": "train.evaluate", "EvalConfig": "train.evaluate",
 }

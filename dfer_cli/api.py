@@ -75,7 +75,7 @@ class Model:
         config = (config or PredictConfig()).updated(**options)
         if config.clips.frame_order is None:
             config = replace(config, clips=replace(config.clips, frame_order=self.frame_order))
-        paths = collect_inputs(inputs, config.recursive, config.extensions)
+        paths = collect_inputs(inputs, config.recursive, config.extensions, config.from_list)
         return Records(self._records(paths, config), len(paths) if ranks().main else 0)
 
     def _records(self, paths: list[str], config: PredictConfig) -> Iterator[FileResult]:

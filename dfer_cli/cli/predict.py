@@ -17,7 +17,9 @@ from dfer_cli.progress import progress_bar
 
 
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="video files and/or folders", show_default=False)],
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="video files and/or folders (with --ray also s3://, gs://, hdfs:// or file:// URIs)",
+        show_default=False)] = None,
     weights: Annotated[str | None, typer.Option(
         help="weights entry name or path (default: the default entry); 'untrained' runs random "
              "weights to check the pipeline, and says so")] = None,
@@ -49,6 +51,20 @@ def predict(
         help="auto: each person hears the speech attributed to them (one face alone hears it all); all: "
              "everyone hears the whole soundtrack, as in the paper")] = "auto",
     max_people: Annotated[int, typer.Option(help="people analysed at most, the most present and largest", min=1)] = 8,
+    from_list: Annotated[Path | None, typer.Option(
+        help="a text file of more inputs, one per line (# starts a comment line)")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="run on Ray (pip install 'dfer[ray]'): local (start Ray here, stop it after), auto (the "
+                      "running cluster) or ray://host:port; rows go to --output as Parquet",
+        rich_help_panel="Ray")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="with --ray: the folder of Parquet rows; a rerun skips the files already there",
+        rich_help_panel="Ray")] = None,
+    ray_actors: Annotated[int | None, typer.Option(
+        help="model actors (default: one per GPU, or one on a cluster without GPUs)", min=1,
+        rich_help_panel="Ray")] = None,
+    ray_cpus_per_task: Annotated[float, typer.Option(
+        help="CPUs each decoding task reserves", min=0.1, rich_help_panel="Ray")] = 1.0,
 ) -> None:
     """Recognise the emotion in videos from the face and the voice.
 
@@ -68,6 +84,10 @@ def predict(
 
       dfer predict dubbed.mkv --people main
 
+      dfer predict --ray local --output rows/ videos/
+
+      ray start --head; dfer predict --ray auto --output /shared/rows --from-list paths.txt
+
     Exit codes: 0 all files analysed, 1 some files failed (each has an error record), 2 usage error.
     """
     from dfer_cli import PredictConfig, load_model
@@ -77,6 +97,12 @@ def predict(
     formats = [f for f, on in (("json", json_out), ("jsonl", jsonl), ("csv", csv_out)) if on]
     if len(formats) > 1:
         raise UsageError("choose one of --json, --jsonl, --csv")
+    if (ray is None) != (output is None):
+        raise UsageError("--ray and --output go together: the Ray rows are written to the --output folder")
+    if ray is not None and (formats or plot or workers is not None):
+        raise UsageError("--ray writes Parquet to --output: leave out --json, --jsonl, --csv, --plot and --workers")
+    if not inputs and from_list is None:
+        raise UsageError("name video files or folders, or --from-list FILE")
     if plot and not window:
         raise UsageError("--plot draws a timeline: add --window SECONDS")
     if plot and not plot.parent.exists():
@@ -86,8 +112,14 @@ def predict(
             raise UsageError(f"--explain-dir {explain_dir}: exists and is not a folder")
         explain_dir.mkdir(parents=True, exist_ok=True)
     config = PredictConfig(window=window, batch_size=batch_size, workers=workers, recursive=recursive,
-                           extensions=ext, explain=explain, explain_dir=explain_dir).updated(
+                           extensions=ext, explain=explain, explain_dir=explain_dir, from_list=from_list).updated(
         clips=clips, frame_order=frame_order, people=people, voice=voice, max_people=max_people)
+    if ray is not None:
+        from dfer_cli import RayConfig
+
+        settings = RayConfig(ray, actors=ray_actors, cpus_per_task=ray_cpus_per_task)
+        _predict_on_ray(inputs or [], output, weights, config, settings, device, precision)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words
         model = load_model(weights, device, precision)
@@ -134,3 +166,31 @@ def _plot_first_timeline(results: list, plot: Path) -> None:
                    key=lambda turn: turn[:2])
     plot_timeline(times, probs, class_names, plot, title=shown.path, voice=voice, speech=turns)
     err.print(f"timeline of {shown.path} -> {plot}", markup=False)
+
+
+def _predict_on_ray(inputs: list[str], output: Path, weights: str | None, config, settings, device: str,
+                    precision: str) -> None:
+    """`--ray`: the job's rows to `output`, an error line per failed file, a summary line at the end."""
+    from contextlib import ExitStack
+
+    from dfer_cli import predict_on_ray
+
+    with ExitStack() as stack:
+        advance = None
+
+        def start(todo: int, skipped: int) -> None:
+            nonlocal advance
+            if skipped:
+                err.print(f"{skipped} files already in {output}: skipped", markup=False, soft_wrap=True)
+            advance = stack.enter_context(progress_bar("analysing", todo))
+
+        def row(r: dict) -> None:
+            if r["status"] == "error":
+                err.print(f"dfer: {r['path']}: {r['error']}", markup=False, soft_wrap=True)
+            advance(description=r["path"][-40:])
+
+        summary = predict_on_ray(inputs, output, weights, config, settings, device, precision, start, row)
+    err.print(f"{summary.analysed} files analysed ({summary.device}, {summary.precision}), {summary.skipped} "
+              f"skipped, {summary.failed} failed -> {summary.output}", markup=False, soft_wrap=True)
+    if summary.failed:
+        raise typer.Exit(1)

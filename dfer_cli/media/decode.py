@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,11 +32,25 @@ SEEK_AHEAD_S = 2.0
 _AUDIO_PREROLL_S = 0.5
 
 
+@dataclass(frozen=True, eq=False)
+class MediaBytes:
+    """A file's bytes, read from a URI (`s3://`, `file://`, ...): decoded from memory, named by the URI."""
+
+    name: str
+    data: bytes = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Source = str | Path | MediaBytes  # what the readers here take: a path, or a file's bytes
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What ``probe`` learns from a video's headers and its first frame."""
 
-    path: Path
+    path: Path | MediaBytes
     duration: float  # seconds of video from its first frame, as the file declares it
     width: int  # as displayed, after rotation
     height: int
@@ -50,14 +65,14 @@ class VideoInfo:
     frame_times: np.ndarray | None = field(default=None, compare=False)
 
 
-def probe(path: str | Path, list_frames_up_to: float = 0.0) -> VideoInfo:
+def probe(path: Source, list_frames_up_to: float = 0.0) -> VideoInfo:
     """Read a video's description, decoding only its first frame (cheap even for long or lying files).
     A video no longer than `list_frames_up_to` seconds also gets the time of each of its frames,
     read from the packets without decoding (see `frame_times`).
 
     Raises MediaError for a missing, unreadable or non-media file, a file without video or of no duration.
     """
-    path = Path(path)
+    path = _source(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
         first = next(_decode(container, stream), None)
@@ -87,12 +102,12 @@ def probe(path: str | Path, list_frames_up_to: float = 0.0) -> VideoInfo:
         )
 
 
-def frame_times(path: str | Path, up_to: float = math.inf) -> np.ndarray | None:
+def frame_times(path: Source, up_to: float = math.inf) -> np.ndarray | None:
     """The time of every frame, in presentation order, from the packets alone (no decoding): the
     frames that the decoder will output, as a frame-extraction tool numbers them. None when a packet
     carries no timestamp, or when the stream runs more than a second past `up_to` seconds (a header
     that understated the duration), so that a lying file is never read to its end."""
-    path = Path(path)
+    path = _source(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
         origin = _origin(container)
@@ -111,14 +126,14 @@ def frame_times(path: str | Path, up_to: float = math.inf) -> np.ndarray | None:
     return np.sort(np.array(times)) if times else None
 
 
-def read_frames(path: str | Path, times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def read_frames(path: Source, times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """The frames on screen at ``times``: (N, H, W, 3) uint8 RGB upright, and their own times (N,) in s.
 
     The frame on screen at t is the last one starting at or before t; before the first frame it is the first,
     past the end the last. Decoding walks forward and seeks over long gaps, so a few dozen frames cost about
     the same from an hour-long file as from a short one. Corrupt packets are skipped.
     """
-    path = Path(path)
+    path = _source(path)
     targets = np.asarray(times, dtype=np.float64)
     if targets.ndim != 1 or not len(targets) or not np.all(np.isfinite(targets)):
         raise ValueError("read_frames needs a non-empty list of finite times (seconds)")
@@ -139,7 +154,7 @@ def read_frames(path: str | Path, times: Sequence[float]) -> tuple[np.ndarray, n
     return np.stack(images)[unsort], np.array(stamps)[unsort]
 
 
-def read_audio(path: str | Path, start: float = 0.0, end: float = math.inf,
+def read_audio(path: Source, start: float = 0.0, end: float = math.inf,
                every_channel: bool = False) -> tuple[np.ndarray | None, int]:
     """The first audio channel over [start, end) as float32 in [-1, 1], and its sample rate (the file's own);
     with `every_channel`, all of them, (channels, samples).
@@ -148,7 +163,7 @@ def read_audio(path: str | Path, start: float = 0.0, end: float = math.inf,
     whose timestamps are that coarse); a span past the end of the track comes back shorter, and a track
     starting late is zero-filled from ``start`` so that it stays aligned with the video.
     """
-    path = Path(path)
+    path = _source(path)
     with _open(path) as container:
         if not container.streams.audio:
             return None, 0
@@ -185,7 +200,7 @@ def read_audio(path: str | Path, start: float = 0.0, end: float = math.inf,
 class _Cursor:
     """A position in a video stream that moves forward to each asked time, seeking over long gaps."""
 
-    def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> None:
+    def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, path: Path | MediaBytes) -> None:
         self._container, self._stream, self._path = container, stream, path
         self._origin = _origin(container)
         # Frame threads multiply decoding speed; they only delay the first frame, which costs nothing here.
@@ -231,14 +246,19 @@ class _Cursor:
         return np.ascontiguousarray(np.rot90(image, _rotation(frame) // 90))
 
 
+def _source(path: Source) -> Path | MediaBytes:
+    return path if isinstance(path, MediaBytes) else Path(path)
+
+
 @contextmanager
-def _open(path: Path) -> Iterator[av.container.InputContainer]:
-    if not path.exists():
+def _open(path: Path | MediaBytes) -> Iterator[av.container.InputContainer]:
+    if isinstance(path, Path) and not path.exists():
         raise MediaError(path, "no such file")
-    if path.is_dir():
+    if isinstance(path, Path) and path.is_dir():
         raise MediaError(path, "is a directory, not a media file")
     try:
-        container = av.open(str(path))
+        # BytesIO shares the bytes it is given: a file read from a URI is not copied again.
+        container = av.open(io.BytesIO(path.data) if isinstance(path, MediaBytes) else str(path))
     except PermissionError:
         raise MediaError(path, "permission denied") from None
     except av.error.FFmpegError as error:
@@ -247,7 +267,7 @@ def _open(path: Path) -> Iterator[av.container.InputContainer]:
         yield container
 
 
-def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+def _video_stream(container: av.container.InputContainer, path: Path | MediaBytes) -> av.VideoStream:
     # Cover art in music files shows up as a one-picture video stream.
     streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not streams:
@@ -268,7 +288,7 @@ def _origin(container: av.container.InputContainer) -> float:
     return container.start_time / av.time_base if container.start_time is not None else 0.0
 
 
-def _time(frame: av.frame.Frame, origin: float, path: Path) -> float:
+def _time(frame: av.frame.Frame, origin: float, path: Path | MediaBytes) -> float:
     if frame.time is None:
         raise MediaError(path, "the stream carries no timestamps")
     return frame.time - origin

@@ -24,6 +24,7 @@ class PredictConfig:
     workers: int | None = None  # decoding processes; 0: in this one; None: by the number of files
     recursive: bool = True  # folders: walk their sub-folders too
     extensions: tuple[str, ...] | None = None  # folders: the video extensions to pick; None: all dfer reads
+    from_list: Path | None = None  # a text file of more inputs, one per line
     explain: bool = False  # add an explanation of each file's label (explain/): about 5x the model's time
     explain_dir: Path | None = None  # one explanation PNG per file there (implies explain)
 
@@ -31,6 +32,8 @@ class PredictConfig:
         if self.explain_dir is not None:
             object.__setattr__(self, "explain_dir", Path(self.explain_dir))
             object.__setattr__(self, "explain", True)
+        if self.from_list is not None:
+            object.__setattr__(self, "from_list", Path(self.from_list))
         if self.extensions is not None:
             object.__setattr__(self, "extensions", video_extensions(self.extensions))
 

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from dfer_cli.errors import UsageError
 from dfer_cli.media import decode
 
 
-def display_path(path: str | os.PathLike) -> str:
-    """A printable name even for file names that are not valid UTF-8."""
+def display_path(path: str | os.PathLike | decode.MediaBytes) -> str:
+    """A printable name even for file names that are not valid UTF-8 (a file read from a URI: the URI)."""
+    if isinstance(path, decode.MediaBytes):
+        return path.name
     return os.fsencode(path).decode("utf-8", "replace")
 
 
 def collect_inputs(args: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool = True,
-                   extensions: tuple[str, ...] | None = None) -> list[str]:
+                   extensions: tuple[str, ...] | None = None, from_list: Path | None = None) -> list[str]:
     """Files as given, and the video files found under folders (`extensions`, default: every one dfer
-    reads). Entries named like videos that are not regular files (folders, dangling links) are kept so
-    that they get an error record."""
+    reads), then those of the list file `from_list`. Entries named like videos that are not regular
+    files (folders, dangling links) are kept so that they get an error record."""
     found: list[str] = []
     extensions = extensions or decode.VIDEO_EXTENSIONS
     args = [os.fspath(args)] if isinstance(args, str | os.PathLike) else [os.fspath(a) for a in args]
+    args += listed_inputs(from_list) if from_list is not None else []
     for arg in args:
         if not os.path.isdir(arg):
             found.append(arg)
@@ -37,3 +41,12 @@ def collect_inputs(args: str | os.PathLike | Iterable[str | os.PathLike], recurs
         raise UsageError(f"no video files found in {', '.join(map(display_path, args))} "
                          f"(extensions: {' '.join(extensions)})")
     return found
+
+
+def listed_inputs(from_list: Path) -> list[str]:
+    """The inputs of a list file, one per line; blank lines and lines starting with # are skipped."""
+    try:
+        lines = Path(from_list).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--from-list {from_list}: {getattr(e, 'strerror', None) or e}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]

@@ -34,16 +34,7 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
 
     def flush() -> list[FileResult]:
         classify([p for p in waiting if p.videos is not None], classifier, class_names)
-        done = []
-        for p in filter(None, map(joiner.add, waiting)):
-            if p.result.status != "error" and any(c.people for c in p.result.clips):
-                finish_people(p.result, class_names)
-            elif p.result.status != "error":
-                p.result.finish(class_names)
-            if p.result.label is not None and (config.explain or config.explain_dir):
-                _explain(p, classifier, class_names, note)
-            p.result.timings["total"] = round(sum(p.result.timings.values()), 4)
-            done.append(p.result)
+        done = [complete(p, classifier, class_names, config, note) for p in filter(None, map(joiner.add, waiting))]
         waiting.clear()
         return done
 
@@ -59,6 +50,20 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
         if sum(len(p.clip_ids) for p in waiting) >= config.batch_size:
             yield from flush()
     yield from flush()
+
+
+def complete(p: PreparedFile, classifier: Classifier | None, class_names: list[str], config: PredictConfig,
+             note: str = "") -> FileResult:
+    """A classified file (a timeline joined whole) to its finished record: its label from its clips, or
+    from its people's, and with `config.explain` the explanation (which needs the classifier)."""
+    if p.result.status != "error" and any(c.people for c in p.result.clips):
+        finish_people(p.result, class_names)
+    elif p.result.status != "error":
+        p.result.finish(class_names)
+    if p.result.label is not None and config.explain:
+        _explain(p, classifier, class_names, note)
+    p.result.timings["total"] = round(sum(p.result.timings.values()), 4)
+    return p.result
 
 
 def sharded(paths: list[str], classifier: Classifier, class_names: list[str], config: PredictConfig, size: int,

