@@ -144,7 +144,7 @@ def test_a_killed_driver_keeps_what_was_written_and_a_rerun_completes_each_file_
     assert 1 <= written < 8, "the driver was killed after the first rows and before the last"
     summary = predict_on_ray([str(folder)], out, str(weights), PredictConfig(), RayConfig(), "cpu", "fp32")
     rows = _rows(out)
-    assert summary.skipped == written and summary.analysed == 8 - written
+    assert summary.skipped == written and summary.written == 8 - written
     assert len(rows) == 8 and rows["input"].is_unique
     assert sorted(rows["status"]) == ["error", "no_face"] + ["ok"] * 6
 
@@ -181,7 +181,7 @@ def test_a_killed_actor_is_replaced_and_every_file_comes_once(tmp_path):
         watcher.join()
     assert killed[0] != "done", "the actor was never seen"
     rows = _rows(out)
-    assert summary.analysed == 8 and len(rows) == 8 and rows["input"].is_unique
+    assert summary.written == 8 and len(rows) == 8 and rows["input"].is_unique
     assert sorted(rows["status"]) == ["error", "no_face"] + ["ok"] * 6
 
 
@@ -203,10 +203,54 @@ def test_two_nodes_share_the_work_and_give_the_same_rows(tmp_path):
     finally:
         cluster.shutdown()
     two = _rows(tmp_path / "two")
-    assert summary.analysed == 8
+    assert summary.written == 8
     assert len(set(two["decode_node"])) == 2, "decoding ran on both nodes"
     import dfer_cli as dfer
 
     plain = {r.path: r.to_dict() for r in dfer.load_model(str(weights), "cpu", "fp32").predict(folder, workers=0)}
     for row in two.itertuples():
         _same_record(row.record, plain[row.path])
+
+
+def test_the_stages_in_a_pipeline_of_ones_own_and_a_timeline_in_parts(tmp_path):
+    import ray
+    from mediagen import ffmpeg
+    from ray.data import ActorPoolStrategy
+
+    import dfer_cli as dfer
+    from dfer_cli import PredictConfig, RayConfig, predict_on_ray
+    from dfer_cli.cluster.stages import DferPredictor, prepare
+
+    weights = save_tiny_weights(tmp_path / "tiny")
+    model = dfer.load_model(str(weights), "cpu", "fp32")
+    listing = tmp_path / "concat.txt"
+    listing.write_text("".join(f"file '{p}'\n" for p in GRID[:11]))
+    long = tmp_path / "long.mp4"  # 33 s: 65 windows of 0.5 s, in three parts of at most 32
+    ffmpeg("-f", "concat", "-safe", "0", "-i", listing, "-c:v", "libx264", "-c:a", "aac", long)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        config = PredictConfig()
+        uris = [p.resolve().as_uri() for p in GRID[:2]]
+        ds = ray.data.from_items([{"input": u, "source": u} for u in uris])
+        ds = ds.flat_map(prepare, fn_kwargs={"config": config, "size": model.image_size}, num_cpus=1)
+        ds = ds.map_batches(DferPredictor, fn_constructor_kwargs={"weights": str(weights), "config": config,
+                                                                  "device": "cpu", "precision": "fp32"},
+                            batch_size=4, compute=ActorPoolStrategy(size=1), num_cpus=1)
+        ds.drop_columns(["payload"]).write_parquet(str(tmp_path / "own"))
+        summary = predict_on_ray([str(long)], tmp_path / "timeline", str(weights), PredictConfig(window=0.5),
+                                 RayConfig(), "cpu", "fp32")
+        assert ray.is_initialized()  # a Ray it did not start is left running
+    finally:
+        ray.shutdown()
+    own = _rows(tmp_path / "own")
+    plain = {r.path: r.to_dict() for r in model.predict(list(GRID[:2]), workers=0)}
+    assert len(own) == 2 and set(own["status"]) == {"ok"}
+    for row in own.itertuples():
+        expected = plain[str(GRID[int(row.input == uris[1])])]
+        expected["path"] = row.input
+        _same_record(row.record, expected)
+    timeline = _rows(tmp_path / "timeline")
+    assert summary.written == 1 and len(timeline) == 1
+    got = json.loads(timeline.record[0])
+    assert len(got["clips"]) > 2 * 32  # three parts
+    _same_record(timeline.record[0], model.predict(long, window=0.5, workers=0)[0].to_dict())

@@ -28,7 +28,7 @@ class RaySummary:
     this job's inputs (written now or before) have an error row."""
 
     output: Path
-    analysed: int
+    written: int
     skipped: int
     failed: int
     precision: str
