@@ -116,6 +116,18 @@ step() {
 }
 
 B=benchmarks
+# ray_step SECONDS ARGS...: --ray local against plain predict (benchmarks/ray_bench.py), where the ray
+# extra imports: its wheel (79 MB) does not fit one device call's 64 MiB carry with the rest.
+ray_step() {
+    local seconds=$1
+    shift
+    if "$PY" -c "import ray.data" 2>/dev/null; then
+        step ray predict "$seconds" "$PY" $B/ray_bench.py "$@"
+    elif selected ray; then
+        ROWS+=("| ray | skipped: ray is not installed | 0 | |")
+    fi
+}
+
 # Only the files that hold cuda tests: the others import what a GPU machine may lack (imageio-ffmpeg,
 # kaldi-native-fbank), and one collection error would stop the whole run.
 mapfile -t CUDA_TESTS < <(grep -l "pytest.mark.cuda" tests/test_*.py)
@@ -136,6 +148,7 @@ if [ $FULL = 1 ]; then
     step long predict 150 "$PY" $B/predict_bench.py --sections long --long-seconds 600 3600 --window 2 \
         --workers "$WORKERS" --batch-size 32 --budget @BUDGET@
     step people predict 60 "$PY" $B/people_bench.py --sections short --device cuda
+    ray_step 90 --files 64
 else
     tiny=(--arch tiny --sizes 32)
     step train train 60 "$PY" $B/train_bench.py "${tiny[@]}" --batches 2 --precisions fp32 --steps 1 --warmup 1
@@ -148,6 +161,7 @@ else
     step long predict 90 "$PY" $B/predict_bench.py --arch tiny --size 32 --sections long --long-seconds 20 60 \
         --window 2 --budget @BUDGET@
     step people predict 60 "$PY" $B/people_bench.py --arch tiny --size 32 --sections short --repeats 1
+    ray_step 90 --files 3 --arch tiny
 fi
 summary
 echo "summary: $OUT/summary.md ($((SECONDS - START)) s)"

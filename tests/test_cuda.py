@@ -279,3 +279,27 @@ def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path
     assert [p["label"] for p in gpu.people] == [p["label"] for p in cpu.people]
     for a, b in zip(gpu.people, cpu.people, strict=True):
         assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 1e-3
+
+
+def test_ray_with_one_gpu_actor_gives_the_plain_records(exact_fp32, tmp_path):
+    """`--ray local` on a GPU machine: one actor with the GPU, the rows those of plain predict on CUDA."""
+    pytest.importorskip("ray.data", reason="the dfer[ray] extra is not installed here")
+    import json
+
+    from conftest import save_tiny_weights
+
+    import dfer_cli as dfer
+
+    weights = save_tiny_weights(tmp_path / "tiny")
+    clips = [str(p) for p in sorted((MEDIA / "grid").glob("*.mpg"))[:4]]
+    summary = dfer.predict_on_ray(clips, tmp_path / "rows", str(weights), precision="fp32")
+    assert summary.device == "cuda" and summary.written == 4
+    import pandas as pd
+
+    rows = pd.read_parquet(tmp_path / "rows")
+    assert set(rows["device"]) == {"cuda:0"}
+    plain = {r.path: r for r in dfer.load_model(weights, device="cuda", precision="fp32").predict(clips, workers=0)}
+    for row in rows.itertuples():
+        got, want = json.loads(row.record), plain[row.path]
+        assert got["label"] == want.label
+        assert max(abs(got["probabilities"][k] - v) for k, v in want.probabilities.items()) < 1e-4

@@ -254,3 +254,47 @@ def test_the_stages_in_a_pipeline_of_ones_own_and_a_timeline_in_parts(tmp_path):
     got = json.loads(timeline.record[0])
     assert len(got["clips"]) > 2 * 32  # three parts
     _same_record(timeline.record[0], model.predict(long, window=0.5, workers=0)[0].to_dict())
+
+
+def test_the_output_folder_holds_whole_files_of_one_schema_and_refuses_to_be_mixed(tmp_path):
+    import pyarrow.parquet as pq
+
+    from dfer_cli.cluster.rows import ROW_SCHEMA, to_row
+    from dfer_cli.cluster.sink import RowSink, finished_rows
+    from dfer_cli.errors import UsageError
+    from dfer_cli.results.records import FileResult
+
+    out, run = tmp_path / "rows", {"weights": "w", "window": None}
+    sink = RowSink(out, run, every_rows=2, every_seconds=3600)
+    with pytest.raises(UsageError, match="another dfer run"):
+        RowSink(out, run, 2, 3600)
+    for name in ("a.mp4", "b.mp4", "c.mp4"):  # error rows only: no column may come out as null-typed
+        sink.add(to_row(FileResult.failed(name, "broken"), f"/v/{name}", "fp32", "cpu", "n1", "n2"))
+    assert len(list(out.glob("part-*.parquet"))) == 1  # two rows flushed, one waits
+    (out / ".dfer-part-half.parquet").write_bytes(b"PAR1 half a file")  # a killed flush
+    sink.close()
+    files = sorted(out.glob("part-*.parquet"))
+    assert len(files) == 2 and all(pq.read_schema(f).remove_metadata() == ROW_SCHEMA for f in files)
+    assert len(pd.read_parquet(out)) == 3
+    assert finished_rows(out, run) == {f"/v/{n}": "error" for n in ("a.mp4", "b.mp4", "c.mp4")}
+    with pytest.raises(UsageError, match="other weights or options"):
+        finished_rows(out, {**run, "window": 2.0})
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="notes.txt"):
+        finished_rows(out, run)
+
+
+def test_the_rows_timer_flushes_a_lone_row(tmp_path):
+    from dfer_cli.cluster.rows import to_row
+    from dfer_cli.cluster.sink import RowSink
+    from dfer_cli.results.records import FileResult
+
+    sink = RowSink(tmp_path / "rows", {}, every_rows=100, every_seconds=0.2)
+    try:
+        sink.add(to_row(FileResult.failed("a.mp4", "broken"), "/v/a.mp4", "fp32", "cpu", "", ""))
+        deadline = time.time() + 5
+        while not list((tmp_path / "rows").glob("part-*.parquet")) and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(pd.read_parquet(tmp_path / "rows")) == 1  # written by the timer, before close
+    finally:
+        sink.close()

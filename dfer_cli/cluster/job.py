@@ -108,7 +108,9 @@ def _rows(ray_lib, todo, model, config: PredictConfig, ray: RayConfig, gpus: int
                      num_cpus=ray.cpus_per_task)
     # A reference, not the model: Ray would otherwise store the actors' constructor arguments itself, and
     # warn that an actor restarted after they were freed could not start.
-    shared = {"weights": ray_lib.put(model), "config": config, "device": device, "precision": precision}
+    nodes = max(1, sum(1 for n in ray_lib.nodes() if n.get("Alive")))
+    shared = {"weights": ray_lib.put(model), "config": config, "device": device, "precision": precision,
+              "actors_per_node": -(-actors // nodes)}
     ds = ds.map_batches(DferPredictor, fn_constructor_kwargs=shared,
                         batch_size=files_per_call, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
                         num_gpus=1 if gpus and device != "cpu" else 0, num_cpus=1)

@@ -31,6 +31,7 @@ from dfer_cli.predict.pipeline import complete
 from dfer_cli.predict.tasks import file_tasks
 from dfer_cli.predict.timeline import TimelineJoiner
 from dfer_cli.results.records import FileResult
+from dfer_cli.runtime.pool import share_cores
 
 
 def prepare(row: dict, config: PredictConfig, size: int, parts: bool = False) -> Iterator[dict]:
@@ -59,10 +60,11 @@ class DferPredictor:
     """The model stage (`Dataset.map_batches` on an actor pool): the weights loaded once per actor, then
     batches of prepared rows, several files to a model call, to finished rows (`rows.ROW_SCHEMA`, plus
     `payload`, set only on a timeline's parts). `weights`: a loaded `Model`, or a reference to one in
-    Ray's object store (the driver's: every actor then holds the same weights), or what `load_model` takes."""
+    Ray's object store (the driver's: every actor then holds the same weights), or what `load_model` takes.
+    On CPU, `actors_per_node` shares each node's cores among its actors' torch threads."""
 
     def __init__(self, weights: Model | ray.ObjectRef | str | None = None, config: PredictConfig | None = None,
-                 device: str = "auto", precision: str = "auto") -> None:
+                 device: str = "auto", precision: str = "auto", actors_per_node: int | None = None) -> None:
         import torch
 
         from dfer_cli.runtime.device import pick_device, resolve_precision
@@ -80,6 +82,8 @@ class DferPredictor:
         self.config = config or PredictConfig()
         if self.config.clips.frame_order is None:
             self.config = replace(self.config, clips=replace(self.config.clips, frame_order=self.model.frame_order))
+        if actors_per_node and self.model.device.type == "cpu":  # else Ray's one thread per reserved CPU
+            share_cores(actors_per_node)
         self.classifier = Classifier(self.model.network, self.model.device, self.config.batch_size,
                                      self.model.precision)
         self.node = _node()

@@ -98,3 +98,12 @@ def single_thread(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def share_cores(sharers: int) -> int:
+    """Sets torch's threads in this process to its share of the usable cores among `sharers` model
+    processes on one machine, and returns it. A Ray actor starts with one thread per CPU it reserved
+    (Ray sets OMP_NUM_THREADS), where plain predict's model uses every core beside its decoders."""
+    threads = max(1, usable_cores() // max(1, sharers))
+    torch.set_num_threads(threads)
+    return threads
