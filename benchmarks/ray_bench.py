@@ -41,34 +41,38 @@ def tiny_weights(folder: Path) -> Path:
     return save_dfer(folder, model, WeightsConfig(model.dims, list(DFEW_CLASSES), provenance={"source": "bench"}))
 
 
-def tree_rss(root: int) -> int:
-    """Bytes resident in `root` and every process below it (Ray's raylet, GCS and workers included)."""
+def tree_pss(root: int) -> int:
+    """Bytes of memory that `root` and every process below it (Ray's raylet, GCS and workers included)
+    hold, shared pages (Ray's object store among them) split among their sharers: the PSS, so that a
+    page mapped by several processes counts once."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            rss[int(pid)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-            children.setdefault(int(fields[1]), []).append(int(pid))
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
+        children.setdefault(parent, []).append(int(pid))
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
         stack.extend(children.get(pid, []))
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("Pss:")), 0)
     return total
 
 
 def timed(command: list[str]) -> tuple[float, int, int]:
-    """Wall seconds, the tree's peak RSS (sampled every 0.2 s) and the exit code."""
+    """Wall seconds, the tree's peak memory (PSS, sampled every 0.2 s) and the exit code."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = [0]
 
     def sample() -> None:
         while process.poll() is None:
-            peak[0] = max(peak[0], tree_rss(process.pid))
+            peak[0] = max(peak[0], tree_pss(process.pid))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample)
@@ -94,7 +98,7 @@ def main() -> None:
         folder = folder_of(args.files, Path(tmp))
         plain = timed([*dfer, "--jsonl", str(folder)])
         ray = timed([*dfer, "--ray", "local", "--output", str(Path(tmp) / "rows"), str(folder)])
-    print(f"| {args.files} files, {args.arch} weights | wall s | files/s | peak RSS (process tree) |")
+    print(f"| {args.files} files, {args.arch} weights | wall s | files/s | peak memory (process tree, PSS) |")
     print("|---|---|---|---|")
     for name, (seconds, peak, _) in (("plain `dfer predict --jsonl`", plain), ("`--ray local`", ray)):
         print(f"| {name} | {seconds:.1f} | {args.files / seconds:.2f} | {peak / 2**30:.2f} GiB |")

@@ -72,9 +72,15 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
         from dfer_cli.runtime.device import resolve_precision
 
         settled = resolve_precision(precision, torch.device(actor_device))  # once, for every actor
+        # The actors get a reference, not the model: Ray would otherwise store their constructor's
+        # arguments itself, and warn that an actor restarted once they were freed could not start. The
+        # driver's own copy goes: the object store holds the one the actors read.
+        shared, size, class_names = ray_lib.put(model), model.image_size, model.class_names
+        del model
         sink = RowSink(output, run, ray.flush_files, ray.flush_seconds)
         try:
-            for row in _rows(ray_lib, todo_now, model, config, ray, gpus, actor_device, settled):
+            stages = _Stages(shared, size, class_names, config, ray, gpus, actor_device, settled)
+            for row in _rows(ray_lib, todo_now, stages):
                 sink.add(row)
                 failed += row["status"] == "error"
                 if on_row is not None:
@@ -87,7 +93,21 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
     return RaySummary(output, sink.written, len(todo) - len(todo_now), failed, settled, actor_device)
 
 
-def _rows(ray_lib, todo, model, config: PredictConfig, ray: RayConfig, gpus: int, device: str, precision: str):
+@dataclass(frozen=True)
+class _Stages:
+    """What sizes and feeds the job's two stages."""
+
+    weights: object  # the Model, in Ray's object store
+    image_size: int
+    class_names: list[str]
+    config: PredictConfig
+    ray: RayConfig
+    gpus: int
+    device: str
+    precision: str
+
+
+def _rows(ray_lib, todo: list, s: _Stages) -> Iterator[dict]:
     """The finished rows as the pipeline gives them (in no set order)."""
     from ray.data import ActorPoolStrategy
 
@@ -95,26 +115,25 @@ def _rows(ray_lib, todo, model, config: PredictConfig, ray: RayConfig, gpus: int
 
     if not todo:
         return
+    config = s.config
     pictures = [None] * len(todo)
     if config.explain_dir is not None:
         from dfer_cli.explain.plot import picture_paths
 
         pictures = [str(p) for p in picture_paths(config.explain_dir, [i.source for i in todo])]
     items = [{"input": i.key, "source": i.source, "picture": pic} for i, pic in zip(todo, pictures, strict=True)]
-    actors = ray.actors or max(1, gpus)
-    files_per_call = ray.files_per_call or max(1, config.batch_size // max(1, config.clips.clips))
+    actors = s.ray.actors or max(1, s.gpus)
+    files_per_call = s.ray.files_per_call or max(1, config.batch_size // max(1, config.clips.clips))
     ds = ray_lib.data.from_items(items, override_num_blocks=len(items))  # a task per file
-    ds = ds.flat_map(prepare, fn_kwargs={"config": config, "size": model.image_size, "parts": True},
-                     num_cpus=ray.cpus_per_task)
-    # A reference, not the model: Ray would otherwise store the actors' constructor arguments itself, and
-    # warn that an actor restarted after they were freed could not start.
+    ds = ds.flat_map(prepare, fn_kwargs={"config": config, "size": s.image_size, "parts": True},
+                     num_cpus=s.ray.cpus_per_task)
     nodes = max(1, sum(1 for n in ray_lib.nodes() if n.get("Alive")))
-    shared = {"weights": ray_lib.put(model), "config": config, "device": device, "precision": precision,
+    shared = {"weights": s.weights, "config": config, "device": s.device, "precision": s.precision,
               "actors_per_node": -(-actors // nodes)}
     ds = ds.map_batches(DferPredictor, fn_constructor_kwargs=shared,
                         batch_size=files_per_call, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
-                        num_gpus=1 if gpus and device != "cpu" else 0, num_cpus=1)
-    joiner = PartJoiner(model.class_names, config)
+                        num_gpus=1 if s.gpus and s.device != "cpu" else 0, num_cpus=1)
+    joiner = PartJoiner(s.class_names, config)
     try:
         for row in ds.iter_rows():
             finished = joiner.add(row)
