@@ -52,7 +52,7 @@ class Model:
     class_names: list[str]
     weights: str  # what classified the records: entry name, path or URL, or the untrained notice
     device: torch.device
-    precision: str  # "fp32" or "bf16" (autocast)
+    precision: str  # "fp32", "bf16" (autocast) or "int8" (CPU: runtime/quantize.py)
     untrained: bool = False
     frame_order: str = TIME_ORDER  # the order of the frames the weights were trained with (labels.py)
 
@@ -97,7 +97,8 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
     MMA-DFER checkpoint, an http(s) URL (downloaded once, then converted), "untrained" (random weights
     to check the pipeline: a warning says the emotions mean nothing), or None for the default entry.
     device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
-    precision: "auto" (bf16 on CUDA and on CPUs with native bf16, else fp32), "fp32" or "bf16".
+    precision: "auto" (bf16 on CUDA; on a CPU the fastest of fp32, bf16 and int8 on a probe), "fp32",
+    "bf16" or "int8" (CPU only: the encoders' and fusion's Linear layers in int8).
     """
     from dfer_cli.labels import default_class_names
     from dfer_cli.model import MMADFER, ModelDims

@@ -32,6 +32,11 @@ def cache_dir() -> Path:
     return home() / "cache"
 
 
+def probe_file() -> Path:
+    """What the precision probe measured on this machine (runtime/device.py), so it runs once."""
+    return home() / "cpu-probe.json"
+
+
 def runs_dir() -> Path:
     """Training runs that were not given an --out folder."""
     return home() / "runs"

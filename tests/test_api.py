@@ -108,20 +108,34 @@ def test_collect_inputs_walks_folders_with_extensions(tmp_path):
     assert sorted(collect_inputs([tmp_path])) == sorted([str(tmp_path / "a" / "x.MP4"), str(tmp_path / "b.mov")])
 
 
-@pytest.mark.parametrize(("native", "speedup", "device", "expected"), [
-    (True, 2.7, "cpu", "bf16"), (True, 0.6, "cpu", "fp32"), (False, 2.7, "cpu", "fp32"), (False, 0.6, "cuda", "bf16")])
-def test_auto_precision_takes_bf16_where_it_pays(monkeypatch, native, speedup, device, expected):
-    monkeypatch.setattr(runtime_device, "cpu_has_bf16", lambda: native)
-    monkeypatch.setattr(runtime_device, "cpu_bf16_speedup", lambda: speedup)
+@pytest.mark.parametrize(("speeds", "device", "expected"), [
+    ({"bf16": 2.7, "int8": 1.5}, "cpu", "bf16"), ({"bf16": 2.0, "int8": 2.9}, "cpu", "int8"),
+    ({"bf16": 0.6, "int8": 1.1}, "cpu", "fp32"), ({"int8": 2.0}, "cpu", "int8"), ({"int8": 0.0}, "cpu", "fp32"),
+    ({"bf16": 0.6, "int8": 0.5}, "cuda", "bf16")])
+def test_auto_precision_takes_the_fastest_that_pays(monkeypatch, speeds, device, expected):
+    monkeypatch.setattr(runtime_device, "cpu_speedups", lambda: speeds)
     assert runtime_device.resolve_precision("auto", torch.device(device)) == expected
     assert runtime_device.resolve_precision("fp32", torch.device(device)) == "fp32"
     assert runtime_device.resolve_precision("bf16", torch.device(device)) == "bf16"
     with pytest.raises(UsageError):
         runtime_device.resolve_precision("fp16", CPU)
+    if device == "cuda":
+        with pytest.raises(UsageError, match="CPUs only"):
+            runtime_device.resolve_precision("int8", torch.device(device))
+    if device == "cpu":
+        assert expected in runtime_device.auto_cpu_precision()[0]
 
 
-def test_bf16_speedup_is_measured():
-    assert 0.05 < runtime_device.cpu_bf16_speedup() < 20
+def test_the_probe_is_measured_once_per_machine(monkeypatch):
+    from dfer_cli.paths import probe_file
+
+    runtime_device.cpu_speedups.cache_clear()
+    first = runtime_device.cpu_speedups()
+    assert 0.05 < first["int8"] < 50 and probe_file().is_file()
+    runtime_device.cpu_speedups.cache_clear()
+    monkeypatch.setattr(runtime_device, "_measure_speedups", lambda: pytest.fail("measured again"))
+    assert runtime_device.cpu_speedups() == first
+    runtime_device.cpu_speedups.cache_clear()
 
 
 def _real_clip_inputs(size: int) -> tuple[torch.Tensor, torch.Tensor]:

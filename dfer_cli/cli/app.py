@@ -85,7 +85,7 @@ def info() -> None:
 
     from dfer_cli.model import MMADFER, ModelDims, count_parameters
     from dfer_cli.paths import weights_dir
-    from dfer_cli.runtime.device import pick_device, resolve_precision
+    from dfer_cli.runtime.device import pick_device
     from dfer_cli.weights.store import default_name
 
     with torch.device("meta"):
@@ -100,8 +100,7 @@ def info() -> None:
         ("torch", torch.__version__),
         ("timm", f"{_version('timm')} (dfer uses its own timm-compatible ViT blocks)"),
         ("device", f"{device}{gpu}"),
-        ("precision", f"predict: {resolve_precision('auto', device)} (auto; --precision fp32|bf16 overrides), "
-                      f"evaluate: fp32{_bf16_note(device)}"),
+        ("precision", f"predict: {_auto_precision(device)}; --precision fp32|bf16|int8 overrides; evaluate: fp32"),
         ("decoder", f"PyAV {av.__version__}, bundled FFmpeg libavformat "
                     f"{'.'.join(map(str, ffmpeg_libs))}"),
         ("face detector", "BlazeFace short/full range, mediapipe 0.10.14's weights in dfer's torch port (bundled)"),
@@ -116,14 +115,14 @@ def info() -> None:
     out.print(table)
 
 
-def _bf16_note(device) -> str:
-    from dfer_cli.runtime.device import cpu_bf16_speedup, cpu_has_bf16
+def _auto_precision(device) -> str:
+    """What --precision auto runs here, and why."""
+    from dfer_cli.runtime.device import auto_cpu_precision
 
     if device.type == "cuda":
-        return ""
-    if not cpu_has_bf16():
-        return "; this CPU has no native bf16"
-    return f"; bf16 measured {cpu_bf16_speedup():.1f}x fp32's speed on this CPU"
+        return "bf16 (auto: bf16 autocast on CUDA)"
+    chosen, why = auto_cpu_precision()
+    return f"{chosen} (auto: {why})"
 
 
 # Registered here, in the order `dfer --help` lists them; each module keeps its heavy imports inside its

@@ -23,7 +23,8 @@ CacheOpt = Annotated[Path | None, typer.Option(
     help="prepared clip cache (default: $DFER_HOME/cache/<dataset>-<size>, shared by all folds)")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
 PrecisionOpt = Annotated[str, typer.Option(
-    help="auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16")]
+    help="auto (bf16 autocast on CUDA; on a CPU the fastest of fp32, bf16 and int8 on a probe: `dfer info` says "
+         "which), fp32, bf16, or int8 (CPU: int8 Linear layers in the encoders and fusion)")]
 LabelsOpt = Annotated[Path | None, typer.Option(
     help="folder data set: a CSV of path,label[,split] instead of one sub-folder per class")]
 ValFractionOpt = Annotated[float, typer.Option(

@@ -1,18 +1,24 @@
-"""The device and the numeric precision that goes with it: CUDA or CPU, fp32 or bf16 autocast where it
-measures faster."""
+"""The device and the numeric precision that goes with it: CUDA or CPU; fp32, bf16 autocast or int8
+Linear layers, whichever measures fastest on this CPU."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import platform
 import time
 from pathlib import Path
 
 import torch
 
+from dfer_cli.atomic import atomic_write_text
 from dfer_cli.errors import UsageError
+from dfer_cli.paths import probe_file
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+# Faster than fp32 by at least this on the probe, or auto keeps fp32.
+_WORTH_IT = 1.25
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -28,6 +34,15 @@ def pick_device(spec: str = "auto") -> torch.device:
     return device
 
 
+def _cpu_name() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                platform.machine())
+
+
 @functools.cache
 def cpu_has_bf16() -> bool:
     """Native bf16 arithmetic (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux); other systems
@@ -41,37 +56,82 @@ def cpu_has_bf16() -> bool:
 
 
 @functools.cache
-def cpu_bf16_speedup() -> float:
-    """How much faster a ViT-B-sized matrix product runs in bf16 than in fp32 on this CPU, measured
-    once per process (about 0.1 s). Native bf16 is not enough: on one AVX512-BF16 machine (no AMX)
-    torch 2.13 ran the ViT-B forward 1.6x slower in bf16, where another was 2.7x faster."""
-    x, w = torch.randn(512, 768), torch.randn(3072, 768)
+def cpu_speedups() -> dict[str, float]:
+    """How much faster one ViT-B block runs in bf16 autocast (native bf16 only) and with int8 Linear
+    layers than in fp32 on this CPU (int8 0 where this torch has no dynamic quantization). Measured
+    once per machine and torch (about 0.5 s), then read from `paths.probe_file()`."""
+    key = f"{_cpu_name()} | torch {torch.__version__}"
+    try:
+        saved = json.loads(probe_file().read_text())
+        if saved.get("key") == key:
+            return saved["speedups"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    speedups = _measure_speedups()
+    with contextlib.suppress(OSError):  # a read-only home: measured again next time
+        atomic_write_text(probe_file(), json.dumps({"key": key, "speedups": speedups}))
+    return speedups
+
+
+def _measure_speedups() -> dict[str, float]:
+    """A whole block, not one matrix product: attention stays fp32 under int8, and native bf16 is not
+    enough (on one AVX512-BF16 machine without AMX torch 2.13 ran the ViT-B forward 1.6x slower in
+    bf16, where another was 2.7x faster). The best of 5 runs each, the least disturbed by other load."""
+    from dfer_cli.model import Block
+    from dfer_cli.runtime.quantize import quantize_linears
+
+    block = Block(768, 12, 4.0, 0.0).eval()
+    runs: dict[str, tuple[torch.nn.Module, contextlib.AbstractContextManager]] = {
+        "fp32": (block, contextlib.nullcontext())}
+    if cpu_has_bf16():
+        runs["bf16"] = (block, torch.autocast("cpu", dtype=torch.bfloat16))
+    with contextlib.suppress(UsageError):  # no dynamic quantization in this torch
+        runs["int8"] = (quantize_linears(block), contextlib.nullcontext())
+    x = torch.randn(1, 197, 768)
     seconds = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = x.to(dtype), w.to(dtype)
-        torch.nn.functional.linear(a, b)  # kernel selection and first-touch, not timed
-        start = time.perf_counter()
-        for _ in range(3):
-            torch.nn.functional.linear(a, b)
-        seconds[dtype] = time.perf_counter() - start
-    return seconds[torch.float32] / seconds[torch.bfloat16]
+    with torch.inference_mode():
+        for name, (module, context) in runs.items():
+            with context:
+                module(x)  # kernel selection and first-touch, not timed
+                times = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    module(x)
+                    times.append(time.perf_counter() - start)
+                seconds[name] = min(times)
+    return {"int8": 0.0} | {name: seconds["fp32"] / t for name, t in seconds.items() if name != "fp32"}
+
+
+def auto_cpu_precision() -> tuple[str, str]:
+    """What "auto" runs on this CPU, and why: the fastest of fp32, bf16 (native only) and int8 on the
+    probe, where it is at least 1.25x fp32's speed."""
+    speed = cpu_speedups()
+    best = max(speed, key=speed.get)
+    measured = ", ".join(f"{name} {value:.1f}x" for name, value in sorted(speed.items()))
+    native = "" if "bf16" in speed else "; no native bf16"
+    if speed[best] < _WORTH_IT:
+        return "fp32", f"nothing measured {_WORTH_IT}x fp32's speed on a ViT-B block here ({measured}{native})"
+    return best, f"the fastest on a ViT-B block here ({measured} fp32's speed{native})"
 
 
 def resolve_precision(spec: str, device: torch.device) -> str:
-    """"auto" is bf16 on CUDA, and on CPUs with native bf16 where it measures at least 1.25x faster
-    than fp32; else fp32. "fp32" and "bf16" are kept as they are."""
+    """"auto" is bf16 on CUDA, and on a CPU the fastest of fp32, bf16 and int8 (`auto_cpu_precision`);
+    "fp32", "bf16" and "int8" (CPU only) are kept as they are."""
     if spec not in PRECISIONS:
         raise UsageError(f"--precision {spec!r}: expected one of {', '.join(PRECISIONS)}")
+    if spec == "int8" and device.type != "cpu":
+        raise UsageError(f"--precision int8 runs on CPUs only (dynamic int8 Linear layers); on {device.type} "
+                         "use bf16 or auto")
     if spec != "auto":
         return spec
     if device.type == "cuda":
         return "bf16"
-    return "bf16" if cpu_has_bf16() and cpu_bf16_speedup() >= 1.25 else "fp32"
+    return auto_cpu_precision()[0]
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast where `precision` resolves to bf16 (the frozen ViTs dominate and are bf16-safe),
-    exact fp32 otherwise."""
+    exact fp32 otherwise (int8 is in the model's layers: runtime/quantize.py)."""
     if resolve_precision(precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -9,6 +9,7 @@ import torch
 
 from dfer_cli.errors import DferError
 from dfer_cli.runtime.device import autocast
+from dfer_cli.runtime.quantize import int8_copy
 
 
 def softmax_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -16,10 +17,13 @@ def softmax_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor
     """Class probabilities (N, C) for batches of (video (B, T, 3, S, S) uint8 or float, audio
     (B, 1, frames, mels)), in order; the model is left in eval mode.
 
-    Videos travel as uint8 where they can (4x fewer bytes than floats) and the model scales them on
-    its device; on CUDA the host tensors are pinned so that the copy overlaps the previous batch.
+    With precision "int8" (CPU) the Linear layers of a quantized copy do the work. Videos travel as
+    uint8 where they can (4x fewer bytes than floats) and the model scales them on its device; on CUDA
+    the host tensors are pinned so that the copy overlaps the previous batch.
     """
     model.eval()
+    if precision == "int8":  # the int8 copy, made once per model (runtime/quantize.py)
+        model = int8_copy(model)
     cuda = device.type == "cuda"
     out = []
     with torch.inference_mode():

