@@ -253,6 +253,8 @@ class MMADFER(nn.Module):
     def _init_adapters(self) -> None:
         # The reference leaves these to its modules' own defaults: randn for the temporal CLS and
         # positions (vit-pytorch style); prompts get a small normal, as in visual prompt tuning.
+        if self.temporal.cls_token.is_meta:  # built to be loaded (weights/format.py): values come from the
+            return  # checkpoint, and a random fill on meta costs 0.9 s of importing torch's reference ops
         for branch in (self.image, self.audio):
             nn.init.normal_(branch.prompts, std=0.02)
             for p in branch.progressive_prompts:
