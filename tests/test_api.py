@@ -110,6 +110,7 @@ def test_collect_inputs_walks_folders_with_extensions(tmp_path):
 
 @pytest.mark.parametrize(("speeds", "device", "expected"), [
     ({"bf16": 2.7, "int8": 1.5}, "cpu", "bf16"), ({"bf16": 2.0, "int8": 2.9}, "cpu", "int8"),
+    ({"bf16": 4.6, "int8": 5.3}, "cpu", "bf16"),
     ({"bf16": 0.6, "int8": 1.1}, "cpu", "fp32"), ({"int8": 2.0}, "cpu", "int8"), ({"int8": 0.0}, "cpu", "fp32"),
     ({"bf16": 0.6, "int8": 0.5}, "cuda", "bf16")])
 def test_auto_precision_takes_the_fastest_that_pays(monkeypatch, speeds, device, expected):

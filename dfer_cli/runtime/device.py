@@ -104,14 +104,17 @@ def _measure_speedups() -> dict[str, float]:
 
 def auto_cpu_precision() -> tuple[str, str]:
     """What "auto" runs on this CPU, and why: the fastest of fp32, bf16 (native only) and int8 on the
-    probe, where it is at least 1.25x fp32's speed."""
+    probe, where it is at least 1.25x fp32's speed (int8 over bf16 only at 1.25x bf16's)."""
     speed = cpu_speedups()
-    best = max(speed, key=speed.get)
     measured = ", ".join(f"{name} {value:.1f}x" for name, value in sorted(speed.items()))
-    native = "" if "bf16" in speed else "; no native bf16"
+    measured = f"a ViT-B block ran at {measured} fp32's speed here" + ("" if "bf16" in speed else "; no native bf16")
+    best = max(speed, key=speed.get)
     if speed[best] < _WORTH_IT:
-        return "fp32", f"nothing measured {_WORTH_IT}x fp32's speed on a ViT-B block here ({measured}{native})"
-    return best, f"the fastest on a ViT-B block here ({measured} fp32's speed{native})"
+        return "fp32", f"nothing is {_WORTH_IT}x fp32's speed ({measured})"
+    if best == "int8" and speed["int8"] < _WORTH_IT * speed.get("bf16", 0):
+        # int8 costs its conversion, 1-3 s per process on ViT-B: worth it only when clearly faster.
+        return "bf16", f"int8 is not {_WORTH_IT}x bf16's speed, which pays its conversion ({measured})"
+    return best, f"the fastest ({measured})"
 
 
 def resolve_precision(spec: str, device: torch.device) -> str:
