@@ -190,7 +190,8 @@ def _predict_on_ray(inputs: list[str], output: Path, weights: str | None, config
             advance(description=r["path"][-40:])
 
         summary = predict_on_ray(inputs, output, weights, config, settings, device, precision, start, row)
-    err.print(f"{summary.written} files analysed ({summary.device}, {summary.precision}), {summary.skipped} "
-              f"skipped, {summary.failed} failed -> {summary.output}", markup=False, soft_wrap=True)
+    where = f" ({summary.device}, {summary.precision})" if summary.device else ""
+    err.print(f"{summary.written} files analysed{where}, {summary.skipped} skipped, {summary.failed} failed "
+              f"-> {summary.output}", markup=False, soft_wrap=True)
     if summary.failed:
         raise typer.Exit(1)

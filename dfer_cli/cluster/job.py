@@ -25,7 +25,8 @@ INSTALL = "pip install 'dfer[ray]'"
 @dataclass(frozen=True)
 class RaySummary:
     """What a Ray job did: rows written now, inputs skipped as already in the output, and how many of
-    this job's inputs (written now or before) have an error row."""
+    this job's inputs (written now or before) have an error row; where and how the model ran ("" when
+    every input was done before)."""
 
     output: Path
     written: int
@@ -63,6 +64,8 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
     if on_start is not None:
         on_start(len(todo_now), len(todo) - len(todo_now))
     failed = sum(1 for key, status in done.items() if key in keys and status == "error")
+    if not todo_now:  # all done before: no cluster to start
+        return RaySummary(output, 0, len(todo), failed, "", "")
     started = _start(ray_lib, ray.address)
     try:
         gpus = int(ray_lib.cluster_resources().get("GPU", 0))
@@ -113,8 +116,6 @@ def _rows(ray_lib, todo: list, s: _Stages) -> Iterator[dict]:
 
     from dfer_cli.cluster.stages import DferPredictor, PartJoiner, prepare
 
-    if not todo:
-        return
     config = s.config
     pictures = [None] * len(todo)
     if config.explain_dir is not None:
