@@ -303,3 +303,11 @@ def test_ray_with_one_gpu_actor_gives_the_plain_records(exact_fp32, tmp_path):
         got, want = json.loads(row.record), plain[row.path]
         assert got["label"] == want.label
         assert max(abs(got["probabilities"][k] - v) for k, v in want.probabilities.items()) < 1e-4
+
+
+def test_int8_is_refused_on_cuda_with_one_clear_line():
+    import dfer_cli as dfer
+    from dfer_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="int8 runs on CPUs only"):
+        dfer.load_model("untrained", device="cuda", precision="int8")
