@@ -66,16 +66,16 @@ def accuracy(args, tmp: Path) -> None:
                      str(cache), "--val-fraction", "0"],
                     ["train", "--dataset", "folder", "--data", str(data), "--cache", str(cache), "--arch", "base",
                      "--init-weights", str(start_from), "--size", str(args.size), "--epochs", str(args.epochs),
-                     "--batch-size", "4", "--lr", "1e-3", "--val-fraction", "0", "--out", str(run), "--device", "cpu",
-                     "--workers", "0"]):
+                     "--batch-size", "4", "--lr", str(args.lr), "--val-fraction", "0", "--out", str(run),
+                     "--device", "cpu", "--workers", "0"]):
         result = runner.invoke(app, command)
         if result.exit_code != 0:
             sys.exit(result.output)
     trained = time.perf_counter() - start
     calls = {p: dfer.load_model(run / "last", "cpu", p).predict(CLIPS, workers=0, people="main") for p in PRECISIONS}
     top = max(r.confidence for r in calls["fp32"] if r.confidence)
-    print(f"## accuracy: ViT-B x 2 at {args.size} px, trained {args.epochs} epochs on {len(CLIPS[:11])} clips "
-          f"({trained:.0f} s), fp32's top confidence {top:.2f}\n")
+    print(f"## accuracy: ViT-B x 2 at {args.size} px, trained {args.epochs} epochs (lr {args.lr}) on "
+          f"{len(CLIPS[:11])} clips ({trained:.0f} s), fp32's top confidence {top:.2f}\n")
     print("| precision | top-1 as fp32 | largest probability difference |\n|---|---|---|")
     for precision in PRECISIONS[1:]:
         pairs = [(a, b) for a, b in zip(calls[precision], calls["fp32"], strict=True) if b.probabilities]
@@ -170,6 +170,7 @@ def main() -> None:
                         choices=("accuracy", "speed", "cold"))
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--folder-files", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=8)
