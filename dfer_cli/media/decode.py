@@ -48,6 +48,7 @@ class VideoInfo:
     # Every frame's own time in presentation order, when `probe` was asked to list them (a short
     # video), else None.
     frame_times: np.ndarray | None = field(default=None, compare=False)
+    audio_layout: tuple[str, ...] = ()  # the channels' names in order, e.g. FL, FR, FC, LFE, BL, BR
 
 
 def probe(path: str | Path, list_frames_up_to: float = 0.0) -> VideoInfo:
@@ -84,6 +85,7 @@ def probe(path: str | Path, list_frames_up_to: float = 0.0) -> VideoInfo:
             audio_channels=audio.channels if audio else 0,
             start_time=start,
             frame_times=frame_times(path, list_frames_up_to) if duration <= list_frames_up_to else None,
+            audio_layout=tuple(c.name for c in audio.layout.channels) if audio else (),
         )
 
 

@@ -14,6 +14,7 @@ from dfer_cli.clips.plan import plan_file
 from dfer_cli.errors import DferError
 from dfer_cli.faces import detect
 from dfer_cli.media import decode
+from dfer_cli.media.channels import VOICE
 from dfer_cli.people.inputs import person_rows
 from dfer_cli.people.speaking import clip_turns
 from dfer_cli.predict.config import PredictConfig
@@ -67,7 +68,7 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     people = config.people
     max_people = people.max_people if people.people == "all" else 0
     clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap,
-                            max_people=max_people))
+                            max_people=max_people, channels=VOICE))
     turns = clip_turns(path, info, clips, people) if max_people else [[] for _ in clips]
     clock.lap("speakers")
     videos, audios, times, starts = [], [], [], []

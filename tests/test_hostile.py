@@ -1,0 +1,56 @@
+"""Hostile and odd inputs (issue 21): each test names what a hostile user tried and what must happen."""
+
+import numpy as np
+import pytest
+from conftest import MEDIA, save_tiny_weights
+from mediagen import make_voice_on_channel
+
+import dfer_cli as dfer
+from dfer_cli.media import decode, fbank
+from dfer_cli.train.datasets import Sample
+from dfer_cli.train.prepare import PrepareConfig, prepare_clip
+
+GRID = MEDIA / "grid" / "bbaf2n.mpg"
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    return save_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny", 48)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_weights):
+    return dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def one_channel_voices(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("channels")
+    return {"right": make_voice_on_channel(folder / "right.mkv", GRID, "stereo", "FR"),
+            "centre": make_voice_on_channel(folder / "centre.mkv", GRID, "5.1", "FC", music=("FL", "FR"))}
+
+
+def test_predict_hears_a_voice_on_any_channel_and_says_which(model, one_channel_voices):
+    right, centre = model.predict([one_channel_voices["right"], one_channel_voices["centre"]], workers=0)
+    assert right.status == centre.status == "ok"
+    assert not right.flags["silent_audio"] and right.flags["audio_channel"] == "FR"
+    # A film mix: the dialogue on the centre, music on the front pair; the centre alone is heard.
+    assert not centre.flags["silent_audio"] and centre.flags["audio_channel"] == "FC"
+    (plain,) = model.predict([GRID], workers=0)
+    assert plain.flags["audio_channel"] == "FL"  # ordinary stereo: channel 0, as before
+
+
+def test_predict_gives_the_model_the_voice_channel(model, one_channel_voices, tmp_path):
+    """The audio input is the voice's: the voice on the right gets the call of that voice on the left
+    (up to AAC's coding of each side, ~1e-4), not that of silence (~1e-2 away with these weights)."""
+    left = make_voice_on_channel(tmp_path / "left.mkv", GRID, "stereo", "FL")
+    right, left = model.predict([one_channel_voices["right"], left], workers=0)
+    assert right.flags["audio_channel"] == "FR" and left.flags["audio_channel"] == "FL"
+    assert right.probabilities == pytest.approx(left.probabilities, abs=1e-3)
+
+
+def test_the_training_cache_keeps_channel_0(one_channel_voices):
+    sample = Sample("right", 0, one_channel_voices["right"], None, "train")
+    _, audio, flags = prepare_clip(sample, "main", PrepareConfig(size=48, workers=0))
+    assert flags["silent_audio"] and "audio_channel" not in flags
+    np.testing.assert_array_equal(audio, fbank.model_input(*decode.read_audio(sample.video, 0.0, fbank.HEARD_S)))
