@@ -54,3 +54,20 @@ def test_the_training_cache_keeps_channel_0(one_channel_voices):
     _, audio, flags = prepare_clip(sample, "main", PrepareConfig(size=48, workers=0))
     assert flags["silent_audio"] and "audio_channel" not in flags
     np.testing.assert_array_equal(audio, fbank.model_input(*decode.read_audio(sample.video, 0.0, fbank.HEARD_S)))
+
+
+def test_an_error_record_is_not_held_behind_a_partial_batch(model, tmp_path, monkeypatch):
+    """A video, then junk: the video's record and the junk's come as soon as the junk is read, not when
+    real clips fill a batch or the run ends (a Ctrl-C would have lost them all)."""
+    from dfer_cli.predict import pipeline
+
+    junk = [tmp_path / f"junk{i}.mp4" for i in range(3)]
+    for j in junk:
+        j.write_text("not a video")
+    read = []
+    prepare = pipeline.guarded_prepare
+    monkeypatch.setattr(pipeline, "guarded_prepare", lambda part, **kw: read.append(part.path) or prepare(part, **kw))
+    records = model.stream([GRID, *junk], workers=0, batch_size=64)
+    first, second = next(records), next(records)
+    assert (first.status, second.status) == ("ok", "error") and second.path == str(junk[0])
+    assert read == [str(GRID), str(junk[0])]

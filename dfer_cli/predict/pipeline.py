@@ -56,7 +56,9 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
         if prepared.part.index == 0:
             prepared.picture = next(names, None)
         waiting.append(prepared)
-        if sum(len(p.clip_ids) for p in waiting) >= config.batch_size:
+        # A record that needs no model (an error, no face) goes out now, with the partial batch before
+        # it: held back, a folder of junk would show nothing for minutes, and an interrupt lose it all.
+        if prepared.videos is None or sum(len(p.clip_ids) for p in waiting) >= config.batch_size:
             yield from flush()
     yield from flush()
 
