@@ -1,5 +1,12 @@
 """Hostile and odd inputs (issue 21): each test names what a hostile user tried and what must happen."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import MEDIA, save_tiny_weights
@@ -11,6 +18,7 @@ from dfer_cli.train.datasets import Sample
 from dfer_cli.train.prepare import PrepareConfig, prepare_clip
 
 GRID = MEDIA / "grid" / "bbaf2n.mpg"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +79,25 @@ def test_an_error_record_is_not_held_behind_a_partial_batch(model, tmp_path, mon
     first, second = next(records), next(records)
     assert (first.status, second.status) == ("ok", "error") and second.path == str(junk[0])
     assert read == [str(GRID), str(junk[0])]
+
+
+def test_a_fifo_socket_or_device_gets_an_error_record_not_a_hang(tiny_weights, tmp_path):
+    import socket
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "x.mp4")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / "sock.mp4"))
+    shutil.copy(GRID, folder / "y.mpg")
+    done = subprocess.run([sys.executable, "-m", "dfer_cli", "predict", "--jsonl", "--workers", "0", "--weights",
+                           str(tiny_weights), str(folder), "/dev/zero"], capture_output=True, text=True, timeout=120,
+                          env=os.environ | {"PYTHONPATH": str(ROOT)})
+    server.close()
+    assert done.returncode == 1, done.stderr
+    records = {os.path.basename(r["path"]): r for r in map(json.loads, done.stdout.splitlines())}
+    assert records["y.mpg"]["status"] == "ok"
+    assert records["x.mp4"]["error"] == "is a named pipe (FIFO), not a regular file"
+    assert records["sock.mp4"]["error"] == "is a socket, not a regular file"
+    assert records["zero"]["error"] == "is a device, not a regular file"
+    assert f"{folder / 'x.mp4'}: is a named pipe (FIFO), not a regular file\n" in done.stderr

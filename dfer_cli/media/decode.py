@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -239,6 +240,8 @@ def _open(path: Path) -> Iterator[av.container.InputContainer]:
         raise MediaError(path, "no such file")
     if path.is_dir():
         raise MediaError(path, "is a directory, not a media file")
+    if not path.is_file():  # opening a FIFO blocks until a writer comes, a device may never end
+        raise MediaError(path, f"is {_special_kind(path)}, not a regular file")
     try:
         container = av.open(str(path))
     except PermissionError:
@@ -247,6 +250,15 @@ def _open(path: Path) -> Iterator[av.container.InputContainer]:
         raise MediaError(path, f"not a readable media file ({error.strerror})") from None
     with container:
         yield container
+
+
+def _special_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
