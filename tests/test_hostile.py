@@ -101,3 +101,21 @@ def test_a_fifo_socket_or_device_gets_an_error_record_not_a_hang(tiny_weights, t
     assert records["sock.mp4"]["error"] == "is a socket, not a regular file"
     assert records["zero"]["error"] == "is a device, not a regular file"
     assert f"{folder / 'x.mp4'}: is a named pipe (FIFO), not a regular file\n" in done.stderr
+
+
+def test_a_task_that_stops_delivering_is_cut_off_and_the_rest_go_on():
+    """A worker stuck for good (a read that never returns) costs `limit` seconds: its item gets the
+    late result, the worker is killed, the items after it are computed by fresh workers."""
+    import time
+
+    from dfer_cli.runtime.pool import bounded_map
+
+    start = time.monotonic()
+    results = list(bounded_map(time.sleep, [0.1, 3600, 0.1, 0.2], workers=1, limit=5, late=lambda s: f"late {s}"))
+    assert results == [None, "late 3600", None, None]
+    assert time.monotonic() - start < 60
+
+
+def test_predict_gives_a_file_past_the_time_limit_an_error_record(model):
+    (late,) = model.predict([GRID], workers=1, time_limit=0.01)  # a worker's start-up alone takes longer
+    assert late.status == "error" and late.error.startswith("no result after 0.01 s")

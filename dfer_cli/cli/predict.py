@@ -49,6 +49,9 @@ def predict(
         help="auto: each person hears the speech attributed to them (one face alone hears it all); all: "
              "everyone hears the whole soundtrack, as in the paper")] = "auto",
     max_people: Annotated[int, typer.Option(help="people analysed at most, the most present and largest", min=1)] = 8,
+    time_limit: Annotated[float, typer.Option(
+        help="seconds a decoding process may spend on one file (or timeline part) before the file gets an "
+             "error record; 0: no limit", min=0)] = 900.0,
 ) -> None:
     """Recognise the emotion in videos from the face and the voice.
 
@@ -86,7 +89,7 @@ def predict(
             raise UsageError(f"--explain-dir {explain_dir}: exists and is not a folder")
         explain_dir.mkdir(parents=True, exist_ok=True)
     config = PredictConfig(window=window, batch_size=batch_size, workers=workers, recursive=recursive,
-                           extensions=ext, explain=explain, explain_dir=explain_dir).updated(
+                           extensions=ext, explain=explain, explain_dir=explain_dir, time_limit=time_limit).updated(
         clips=clips, frame_order=frame_order, people=people, voice=voice, max_people=max_people)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words

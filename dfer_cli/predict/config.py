@@ -26,6 +26,9 @@ class PredictConfig:
     extensions: tuple[str, ...] | None = None  # folders: the video extensions to pick; None: all dfer reads
     explain: bool = False  # add an explanation of each file's label (explain/): about 5x the model's time
     explain_dir: Path | None = None  # one explanation PNG per file there (implies explain)
+    # Seconds a worker may spend on one file (or timeline part) before it is killed and the file gets
+    # an error record: a file on a dead mount never delivers its data. None: no limit.
+    time_limit: float | None = 900.0
 
     def __post_init__(self) -> None:
         if self.explain_dir is not None:

@@ -104,3 +104,9 @@ def guarded_prepare(part: FilePart, config: PredictConfig, size: int) -> Prepare
         return PreparedFile(FileResult.failed(display_path(part.path), getattr(e, "reason", str(e))), part=part)
     except Exception as e:  # one bad file never sinks the batch; its record carries the reason
         return PreparedFile(FileResult.failed(display_path(part.path), f"{type(e).__name__}: {e}"), part=part)
+
+
+def timed_out(part: FilePart, limit: float) -> PreparedFile:
+    """The record of a file whose worker gave no result within `limit` seconds and was killed."""
+    return PreparedFile(FileResult.failed(display_path(part.path), f"no result after {limit:g} s (the file stopped "
+                                          f"delivering data?); --time-limit sets the limit"), part=part)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dfer_cli.predict.classifier import Classifier, classify
 from dfer_cli.predict.config import PredictConfig
-from dfer_cli.predict.frontend import PreparedFile, guarded_prepare
+from dfer_cli.predict.frontend import PreparedFile, guarded_prepare, timed_out
 from dfer_cli.predict.tasks import file_tasks
 from dfer_cli.predict.timeline import TimelineJoiner
 from dfer_cli.results.people import file_person, finish_people
@@ -52,7 +52,9 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
     # With workers, up to 2 files per worker are decoded ahead of the model.
     # A timeline goes in parts, unless it is explained: an explanation needs all of a file's clips.
     tasks = file_tasks(paths, config.clips, None if config.explain else config.window)
-    for prepared in bounded_map(partial(guarded_prepare, config=config, size=size), tasks, workers):
+    limit = config.time_limit or None
+    for prepared in bounded_map(partial(guarded_prepare, config=config, size=size), tasks, workers,
+                                limit=limit, late=partial(timed_out, limit=limit)):
         if prepared.part.index == 0:
             prepared.picture = next(names, None)
         waiting.append(prepared)

@@ -20,38 +20,67 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int = 2,
-                ordered: bool = True) -> Iterator[R]:
+                ordered: bool = True, limit: float | None = None, late: Callable[[T], R] | None = None,
+                ) -> Iterator[R]:
     """fn(item) for every item, computed by `workers` processes (0: in this one) with at most
     `ahead` tasks per worker in flight. Results come in input order, or as they finish when
     `ordered` is False. `fn` and the items must pickle (a module-level function, or a partial of one).
+    With `limit` (ordered, workers only): an item not done `limit` s after its turn came gives
+    `late(item)`, and the workers are replaced (one stuck in a read is killed; the rest start again).
 
     A worker that dies (out of memory, say) raises concurrent.futures.process.BrokenProcessPool.
     """
     if workers <= 0:
         yield from map(fn, items)
         return
-    # spawn: torch holds threads that a forked child would inherit in a broken state.
-    with _one_thread_each(), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        queue = iter(items)
-        pending: deque[Future] = deque()
+    queue = iter(items)
+    pending: deque[tuple[T, Future]] = deque()
+    with _one_thread_each():
+        pool = _pool(workers)
         try:
             while True:
                 for item in queue:
-                    pending.append(pool.submit(fn, item))
+                    pending.append((item, pool.submit(fn, item)))
                     if len(pending) >= ahead * workers:
                         break
                 if not pending:
                     return
                 if ordered:
-                    yield pending.popleft().result()
+                    item, future = pending.popleft()
+                    try:
+                        result = future.result(timeout=limit)
+                    except TimeoutError:
+                        _stop(pool, kill=True)
+                        pool = _pool(workers)
+                        pending = deque((i, pool.submit(fn, i)) for i, _ in pending)
+                        result = late(item)
+                    yield result
                     continue
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    pending.remove(future)
-                    yield future.result()
+                done, _ = wait([f for _, f in pending], return_when=FIRST_COMPLETED)
+                for entry in [e for e in pending if e[1] in done]:
+                    pending.remove(entry)
+                    yield entry[1].result()
         finally:
-            for future in pending:
+            for _, future in pending:
                 future.cancel()
+            _stop(pool)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # spawn: torch holds threads that a forked child would inherit in a broken state.
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+
+
+def _stop(pool: ProcessPoolExecutor, kill: bool = False) -> None:
+    """Shut the pool down and join every worker, so that none outlives the run; `kill` first ends
+    workers stuck in a task (the executor has no other way to abandon one)."""
+    processes = list(pool._processes.values())  # the executor exposes them no other way
+    if kill:
+        for process in processes:
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+    for process in processes:
+        process.join()
 
 
 @contextlib.contextmanager
