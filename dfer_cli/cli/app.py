@@ -39,7 +39,8 @@ weights_app = typer.Typer(
          "  dfer weights sources\n\n"
          "  dfer weights import DFEW_fold1_160.pth --name dfew-160\n\n"
          "  dfer weights list\n\n"
-         "  dfer weights default dfew-160",
+         "  dfer weights default dfew-160\n\n"
+         "  dfer weights remove dfew-160",
     no_args_is_help=True,
 )
 app.add_typer(weights_app, name="weights")
@@ -133,6 +134,7 @@ weights_app.command("import")(reports_errors(weights.weights_import))
 weights_app.command("sources")(reports_errors(weights.weights_sources))
 weights_app.command("list")(reports_errors(weights.weights_list))
 weights_app.command("default")(reports_errors(weights.weights_default))
+weights_app.command("remove")(reports_errors(weights.weights_remove))
 app.command("prepare")(reports_errors(train.prepare_command))
 app.command("train")(reports_errors(train.train_command))
 app.command("evaluate")(reports_errors(train.evaluate_command))

@@ -32,13 +32,8 @@ import numpy as np
 
 from dfer_cli.atomic import atomic_path, atomic_write_text
 from dfer_cli.errors import DferError
+from dfer_cli.locks import FileLock
 from dfer_cli.train.datasets import Dataset
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; two concurrent writers are then the user's business
-    fcntl = None
-
 
 # 1: one cache per fold and split. 2: frames at 1/6, 1/2 and 5/6 of each segment, where the 2-clip
 # view wants 1/4 and 3/4. 3: the frames every test-time view picks (clips.kept_frames), numbered.
@@ -203,7 +198,7 @@ class CacheWriter:
         self.root = Path(root)
         self.spec = spec
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.root / _LOCK, "a")  # noqa: SIM115 - held until close()
+        self._lock = FileLock(self.root / _LOCK, f"{self.root}: another `dfer prepare` is writing this cache")
         try:
             self._open()
         except BaseException:
@@ -211,11 +206,7 @@ class CacheWriter:
             raise
 
     def _open(self) -> None:
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise DferError(f"{self.root}: another `dfer prepare` is writing this cache") from None
+        self._lock.acquire()
         meta = _read_meta(self.root)
         if meta is not None and (reason := _spec_mismatch(meta, self.spec)):
             raise DferError(f"{self.root}: this cache was {reason}; use another --cache / --out, or delete it")
@@ -244,7 +235,7 @@ class CacheWriter:
             f.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
-        self._lock.close()  # closing releases the lock
+        self._lock.release()
 
     def __enter__(self) -> CacheWriter:
         return self

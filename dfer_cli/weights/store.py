@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dfer_cli.atomic import atomic_write_text, recover_dir, replace_dir
 from dfer_cli.errors import CheckpointError, DferError, UsageError
+from dfer_cli.locks import FileLock
 from dfer_cli.paths import downloads_dir, safe_name, weights_dir
 from dfer_cli.weights.format import CONFIG_FILE, WEIGHTS_FILE, LoadedWeights, WeightsConfig, load_dfer, save_dfer
 from dfer_cli.weights.official import load_official
@@ -79,12 +80,14 @@ def entries() -> list[Entry]:
 
 
 def import_weights(source: Path | str, name: str | None = None, make_default: bool | None = None,
-                   dataset: str | None = None, fold: int | None = None, sha256: str | None = None) -> Entry:
+                   dataset: str | None = None, fold: int | None = None, sha256: str | None = None,
+                   replace: bool = False) -> Entry:
     """Converts any checkpoint that `load_any` reads (a path, or an http(s) URL, downloaded first) into
     a named entry; the first entry becomes the default unless told otherwise. With `sha256`, a file
-    that does not match is refused before anything is installed."""
+    that does not match is refused before anything is installed. A name that exists is refused unless
+    `replace`; two imports under one name at once: one wins, the other is refused."""
     if name is not None:
-        _check_name(name)
+        _refuse_existing(_check_name(name), replace)  # before a download
     path, origin = _local_file(source, sha256)
     if name is None:
         name = _check_name(safe_name(path.stem if path.is_file() else path.name))
@@ -94,13 +97,43 @@ def import_weights(source: Path | str, name: str | None = None, make_default: bo
     config.fold = fold or config.fold
     config.provenance.setdefault("imported_from", origin)
     target = weights_dir() / name
-    staging = weights_dir() / f".{name}.importing"
-    shutil.rmtree(staging, ignore_errors=True)
-    save_dfer(staging, loaded.model, config)
-    replace_dir(staging, target)
-    if make_default or (make_default is None and default_name() is None):
-        set_default(name)
+    with _entry_lock(name):
+        _refuse_existing(name, replace)
+        staging = weights_dir() / f".{name}.importing"
+        shutil.rmtree(staging, ignore_errors=True)  # a killed import's: the lock keeps live ones out
+        save_dfer(staging, loaded.model, config)
+        replace_dir(staging, target)
+        if make_default or (make_default is None and default_name() is None):
+            set_default(name)
     return Entry(name, target, config, default_name() == name)
+
+
+def remove_entry(name: str) -> bool:
+    """Delete entry `name`; True when it was the default, which then is none."""
+    with _entry_lock(_check_name(name)):
+        target = entry_dir(name)
+        if not (target / CONFIG_FILE).is_file():
+            raise DferError(f"{name}: no such weights entry in {weights_dir()} (see `dfer weights list`)")
+        was_default = default_name() == name
+        # Renamed away first: a kill while deleting leaves no half entry under the name.
+        doomed = weights_dir() / f".{name}.removing"
+        shutil.rmtree(doomed, ignore_errors=True)
+        target.rename(doomed)
+        if was_default:
+            (weights_dir() / DEFAULT_FILE).unlink(missing_ok=True)
+        shutil.rmtree(doomed)
+    return was_default
+
+
+def _entry_lock(name: str) -> FileLock:
+    return FileLock(weights_dir() / f".{name}.lock", f"{name}: another dfer process is writing this weights "
+                    "entry; run again when it is done", remove=True)
+
+
+def _refuse_existing(name: str, replace: bool) -> None:
+    if not replace and (entry_dir(name) / CONFIG_FILE).is_file():
+        raise UsageError(f"{name}: a weights entry of this name exists in {weights_dir()}; add --replace "
+                         "to overwrite it, or choose another --name")
 
 
 def resolve(spec: str | None) -> LoadedWeights:
