@@ -97,3 +97,9 @@ def test_four_concurrent_imports_under_one_name_one_wins(tmp_path):
             assert "exists" in err or "another dfer process is writing" in err, err
     assert sorted(p.name for p in paths.weights_dir().iterdir()) == ["DEFAULT", "same"]
     assert sorted(p.name for p in (paths.weights_dir() / "same").iterdir()) == ["dfer.json", "model.safetensors"]
+
+
+def test_a_name_with_a_trailing_newline_is_refused(tmp_path):
+    with pytest.raises(DferError, match="a weights name uses letters"):
+        store.import_weights(_dfer_folder(tmp_path / "v1", seed=1), "x\n")
+    assert not paths.weights_dir().exists() or list(paths.weights_dir().iterdir()) == []

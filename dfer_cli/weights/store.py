@@ -16,7 +16,7 @@ from dfer_cli.weights.format import CONFIG_FILE, WEIGHTS_FILE, LoadedWeights, We
 from dfer_cli.weights.official import load_official
 
 DEFAULT_FILE = "DEFAULT"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch only: `$` lets a final newline by
 
 
 
@@ -73,7 +73,7 @@ def entries() -> list[Entry]:
     default = default_name()
     found = []
     # Staging and moved-aside folders start with a dot, which no entry name does.
-    for cfg in sorted(p for p in root.glob(f"*/{CONFIG_FILE}") if _NAME.match(p.parent.name)):
+    for cfg in sorted(p for p in root.glob(f"*/{CONFIG_FILE}") if _NAME.fullmatch(p.parent.name)):
         config = WeightsConfig.from_json(cfg.read_text(), cfg)
         found.append(Entry(cfg.parent.name, cfg.parent, config, cfg.parent.name == default))
     return found
@@ -154,7 +154,7 @@ def resolve(spec: str | None) -> LoadedWeights:
         loaded = load_any(fetch(spec, downloads_dir()))
         loaded.config.provenance["url"] = spec
         return loaded
-    if _NAME.match(spec) and (entry_dir(spec) / CONFIG_FILE).is_file():
+    if _NAME.fullmatch(spec) and (entry_dir(spec) / CONFIG_FILE).is_file():
         return load_dfer(weights_dir() / spec)
     path = Path(spec).expanduser()
     if path.exists():
@@ -164,7 +164,7 @@ def resolve(spec: str | None) -> LoadedWeights:
 
 
 def _check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise DferError(f"{name!r}: a weights name uses letters, digits, '_', '.' and '-' (64 at most); "
                         "choose one with --name")
     return name
