@@ -119,3 +119,31 @@ def test_a_task_that_stops_delivering_is_cut_off_and_the_rest_go_on():
 def test_predict_gives_a_file_past_the_time_limit_an_error_record(model):
     (late,) = model.predict([GRID], workers=1, time_limit=0.01)  # a worker's start-up alone takes longer
     assert late.status == "error" and late.error.startswith("no result after 0.01 s")
+
+
+_RUN_CLI = """
+import sys
+from dfer_cli.cli.app import main
+sys.argv = ["dfer", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print("torch loaded" if "torch" in sys.modules else "torch not loaded", file=sys.stderr)
+"""
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _RUN_CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env=os.environ | {"PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--name", "two words"], "'two words': a weights name uses letters"),
+    (["--name", "x\n"], "'x\\n': a weights name uses letters"),
+    (["--sha256", "nothex"], "--sha256 'nothex': expected 64 hexadecimal digits"),
+])
+def test_weights_import_usage_errors_exit_2_before_torch_loads(tmp_path, args, says):
+    done = _cli("weights", "import", str(tmp_path / "some.pth"), *args)
+    assert done.returncode == 2, done.stderr
+    error, loaded = done.stderr.splitlines()
+    assert error.startswith(f"dfer: error: {says}") and loaded == "torch not loaded"

@@ -35,6 +35,14 @@ def weights_import(
 
       dfer weights import 'https://drive.usercontent.google.com/download?id=FILE_ID' --name dfew-160-f1
     """
+    from dfer_cli.paths import entry_name
+    from dfer_cli.weights.digest import parse_sha256
+
+    # Usage errors before the heavy imports below (torch: seconds).
+    if name is not None:
+        entry_name(name)
+    if sha256 is not None:
+        parse_sha256(sha256)
     from dfer_cli.labels import REFERENCE_ORDER
     from dfer_cli.weights.store import import_weights
 

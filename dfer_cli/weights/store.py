@@ -11,12 +11,11 @@ from pathlib import Path
 from dfer_cli.atomic import atomic_write_text, recover_dir, replace_dir
 from dfer_cli.errors import CheckpointError, DferError, UsageError
 from dfer_cli.locks import FileLock
-from dfer_cli.paths import downloads_dir, safe_name, weights_dir
+from dfer_cli.paths import downloads_dir, entry_name, is_entry_name, safe_name, weights_dir
 from dfer_cli.weights.format import CONFIG_FILE, WEIGHTS_FILE, LoadedWeights, WeightsConfig, load_dfer, save_dfer
 from dfer_cli.weights.official import load_official
 
 DEFAULT_FILE = "DEFAULT"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch only: `$` lets a final newline by
 
 
 
@@ -73,7 +72,7 @@ def entries() -> list[Entry]:
     default = default_name()
     found = []
     # Staging and moved-aside folders start with a dot, which no entry name does.
-    for cfg in sorted(p for p in root.glob(f"*/{CONFIG_FILE}") if _NAME.fullmatch(p.parent.name)):
+    for cfg in sorted(p for p in root.glob(f"*/{CONFIG_FILE}") if is_entry_name(p.parent.name)):
         config = WeightsConfig.from_json(cfg.read_text(), cfg)
         found.append(Entry(cfg.parent.name, cfg.parent, config, cfg.parent.name == default))
     return found
@@ -87,10 +86,10 @@ def import_weights(source: Path | str, name: str | None = None, make_default: bo
     that does not match is refused before anything is installed. A name that exists is refused unless
     `replace`; two imports under one name at once: one wins, the other is refused."""
     if name is not None:
-        _refuse_existing(_check_name(name), replace)  # before a download
+        _refuse_existing(entry_name(name), replace)  # before a download
     path, origin = _local_file(source, sha256)
     if name is None:
-        name = _check_name(safe_name(path.stem if path.is_file() else path.name))
+        name = entry_name(safe_name(path.stem if path.is_file() else path.name))
     loaded = load_any(path)
     config = loaded.config
     config.dataset = dataset or config.dataset
@@ -110,7 +109,7 @@ def import_weights(source: Path | str, name: str | None = None, make_default: bo
 
 def remove_entry(name: str) -> bool:
     """Delete entry `name`; True when it was the default, which then is none."""
-    with _entry_lock(_check_name(name)):
+    with _entry_lock(entry_name(name)):
         target = entry_dir(name)
         if not (target / CONFIG_FILE).is_file():
             raise DferError(f"{name}: no such weights entry in {weights_dir()} (see `dfer weights list`)")
@@ -154,20 +153,13 @@ def resolve(spec: str | None) -> LoadedWeights:
         loaded = load_any(fetch(spec, downloads_dir()))
         loaded.config.provenance["url"] = spec
         return loaded
-    if _NAME.fullmatch(spec) and (entry_dir(spec) / CONFIG_FILE).is_file():
+    if is_entry_name(spec) and (entry_dir(spec) / CONFIG_FILE).is_file():
         return load_dfer(weights_dir() / spec)
     path = Path(spec).expanduser()
     if path.exists():
         return load_any(path)
     raise DferError(f"{spec}: neither a weights entry in {weights_dir()} nor an existing file "
                     "(see `dfer weights list`)")
-
-
-def _check_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
-        raise DferError(f"{name!r}: a weights name uses letters, digits, '_', '.' and '-' (64 at most); "
-                        "choose one with --name")
-    return name
 
 
 def _local_file(source: Path | str, sha256: str | None) -> tuple[Path, str]:
