@@ -25,11 +25,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh random name rather than mkstemp: the writer creates the file itself, so it gets the usual
-    # umask-based permissions instead of mkstemp's 0600.
+    # A fresh random name rather than mkstemp, and the umask's permissions set before the swap: some
+    # writers (safetensors) create their file 0600, which others sharing the folder could not read.
     tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{target.suffix}")
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -72,3 +73,11 @@ def recover_dir(target: str | os.PathLike[str]) -> None:
 
 def _old(target: Path) -> Path:
     return target.with_name(f".{target.name}.old")
+
+
+def _umask() -> int:
+    """The process's umask. Reading it means setting it: to the strictest one meanwhile, so that a file
+    another thread creates in that instant is never more open than asked."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask

@@ -103,3 +103,14 @@ def test_a_name_with_a_trailing_newline_is_refused(tmp_path):
     with pytest.raises(DferError, match="a weights name uses letters"):
         store.import_weights(_dfer_folder(tmp_path / "v1", seed=1), "x\n")
     assert not paths.weights_dir().exists() or list(paths.weights_dir().iterdir()) == []
+
+
+def test_weights_files_follow_the_umask(tmp_path):
+    """A shared weights folder: others may read what the umask lets them (safetensors writes 0600)."""
+    old = os.umask(0o022)
+    try:
+        folder = _dfer_folder(tmp_path / "v1", seed=1)
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {"model.safetensors": 0o644,
+                                                                           "dfer.json": 0o644}
