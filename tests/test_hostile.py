@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from conftest import MEDIA, save_tiny_weights
 from mediagen import make_voice_on_channel
+from typer.testing import CliRunner
 
 import dfer_cli as dfer
+from dfer_cli.cli.app import app
+from dfer_cli.errors import UsageError
 from dfer_cli.media import decode, fbank
 from dfer_cli.train.datasets import Sample
 from dfer_cli.train.prepare import PrepareConfig, prepare_clip
@@ -147,3 +150,12 @@ def test_weights_import_usage_errors_exit_2_before_torch_loads(tmp_path, args, s
     assert done.returncode == 2, done.stderr
     error, loaded = done.stderr.splitlines()
     assert error.startswith(f"dfer: error: {says}") and loaded == "torch not loaded"
+
+
+def test_a_window_that_is_not_finite_is_a_usage_error(tiny_weights):
+    """--window inf ran for 30 s and then crashed in clips.py (typer's own range check lets inf by)."""
+    result = CliRunner().invoke(app, ["predict", str(GRID), "--weights", str(tiny_weights), "--window", "inf"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == "dfer: error: window inf: expected a finite number of seconds\n"
+    with pytest.raises(UsageError, match="window nan"):
+        dfer.PredictConfig(window=float("nan"))

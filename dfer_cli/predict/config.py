@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -31,6 +32,10 @@ class PredictConfig:
     time_limit: float | None = 900.0
 
     def __post_init__(self) -> None:
+        for name in ("window", "time_limit"):  # inf ran for minutes and then crashed, nan compares false
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise UsageError(f"{name.replace('_', '-')} {value}: expected a finite number of seconds")
         if self.explain_dir is not None:
             object.__setattr__(self, "explain_dir", Path(self.explain_dir))
             object.__setattr__(self, "explain", True)
