@@ -159,3 +159,18 @@ def test_a_window_that_is_not_finite_is_a_usage_error(tiny_weights):
     assert result.stderr == "dfer: error: window inf: expected a finite number of seconds\n"
     with pytest.raises(UsageError, match="window nan"):
         dfer.PredictConfig(window=float("nan"))
+
+
+@pytest.mark.parametrize("where", ["/proc/x.png", "folder", "/nonexistent/x.png", "readonly/x.png"])
+def test_plot_to_a_place_that_cannot_be_written_is_refused_first(tiny_weights, tmp_path, where):
+    """--plot checked before the analysis, not a traceback after it."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "readonly").mkdir(mode=0o555)
+    if where.startswith("readonly") and os.access(tmp_path / "readonly", os.W_OK):
+        pytest.skip("root writes into a read-only folder")
+    target = where if where.startswith("/") else str(tmp_path / where)
+    result = CliRunner().invoke(app, ["predict", str(GRID), "--weights", str(tiny_weights), "--window", "1",
+                                      "--plot", target])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"dfer: error: --plot {target}: ") and result.stderr.count("\n") == 1
+    assert result.stdout == ""  # nothing was analysed

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from dfer_cli.cli.console import err
-from dfer_cli.cli.options import DeviceOpt, FrameOrderOpt, PrecisionOpt
+from dfer_cli.cli.options import DeviceOpt, FrameOrderOpt, PrecisionOpt, check_writable_file
 from dfer_cli.errors import DferError, UsageError
 from dfer_cli.progress import progress_bar
 
@@ -82,8 +82,8 @@ def predict(
         raise UsageError("choose one of --json, --jsonl, --csv")
     if plot and not window:
         raise UsageError("--plot draws a timeline: add --window SECONDS")
-    if plot and not plot.parent.exists():
-        raise UsageError(f"{plot}: folder {plot.parent} does not exist")
+    if plot:
+        check_writable_file(plot, "--plot")
     if explain_dir is not None:
         if explain_dir.exists() and not explain_dir.is_dir():
             raise UsageError(f"--explain-dir {explain_dir}: exists and is not a folder")
