@@ -174,3 +174,12 @@ def test_plot_to_a_place_that_cannot_be_written_is_refused_first(tiny_weights, t
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"dfer: error: --plot {target}: ") and result.stderr.count("\n") == 1
     assert result.stdout == ""  # nothing was analysed
+
+
+def test_predict_with_stdout_closed_says_so_in_one_line(tiny_weights):
+    done = subprocess.run([sys.executable, "-m", "dfer_cli", "predict", str(GRID), "--weights", str(tiny_weights)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+                          env=os.environ | {"PYTHONPATH": str(ROOT)}, preexec_fn=lambda: os.close(1))
+    assert done.returncode == 2
+    assert done.stderr == "dfer: error: standard output is closed: the records have nowhere to go (redirect it " \
+                          "to a file)\n"

@@ -77,6 +77,8 @@ def predict(
     from dfer_cli.api import UNTRAINED, UntrainedWeightsWarning
     from dfer_cli.results.writers import make_writer
 
+    if sys.stdout is None:  # started with stdout closed (>&-): Python has no stream to write to
+        raise UsageError("standard output is closed: the records have nowhere to go (redirect it to a file)")
     formats = [f for f, on in (("json", json_out), ("jsonl", jsonl), ("csv", csv_out)) if on]
     if len(formats) > 1:
         raise UsageError("choose one of --json, --jsonl, --csv")
