@@ -183,3 +183,12 @@ def test_predict_with_stdout_closed_says_so_in_one_line(tiny_weights):
     assert done.returncode == 2
     assert done.stderr == "dfer: error: standard output is closed: the records have nowhere to go (redirect it " \
                           "to a file)\n"
+
+
+def test_a_file_name_with_a_newline_keeps_its_error_on_one_line(tiny_weights, tmp_path):
+    (tmp_path / "two\nlines.mp4").write_text("not a video")
+    result = CliRunner().invoke(app, ["predict", "--jsonl", "--weights", str(tiny_weights), str(tmp_path)])
+    assert result.exit_code == 1
+    (record,) = map(json.loads, result.stdout.splitlines())
+    assert record["path"] == str(tmp_path / "two\nlines.mp4")  # the record keeps the real name
+    assert result.stderr.splitlines() == [f"dfer: {tmp_path}/two\\nlines.mp4: {record['error']}"]

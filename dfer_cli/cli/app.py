@@ -16,7 +16,7 @@ from rich.table import Table
 from dfer_cli import __version__
 from dfer_cli.cli import predict, train, weights
 from dfer_cli.cli.console import err, out
-from dfer_cli.errors import DferError, UsageError
+from dfer_cli.errors import DferError, UsageError, one_line
 
 app = typer.Typer(
     name="dfer",
@@ -56,10 +56,10 @@ def reports_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UsageError as e:
-            err.print(f"dfer: error: {e}", markup=False, soft_wrap=True)
+            err.print(f"dfer: error: {one_line(str(e))}", markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except DferError as e:
-            err.print(f"dfer: error: {e}", markup=False, soft_wrap=True)
+            err.print(f"dfer: error: {one_line(str(e))}", markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -12,7 +12,7 @@ import typer
 
 from dfer_cli.cli.console import err
 from dfer_cli.cli.options import DeviceOpt, FrameOrderOpt, PrecisionOpt, check_writable_file
-from dfer_cli.errors import DferError, UsageError
+from dfer_cli.errors import DferError, UsageError, one_line
 from dfer_cli.progress import progress_bar
 
 
@@ -111,7 +111,7 @@ def predict(
             for result in records:
                 results.append(result)
                 if result.status == "error":
-                    err.print(f"dfer: {result.path}: {result.error}", markup=False, soft_wrap=True)
+                    err.print(f"dfer: {one_line(result.path)}: {result.error}", markup=False, soft_wrap=True)
                 writer.write(result)
                 advance(description=result.path[-40:])
         finally:
