@@ -192,3 +192,16 @@ def test_a_file_name_with_a_newline_keeps_its_error_on_one_line(tiny_weights, tm
     (record,) = map(json.loads, result.stdout.splitlines())
     assert record["path"] == str(tmp_path / "two\nlines.mp4")  # the record keeps the real name
     assert result.stderr.splitlines() == [f"dfer: {tmp_path}/two\\nlines.mp4: {record['error']}"]
+
+
+def test_csv_cells_that_look_like_formulas_are_made_text(tiny_weights, tmp_path, monkeypatch):
+    import csv
+
+    monkeypatch.chdir(tmp_path)
+    name = '=HYPERLINK("evil.example","click").mp4'
+    Path(name).write_text("not a video")
+    shutil.copy(GRID, "@cmd.mpg")
+    result = CliRunner().invoke(app, ["predict", "--csv", "--weights", str(tiny_weights), name, "@cmd.mpg"])
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert [r["path"] for r in rows] == [f"'{name}", "'@cmd.mpg"]
+    assert [r["status"] for r in rows] == ["error", "ok"] and float(rows[1]["confidence"]) > 0

@@ -59,8 +59,11 @@ class CsvWriter(Writer):
         persons = ["person", "speaker", "voice", "speech_seconds"] if self.people else []
         shares = ["voice_share", "face_share"] if self.explain else []
         # The people's columns come last, so that scripts reading the columns before them by position go on.
-        self.csv.writerow([*head, "label", "confidence", *self.class_names, *shares, "faces", "no_audio",
+        self._writerow([*head, "label", "confidence", *self.class_names, *shares, "faces", "no_audio",
                            "silent_audio", "still_image", "error", *persons])
+
+    def _writerow(self, row: list) -> None:
+        self.csv.writerow([_inert(v) for v in row])
 
     def _row(self, r: FileResult, label, probs, extra: list, shares: tuple, person: list | None = None) -> list:
         values = [f"{probs[n]:.6f}" if probs else "" for n in self.class_names]
@@ -77,20 +80,31 @@ class CsvWriter(Writer):
                 span = [f"{c.start:.3f}", f"{c.end:.3f}"]
                 shares = (c.voice_share, c.face_share)
                 if not c.people:
-                    self.csv.writerow(self._row(r, c.label, c.probabilities, span, shares))
+                    self._writerow(self._row(r, c.label, c.probabilities, span, shares))
                 for e in c.people or []:
-                    self.csv.writerow(self._row(r, e.get("label"), e.get("probabilities"), span, shares,
+                    self._writerow(self._row(r, e.get("label"), e.get("probabilities"), span, shares,
                                                 _person(e, c.speaker)))
         elif r.people:
             for p in r.people:
                 e = p.get("explanation") or {}
-                self.csv.writerow(self._row(r, p["label"], p["probabilities"], ["", ""] if self.timeline else [],
+                self._writerow(self._row(r, p["label"], p["probabilities"], ["", ""] if self.timeline else [],
                                             (e.get("voice_share"), e.get("face_share")), _person(p, r.speaker)))
         else:
             e = r.explanation or {}
-            self.csv.writerow(self._row(r, r.label, r.probabilities, ["", ""] if self.timeline else [],
+            self._writerow(self._row(r, r.label, r.probabilities, ["", ""] if self.timeline else [],
                                         (e.get("voice_share"), e.get("face_share"))))
         self.stream.flush()
+
+
+def _inert(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula (a file named `=HYPERLINK(...).mp4`),
+    prefixed with ', which spreadsheets show as text; numbers are left as they are."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
 
 
 def _person(entry: dict, speaker: int | None) -> list:
