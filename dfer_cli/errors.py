@@ -32,3 +32,8 @@ class UsageError(DferError):
 class CheckpointError(DferError):
     def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
+
+
+class DferWarning(UserWarning):
+    """Something the user should know that does not stop the run (a folder skipped, an option
+    lowered); the CLI shows it as one line."""

@@ -205,3 +205,20 @@ def test_csv_cells_that_look_like_formulas_are_made_text(tiny_weights, tmp_path,
     rows = list(csv.DictReader(result.stdout.splitlines()))
     assert [r["path"] for r in rows] == [f"'{name}", "'@cmd.mpg"]
     assert [r["status"] for r in rows] == ["error", "ok"] and float(rows[1]["confidence"]) > 0
+
+
+def test_an_unreadable_sub_folder_is_named_on_stderr(tiny_weights, tmp_path, monkeypatch):
+    (tmp_path / "locked").mkdir()
+    shutil.copy(GRID, tmp_path / "a.mpg")
+    scandir = os.scandir
+
+    def refuses(path="."):  # chmod 000 would not stop root, who runs some CI
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuses)
+    result = CliRunner().invoke(app, ["predict", "--jsonl", "--weights", str(tiny_weights), str(tmp_path)])
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
+    assert f"dfer: warning: {tmp_path}/locked: cannot read this folder (Permission denied); its files are " \
+           "skipped\n" in result.stderr

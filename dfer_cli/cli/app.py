@@ -7,6 +7,7 @@ import functools
 import importlib.metadata
 import platform
 import sys
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,7 +17,7 @@ from rich.table import Table
 from dfer_cli import __version__
 from dfer_cli.cli import predict, train, weights
 from dfer_cli.cli.console import err, out
-from dfer_cli.errors import DferError, UsageError, one_line
+from dfer_cli.errors import DferError, DferWarning, UsageError, one_line
 
 app = typer.Typer(
     name="dfer",
@@ -49,12 +50,15 @@ F = TypeVar("F", bound=Callable)
 
 
 def reports_errors(fn: F) -> F:
-    """DferError -> one line on stderr; exit 2 for usage problems, 1 for bad input."""
+    """DferError -> one line on stderr; exit 2 for usage problems, 1 for bad input. A DferWarning
+    -> one line too."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+                return fn(*args, **kwargs)
         except UsageError as e:
             err.print(f"dfer: error: {one_line(str(e))}", markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
@@ -63,6 +67,14 @@ def reports_errors(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(default: Callable, message, category, *args, **kwargs) -> None:
+    """dfer's own warnings as one line, like its errors; any other library's as Python shows them."""
+    if issubclass(category, DferWarning):
+        err.print(f"dfer: warning: {one_line(str(message))}", markup=False, soft_wrap=True)
+    else:
+        default(message, category, *args, **kwargs)
 
 
 def _version(package: str) -> str:
