@@ -222,3 +222,13 @@ def test_an_unreadable_sub_folder_is_named_on_stderr(tiny_weights, tmp_path, mon
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
     assert f"dfer: warning: {tmp_path}/locked: cannot read this folder (Permission denied); its files are " \
            "skipped\n" in result.stderr
+
+
+def test_workers_beyond_the_cores_are_lowered_and_said(tiny_weights, monkeypatch):
+    from dfer_cli.runtime import pool
+
+    monkeypatch.setattr(pool, "usable_cores", lambda: 1)
+    result = CliRunner().invoke(app, ["predict", "--jsonl", "--workers", "500", "--weights", str(tiny_weights),
+                                      str(GRID)])
+    assert result.exit_code == 0, result.output
+    assert "dfer: warning: 500 workers asked, 1 started: one per usable core\n" in result.stderr

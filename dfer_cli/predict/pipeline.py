@@ -17,7 +17,7 @@ from dfer_cli.predict.timeline import TimelineJoiner
 from dfer_cli.results.people import file_person, finish_people
 from dfer_cli.results.records import FileResult
 from dfer_cli.runtime.distributed import Ranks, gather
-from dfer_cli.runtime.pool import bounded_map, worker_count
+from dfer_cli.runtime.pool import bounded_map, clamp_workers, worker_count
 
 
 def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str], config: PredictConfig,
@@ -48,7 +48,7 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
         return done
 
     # Workers pay a start-up of a few seconds (imports, the face detector): worth it from 3 files.
-    workers = worker_count(len(paths), per_worker=3, cap=4) if config.workers is None else config.workers
+    workers = worker_count(len(paths), per_worker=3, cap=4) if config.workers is None else clamp_workers(config.workers)
     # With workers, up to 2 files per worker are decoded ahead of the model.
     # A timeline goes in parts, unless it is explained: an explanation needs all of a file's clips.
     tasks = file_tasks(paths, config.clips, None if config.explain else config.window)

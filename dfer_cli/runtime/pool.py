@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -13,6 +14,8 @@ from multiprocessing import get_context
 from typing import TypeVar
 
 import torch
+
+from dfer_cli.errors import DferWarning
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -111,6 +114,16 @@ def worker_count(tasks: int | None = None, *, per_worker: int = 1, cap: int = 8,
     if tasks is not None:
         count = min(count, tasks // max(1, per_worker))
     return count if count >= least else 0
+
+
+def clamp_workers(asked: int) -> int:
+    """An asked worker count, at most one per usable core (each worker holds a core and about 250 MB;
+    more only queue for the cores); a DferWarning says when it is lowered."""
+    cores = usable_cores()
+    if asked > cores:
+        warnings.warn(f"{asked} workers asked, {cores} started: one per usable core",
+                      DferWarning, stacklevel=2)
+    return min(asked, cores)
 
 
 @contextlib.contextmanager

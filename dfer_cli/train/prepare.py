@@ -33,7 +33,7 @@ from dfer_cli.labels import TIME_ORDER
 from dfer_cli.media import decode, fbank
 from dfer_cli.progress import progress_bar
 from dfer_cli.runtime.distributed import world_size
-from dfer_cli.runtime.pool import bounded_map, worker_count
+from dfer_cli.runtime.pool import bounded_map, clamp_workers, worker_count
 from dfer_cli.train.cache import META, CacheSpec, CacheWriter, read_split, write_clip_files
 from dfer_cli.train.datasets import Dataset, Sample
 
@@ -158,7 +158,7 @@ def _prepare_one(sample: Sample, root: Path, policy: str, config: PrepareConfig)
 
 
 def _results(todo: Sequence[Sample], root: Path, policy: str, config: PrepareConfig) -> Iterator[_Result]:
-    workers = min(config.workers, len(todo) // _CLIPS_PER_WORKER)
+    workers = min(clamp_workers(config.workers), len(todo) // _CLIPS_PER_WORKER)
     try:
         yield from bounded_map(partial(_prepare_one, root=root, policy=policy, config=config), todo, workers,
                                ahead=4, ordered=False)
