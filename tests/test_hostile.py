@@ -232,3 +232,27 @@ def test_workers_beyond_the_cores_are_lowered_and_said(tiny_weights, monkeypatch
                                       str(GRID)])
     assert result.exit_code == 0, result.output
     assert "dfer: warning: 500 workers asked, 1 started: one per usable core\n" in result.stderr
+
+
+def test_the_table_cuts_a_long_path_in_the_middle_and_json_keeps_it(monkeypatch):
+    import io
+
+    from dfer_cli.results.records import FileResult
+    from dfer_cli.results.writers import make_writer
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # a pipe: Rich's 80 columns
+    path = "/data/" + "a_rather_long_folder_name/" * 4 + "interview_take_03.mp4"
+    result = FileResult(path, label="happy", confidence=0.5, probabilities={"happy": 0.5, "sad": 0.5},
+                        flags={"faces_found": 32, "frames": 32})
+    lines = {}
+    for fmt in ("table", "jsonl", "csv"):
+        stream = io.StringIO()
+        writer = make_writer(fmt, stream, ["happy", "sad"], False)
+        writer.write(result)
+        writer.close()
+        lines[fmt] = stream.getvalue().splitlines()
+    row = [line for line in lines["table"] if "happy" in line and "│" in line]
+    assert len(row) == 1 and "/data…take_03.mp4" in row[0]
+    assert all(len(line) <= 80 for line in lines["table"])
+    assert not [line for line in lines["table"] if "folder_name" in line and line is not row[0]]
+    assert json.loads(lines["jsonl"][0])["path"] == path and lines["csv"][1].startswith(path + ",")
