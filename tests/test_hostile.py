@@ -1,5 +1,6 @@
 """Hostile and odd inputs (issue 21): each test names what a hostile user tried and what must happen."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -256,3 +257,19 @@ def test_the_table_cuts_a_long_path_in_the_middle_and_json_keeps_it(monkeypatch)
     assert all(len(line) <= 80 for line in lines["table"])
     assert not [line for line in lines["table"] if "folder_name" in line and line is not row[0]]
     assert json.loads(lines["jsonl"][0])["path"] == path and lines["csv"][1].startswith(path + ",")
+
+
+def test_no_process_of_a_folder_run_outlives_it(tiny_weights, tmp_path):
+    """A benchmark harness waits for the process group: every worker, and the resource tracker that
+    spawn's pools start, is gone when dfer exits."""
+    for name in ("a", "b", "c"):
+        shutil.copy(GRID, tmp_path / f"{name}.mpg")
+    run = subprocess.Popen([sys.executable, "-m", "dfer_cli", "predict", "--jsonl", "--workers", "2", "--weights",
+                            str(tiny_weights), str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert run.wait(timeout=300) == 0 and run.stderr.read() == ""
+    group = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(ProcessLookupError):
+            group += [pid] if os.getpgid(int(pid)) == run.pid else []
+    assert group == []

@@ -4,6 +4,7 @@ and the rule that user-facing errors become one line on stderr and an exit code.
 from __future__ import annotations
 
 import functools
+import gc
 import importlib.metadata
 import platform
 import sys
@@ -153,7 +154,21 @@ app.command("evaluate")(reports_errors(train.evaluate_command))
 
 
 def main() -> None:
-    app(prog_name="dfer")
+    try:
+        app(prog_name="dfer")
+    finally:
+        _join_resource_tracker()
+
+
+def _join_resource_tracker() -> None:
+    """Worker pools (spawn) start multiprocessing's resource tracker, which outlived dfer by a moment (a
+    harness waiting on the process group saw it): stopped and joined once the pools' semaphores are
+    collected. Only here, at the command's end: in a library it would unlink the caller's semaphores."""
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    if tracker is None or tracker._resource_tracker._pid is None:
+        return
+    gc.collect()
+    tracker._resource_tracker._stop()
 
 
 if __name__ == "__main__":
