@@ -15,6 +15,7 @@ from mediagen import make_voice_on_channel
 from typer.testing import CliRunner
 
 import dfer_cli as dfer
+from dfer_cli.api import UntrainedWeightsWarning
 from dfer_cli.cli.app import app
 from dfer_cli.errors import UsageError
 from dfer_cli.media import decode, fbank
@@ -273,3 +274,20 @@ def test_no_process_of_a_folder_run_outlives_it(tiny_weights, tmp_path):
         with contextlib.suppress(ProcessLookupError):
             group += [pid] if os.getpgid(int(pid)) == run.pid else []
     assert group == []
+
+
+def test_untrained_weights_are_the_same_on_every_load_and_leave_the_rng_alone():
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedWeightsWarning)
+        torch.manual_seed(1)
+        first = dfer.load_model("untrained", device="cpu", precision="fp32").network.state_dict()
+        after = torch.rand(1)
+        torch.manual_seed(2)
+        second = dfer.load_model("untrained", device="cpu", precision="fp32").network.state_dict()
+    torch.manual_seed(1)
+    assert torch.equal(after, torch.rand(1))  # the caller's random state is untouched
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -20,7 +20,7 @@ def predict(
     inputs: Annotated[list[str], typer.Argument(help="video files and/or folders", show_default=False)],
     weights: Annotated[str | None, typer.Option(
         help="weights entry name or path (default: the default entry); 'untrained' runs random "
-             "weights to check the pipeline, and says so")] = None,
+             "weights (seeded: the same labels on every run) to check the pipeline, and says so")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="a JSON array on stdout")] = False,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="one JSON object per line, streamed")] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV on stdout")] = False,
