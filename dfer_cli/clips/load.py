@@ -31,6 +31,7 @@ class ClipInputs:
     wave: np.ndarray | None = None
     rate: int = 0
     channel: str | None = None  # with channels=VOICE: which channel the model heard (media.channels)
+    scale: float = 1.0  # the file's pixels per decoded pixel (decode.MAX_FRAME_PIXELS): boxes to the file's
 
 
 def read_clip_media(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], frames_per_clip: int,
@@ -95,4 +96,4 @@ def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], fac
         lap("fbank")
         every = wave if track.people else None
         yield ClipInputs(plan, track, features, heard is not None and fbank.is_silent(heard), times, every, rate,
-                         channel)
+                         channel, info.width / frames.shape[2])
