@@ -336,3 +336,53 @@ def test_a_4k_clip_costs_little_more_memory_than_a_small_one(tiny_weights, grid_
                               text=True, timeout=300, env=os.environ | {"PYTHONPATH": str(ROOT)})
         peaks[path] = int(done.stdout) / 1024  # MB
     assert peaks[grid_4k] - peaks[GRID] < 500, peaks
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_staging_folder(tmp_path, monkeypatch):
+    """weights import on a full disk: safetensors' own error becomes 'PATH: no space left on device', the
+    staging folder goes, and the entry it was to replace stays byte for byte."""
+    import safetensors
+
+    from dfer_cli import paths
+
+    assert CliRunner().invoke(app, ["weights", "import", str(save_tiny_weights(tmp_path / "w")), "--name",
+                                    "x"]).exit_code == 0
+    entry = paths.weights_dir() / "x"
+    before = {p.name: p.read_bytes() for p in entry.iterdir()}
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"part of it")
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("dfer_cli.weights.format.save_file", full)
+    result = CliRunner().invoke(app, ["weights", "import", str(tmp_path / "w"), "--name", "x", "--replace"])
+    assert result.exit_code == 1
+    assert result.stderr == f"dfer: error: {entry}/model.safetensors: no space left on device\n"
+    assert sorted(p.name for p in paths.weights_dir().iterdir()) == ["DEFAULT", "x"]
+    assert {p.name: p.read_bytes() for p in entry.iterdir()} == before
+
+
+def test_a_writer_that_hides_a_full_disk_is_told_apart(tmp_path, monkeypatch):
+    """torch.save on a full disk says only "unexpected pos": with under 1 MiB free, that is no space."""
+    import collections
+
+    from dfer_cli import atomic
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 4096))
+    with pytest.raises(OSError, match="No space left on device") as caught, \
+            atomic.staged_dir(tmp_path / "last") as staging, atomic.atomic_path(staging / "state.pt"):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    assert caught.value.filename == str(tmp_path / "last" / "state.pt") and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda path: usage(1 << 30, 0, 1 << 30))
+    with pytest.raises(RuntimeError, match="unexpected pos"), atomic.atomic_path(tmp_path / "state.pt"):
+        raise RuntimeError("unexpected pos")  # room enough: the writer's own failure, as it is
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full: Linux's always-full device")
+def test_predict_json_to_a_full_disk_is_one_line(tiny_weights):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "dfer_cli", "predict", "--json", "--weights", str(tiny_weights),
+                               str(GRID)], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1 and done.stderr == "dfer: error: standard output: no space left on device\n"

@@ -3,6 +3,7 @@ and the rule that user-facing errors become one line on stderr and an exit code.
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import importlib.metadata
@@ -65,6 +66,13 @@ def reports_errors(fn: F) -> F:
             raise typer.Exit(2) from None
         except DferError as e:
             err.print(f"dfer: error: {one_line(str(e))}", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or e.filename is None:
+                raise
+            # A full disk is the place's fault, not dfer's: one line, as for bad input.
+            err.print(f"dfer: error: {one_line(str(e.filename))}: {e.strerror.lower()}", markup=False,
+                      soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

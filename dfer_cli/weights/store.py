@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfer_cli.atomic import atomic_write_text, recover_dir, replace_dir
+from dfer_cli.atomic import atomic_write_text, recover_dir, staged_dir
 from dfer_cli.errors import CheckpointError, DferError, UsageError
 from dfer_cli.locks import FileLock
 from dfer_cli.paths import downloads_dir, entry_name, is_entry_name, safe_name, weights_dir
@@ -98,10 +98,8 @@ def import_weights(source: Path | str, name: str | None = None, make_default: bo
     target = weights_dir() / name
     with _entry_lock(name):
         _refuse_existing(name, replace)
-        staging = weights_dir() / f".{name}.importing"
-        shutil.rmtree(staging, ignore_errors=True)  # a killed import's: the lock keeps live ones out
-        save_dfer(staging, loaded.model, config)
-        replace_dir(staging, target)
+        with staged_dir(target, "importing") as staging:
+            save_dfer(staging, loaded.model, config)
         if make_default or (make_default is None and default_name() is None):
             set_default(name)
     return Entry(name, target, config, default_name() == name)
