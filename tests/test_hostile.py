@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import dfer_cli as dfer
 from dfer_cli.api import UntrainedWeightsWarning
 from dfer_cli.cli.app import app
-from dfer_cli.errors import UsageError
+from dfer_cli.errors import DferError, UsageError
 from dfer_cli.media import decode, fbank
 from dfer_cli.train.datasets import Sample
 from dfer_cli.train.prepare import PrepareConfig, prepare_clip
@@ -386,3 +386,59 @@ def test_predict_json_to_a_full_disk_is_one_line(tiny_weights):
                                str(GRID)], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
                               env=os.environ | {"PYTHONPATH": str(ROOT)})
     assert done.returncode == 1 and done.stderr == "dfer: error: standard output: no space left on device\n"
+
+
+def _videos(folder: Path, names: list[str]) -> None:
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"not decoded here")
+
+
+def test_a_one_class_folder_is_refused(tmp_path):
+    from dfer_cli.train.datasets import FolderDataset
+
+    _videos(tmp_path, ["happy/a.mp4", "happy/b.mp4"])
+    with pytest.raises(DferError, match=r"1 class \('happy'\): training needs two at least"):
+        FolderDataset(tmp_path)
+
+
+def test_a_path_listed_with_two_labels_is_refused_and_a_repeat_counts_once(tmp_path):
+    from dfer_cli.train.datasets import FolderDataset
+
+    _videos(tmp_path, ["a.mp4", "b.mp4", "c.mp4", "d.mp4"])
+    (tmp_path / "labels.csv").write_text("path,label\na.mp4,happy\nb.mp4,sad\nc.mp4,sad\n./a.mp4,sad\n")
+    with pytest.raises(DferError, match=r"labels.csv: \./a\.mp4 is listed twice, as 'happy' and as 'sad'"):
+        FolderDataset(tmp_path, labels_csv=tmp_path / "labels.csv")
+    (tmp_path / "labels.csv").write_text("path,label\na.mp4,happy\nb.mp4,sad\nd.mp4,happy\na.mp4,happy\n")
+    data = FolderDataset(tmp_path, val_fraction=0.5, labels_csv=tmp_path / "labels.csv")
+    keys = [s.key for split in data.splits for s in data.samples(split)]
+    assert sorted(keys) == ["a.mp4", "b.mp4", "d.mp4"]  # a.mp4 once: never in both train and val
+
+
+def test_labels_differing_in_case_and_gaps_in_integer_labels_are_warned(tmp_path):
+    from dfer_cli.errors import DferWarning
+    from dfer_cli.train.datasets import FolderDataset
+
+    _videos(tmp_path, ["Happy/a.mp4", "happy/b.mp4", "sad/c.mp4"])
+    with pytest.warns(DferWarning, match="classes 'Happy', 'happy' differ only in case: they are 2 classes"):
+        FolderDataset(tmp_path)
+    _videos(tmp_path, ["x.mp4", "y.mp4"])
+    (tmp_path / "labels.csv").write_text("x.mp4,0\ny.mp4,99\n")
+    with pytest.warns(DferWarning, match=r"1, 2, 3, 4, 5, \.\.\. \(93 more\) have no clip: the model gets 100 "
+                                         r"classes, 98 of them never seen"):
+        FolderDataset(tmp_path, labels_csv=tmp_path / "labels.csv")
+
+
+def test_a_class_whose_every_clip_is_unreadable_is_refused_before_training(tmp_path):
+    data = tmp_path / "data"
+    for name in ("a", "b"):
+        (data / "calm").mkdir(parents=True, exist_ok=True)
+        shutil.copy(GRID, data / "calm" / f"{name}.mpg")
+    _videos(data, ["angry/x.mp4", "angry/y.mp4"])
+    result = CliRunner().invoke(app, ["train", "--dataset", "folder", "--data", str(data), "--val-fraction", "0",
+                                      "--cache", str(tmp_path / "cache"), "--arch", "tiny", "--size", "32",
+                                      "--epochs", "1", "--out", str(tmp_path / "run"), "--device", "cpu",
+                                      "--workers", "0"])
+    assert result.exit_code == 1, result.output
+    assert "class 'angry' has no usable clip (every one was left out: see " in result.stderr
+    assert not (tmp_path / "run" / "last").exists()
