@@ -7,6 +7,7 @@ import errno
 import functools
 import gc
 import importlib.metadata
+import os
 import platform
 import sys
 import warnings
@@ -68,11 +69,15 @@ def reports_errors(fn: F) -> F:
             err.print(f"dfer: error: {one_line(str(e))}", markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or e.filename is None:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            # A full disk is the place's fault, not dfer's: one line, as for bad input.
-            err.print(f"dfer: error: {one_line(str(e.filename))}: {e.strerror.lower()}", markup=False,
-                      soft_wrap=True)
+            # A full disk is the place's fault, not dfer's: one line, as for bad input. Files are named;
+            # the one stream without a name is stdout (predict --json > file), which then goes nowhere,
+            # so that the interpreter's last flush fails silently instead of with a second traceback.
+            if e.filename is None:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            err.print(f"dfer: error: {one_line(str(e.filename or 'standard output'))}: {e.strerror.lower()}",
+                      markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -3,7 +3,6 @@ through a writer as they come."""
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -104,27 +103,19 @@ def predict(
     if weights == UNTRAINED:
         err.print("[bold yellow]warning:[/bold yellow] untrained random weights: the pipeline runs, "
                   "the emotions are meaningless. Import real weights with `dfer weights import`.")
+    writer = make_writer(formats[0] if formats else "table", sys.stdout, model.class_names, window is not None,
+                         config.explain, config.people.people == "all")
     results = []
-    try:
-        writer = make_writer(formats[0] if formats else "table", sys.stdout, model.class_names,
-                             window is not None, config.explain, config.people.people == "all")
-        with progress_bar("analysing", len(records)) as advance:
-            try:
-                for result in records:
-                    results.append(result)
-                    if result.status == "error":
-                        err.print(f"dfer: {one_line(result.path)}: {result.error}", markup=False, soft_wrap=True)
-                    writer.write(result)
-                    advance(description=result.path[-40:])
-            finally:
-                writer.close()
-    except OSError as e:
-        if e.filename is not None:
-            raise
-        # stdout on a full disk: said once; stdout then goes nowhere, so that the interpreter's last
-        # flush at exit fails silently instead of printing a second traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise DferError(f"standard output: {e.strerror.lower()}") from None
+    with progress_bar("analysing", len(records)) as advance:
+        try:
+            for result in records:
+                results.append(result)
+                if result.status == "error":
+                    err.print(f"dfer: {one_line(result.path)}: {result.error}", markup=False, soft_wrap=True)
+                writer.write(result)
+                advance(description=result.path[-40:])
+        finally:
+            writer.close()
     if plot:
         _plot_first_timeline(results, plot)
     if any(r.status == "error" for r in results):
