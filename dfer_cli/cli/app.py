@@ -169,14 +169,18 @@ app.command("evaluate")(reports_errors(train.evaluate_command))
 def main() -> None:
     try:
         app(prog_name="dfer")
-    finally:
-        _join_resource_tracker()
+        code = 0
+    except SystemExit as e:  # how the app ends; outside this block its traceback, and the pools, are freed
+        code = e.code
+    _join_resource_tracker()
+    sys.exit(code)
 
 
 def _join_resource_tracker() -> None:
     """Worker pools (spawn) start multiprocessing's resource tracker, which outlived dfer by a moment (a
     harness waiting on the process group saw it): stopped and joined once the pools' semaphores are
-    collected. Only here, at the command's end: in a library it would unlink the caller's semaphores."""
+    collected (a live one it would unlink, and warn). Only here, at the command's end: in a library it
+    would unlink the caller's semaphores."""
     tracker = sys.modules.get("multiprocessing.resource_tracker")
     if tracker is None or tracker._resource_tracker._pid is None:
         return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -60,18 +61,24 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
                     yield result
                     continue
                 done, _ = wait([f for _, f in pending], return_when=FIRST_COMPLETED)
-                for entry in [e for e in pending if e[1] in done]:
-                    pending.remove(entry)
-                    yield entry[1].result()
+                pending = deque(e for e in pending if e[1] not in done)  # by the future: items need no ==
+                for future in done:
+                    yield future.result()
         finally:
             for _, future in pending:
                 future.cancel()
-            _stop(pool)
+            _stop(pool, kill=bool(pending))  # left early (Ctrl-C, an error): the work in flight is unwanted
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     # spawn: torch holds threads that a forked child would inherit in a broken state.
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_leave_interrupts_to_parent)
+
+
+def _leave_interrupts_to_parent() -> None:
+    """Ctrl-C reaches the whole process group: the parent stops the workers, which would otherwise each
+    print a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _stop(pool: ProcessPoolExecutor, kill: bool = False) -> None:
