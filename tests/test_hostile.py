@@ -442,3 +442,21 @@ def test_a_class_whose_every_clip_is_unreadable_is_refused_before_training(tmp_p
     assert result.exit_code == 1, result.output
     assert "class 'angry' has no usable clip (every one was left out: see " in result.stderr
     assert not (tmp_path / "run" / "last").exists()
+
+
+def test_ctrl_c_on_a_folder_run_is_quick_quiet_and_keeps_valid_jsonl(tiny_weights, tmp_path):
+    import signal
+    import time
+
+    for name in ("a", "b", "c", "d"):
+        shutil.copy(GRID, tmp_path / f"{name}.mpg")
+    run = subprocess.Popen([sys.executable, "-m", "dfer_cli", "predict", "--jsonl", "--workers", "1", "--weights",
+                            str(tiny_weights), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           start_new_session=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    first = run.stdout.readline()
+    os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+    start = time.monotonic()
+    rest, err = run.communicate(timeout=60)
+    assert run.returncode == 130 and time.monotonic() - start < 4
+    assert [json.loads(line)["status"] for line in (first + rest).decode().splitlines()][0] == "ok"
+    assert b"Traceback" not in err  # neither the parent nor a worker prints one
