@@ -23,6 +23,7 @@ from dfer_cli.runtime.device import pick_device, resolve_precision
 from dfer_cli.runtime.distributed import local_device, process_group, ranks
 
 UNTRAINED = "untrained"
+UNTRAINED_SEED = 0
 Inputs = str | os.PathLike | Iterable[str | os.PathLike]
 
 
@@ -94,8 +95,9 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
     """The model to analyse videos with.
 
     weights: an installed entry name (`dfer weights list`), a path to a dfer folder or an official
-    MMA-DFER checkpoint, an http(s) URL (downloaded once, then converted), "untrained" (random weights
-    to check the pipeline: a warning says the emotions mean nothing), or None for the default entry.
+    MMA-DFER checkpoint, an http(s) URL (downloaded once, then converted), "untrained" (random weights,
+    the same on every call, to check the pipeline: a warning says the emotions mean nothing), or None
+    for the default entry.
     device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
     precision: "auto" (bf16 on CUDA; on a CPU the fastest of fp32, bf16 and int8 on a probe), "fp32",
     "bf16" or "int8" (CPU only: the encoders' and fusion's Linear layers in int8).
@@ -109,7 +111,12 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
     chosen = resolve_precision(precision, torch_device)
     if weights == UNTRAINED:
         dims = ModelDims()
-        loaded = LoadedWeights(MMADFER(dims).eval(), WeightsConfig(
+        # Seeded, so that two runs (two processes, two Ray actors) give one file the same labels; the
+        # caller's random state is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(UNTRAINED_SEED)
+            network = MMADFER(dims).eval()
+        loaded = LoadedWeights(network, WeightsConfig(
             dims, list(default_class_names(dims.num_classes)), provenance={"source": UNTRAINED}))
         warnings.warn("untrained random weights: the pipeline runs, the emotions are meaningless",
                       UntrainedWeightsWarning, stacklevel=2)

@@ -7,7 +7,9 @@ surviving power loss.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -25,14 +27,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh random name rather than mkstemp: the writer creates the file itself, so it gets the usual
-    # umask-based permissions instead of mkstemp's 0600.
+    # A fresh random name rather than mkstemp, and the umask's permissions set before the swap: some
+    # writers (safetensors) create their file 0600, which others sharing the folder could not read.
     tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{target.suffix}")
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
+        full = _no_space(e, target.parent)  # before the unlink frees the space again
         tmp.unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from e
         raise
 
 
@@ -45,6 +51,29 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     """Write `text` to `path` atomically (no newline translation: what you pass is what lands on disk)."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+@contextmanager
+def staged_dir(target: str | os.PathLike[str], kind: str = "staging") -> Iterator[Path]:
+    """Yield an empty folder `.NAME.<kind>` beside `target` to fill; on success it replaces `target`
+    (`replace_dir`), on failure (a full disk, say) it is removed and `target` stays as it was. The
+    caller keeps a second writer of `target` out (a lock, or one process per run folder)."""
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.{kind}")
+    shutil.rmtree(staging, ignore_errors=True)  # a killed writer's
+    try:
+        staging.mkdir(parents=True)
+        yield staging
+        replace_dir(staging, target)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        if e.errno in _NO_SPACE and e.filename and staging in Path(e.filename).parents:
+            # Named where it was going: the staging folder is gone.
+            raise OSError(e.errno, e.strerror, str(target / Path(e.filename).relative_to(staging))) from e
+        raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def replace_dir(staging: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
@@ -72,3 +101,31 @@ def recover_dir(target: str | os.PathLike[str]) -> None:
 
 def _old(target: Path) -> Path:
     return target.with_name(f".{target.name}.old")
+
+
+def _umask() -> int:
+    """The process's umask. Reading it means setting it: to the strictest one meanwhile, so that a file
+    another thread creates in that instant is never more open than asked."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _no_space(error: BaseException, folder: Path) -> bool:
+    """Whether a write failed for want of space: ENOSPC, or a writer's own error that says so
+    (safetensors: "... (os error 28)") or says nothing (torch: "unexpected pos") with under 1 MiB
+    left on the folder's disk."""
+    if isinstance(error, OSError):
+        return error.errno in _NO_SPACE
+    if not isinstance(error, Exception):
+        return False
+    said = re.search(r"os error (\d+)", str(error))
+    if said:
+        return int(said.group(1)) in _NO_SPACE
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -6,6 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def one_line(text: str) -> str:
+    """`text` with line breaks and other unprintable characters escaped as Python writes them (a file
+    name may hold a newline), so that a message stays the one line scripts and people expect."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class DferError(Exception):
     """Bad input or environment: the message says what was wrong and what was expected."""
 
@@ -26,3 +32,8 @@ class UsageError(DferError):
 class CheckpointError(DferError):
     def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
+
+
+class DferWarning(UserWarning):
+    """Something the user should know that does not stop the run (a folder skipped, an option
+    lowered); the CLI shows it as one line."""

@@ -1,5 +1,5 @@
 """Where dfer keeps its files: $DFER_HOME (else the platform's user data folder) and the folders in it,
-and the one rule that turns a name into a safe file name."""
+the one rule that turns a name into a safe file name, and what may name a weights entry."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from pathlib import Path
 
 from platformdirs import user_data_path
 
+from dfer_cli.errors import UsageError
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_ENTRY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch only: `$` lets a final newline by
 
 
 def home() -> Path:
@@ -46,3 +49,17 @@ def safe_name(text: str) -> str:
     """`text` with every character outside letters, digits, '_', '.' and '-' made '-', trimmed of
     leading and trailing '-' and '.' (may be empty)."""
     return _UNSAFE.sub("-", text).strip("-.")
+
+
+def is_entry_name(name: str) -> bool:
+    """Whether `name` can name a weights entry: letters, digits, '_', '.' and '-', 64 at most, not
+    starting with '.' or '-' (staging folders start with a dot)."""
+    return _ENTRY.fullmatch(name) is not None
+
+
+def entry_name(name: str) -> str:
+    """`name`, or a UsageError saying what a weights entry name may hold."""
+    if not is_entry_name(name):
+        raise UsageError(f"{name!r}: a weights name uses letters, digits, '_', '.' and '-' (64 at most); "
+                         "choose one with --name")
+    return name

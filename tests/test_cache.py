@@ -1,5 +1,6 @@
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -277,7 +278,7 @@ def test_train_view_matches_the_reference_transforms(tmp_path):
     rng = np.random.default_rng(5)
     frames = rng.integers(0, 256, (48, 40, 40, 3), dtype=np.uint8)
     with CacheWriter(tmp_path, CacheSpec("x", 40, 48)) as writer:
-        writer.commit("a", cache.write_clip_files(tmp_path, "a", frames, model_input(None, 0)), {})
+        writer.commit("a", cache.write_clip_files(tmp_path, "a", frames, model_input(None, 0))[0], {})
     data = CacheDataset(ClipStore(tmp_path).split({"a": 0}), train=True, size=32, seed=3)
     for epoch in range(4):
         data.set_epoch(epoch)
@@ -342,3 +343,25 @@ def test_commands_say_how_many_clips_have_no_audio_track(fake_dfew, dfew_cache, 
                                     "--device", "cpu", "--workers", "0"])
     assert evaluated.exit_code == 0, evaluated.output
     assert test_note in evaluated.output and train_note not in evaluated.output
+
+
+def test_prepare_rebuilds_a_cut_clip_and_verify_a_damaged_one(fake_dfew, dfew_cache, tmp_path):
+    """Train said "rerun dfer prepare to repair the cache" and prepare found nothing to do: it checks
+    each cached file's size (a cut file), and with verify its sha256 (a damaged one), and rebuilds."""
+    out = tmp_path / "cache"
+    shutil.copytree(dfew_cache[0], out)
+    dataset, config = DfewDataset(fake_dfew, 1), PrepareConfig(size=48, workers=0)
+    whole = {p.name: p.read_bytes() for p in (out / "frames").iterdir()}
+    cut, damaged = sorted((out / "frames").iterdir())[:2]
+    cut.write_bytes(cut.read_bytes()[:-100])
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF  # same size: only a full read sees it
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(DferError, match="rerun `dfer prepare --verify`"):
+        split_of(out, dataset).read(split_of(out, dataset).keys.index(cut.stem)).frames[-1].copy()
+    summary = prepare(dataset, "train", out, config, progress=False)
+    assert (summary.prepared, summary.repaired) == (1, 1) and cut.read_bytes() == whole[cut.name]
+    assert damaged.read_bytes() != whole[damaged.name]
+    summary = prepare(dataset, "train", out, replace(config, verify=True), progress=False)
+    assert (summary.prepared, summary.repaired, summary.cached) == (1, 1, 15)
+    assert {p.name: p.read_bytes() for p in (out / "frames").iterdir()} == whole

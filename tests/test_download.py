@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -44,8 +45,12 @@ class _Handler(BaseHTTPRequestHandler):
         sent = data[start:self.server.cut_at] if self.server.cut_at else data[start:]
         self.server.cut_at = None  # a cut connection happens once; the next request gets it all
         self.server.requests.append((path, asked, len(sent)))
+        trickle, self.server.trickle = self.server.trickle, False  # once, too
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self.wfile.write(sent)
+            for i in range(0, len(sent), 10 if trickle else len(sent) or 1):  # trickle: 10 bytes every 0.1 s
+                self.wfile.write(sent[i:i + 10] if trickle else sent)
+                self.wfile.flush()
+                time.sleep(0.1 if trickle else 0)
 
     def log_message(self, *args) -> None:
         pass
@@ -57,7 +62,7 @@ def server():
     httpd.routes = {"/blob.bin": (BLOB, {}),
                     "/download": (BLOB, {"Content-Disposition": 'attachment; filename="MMA_DFER f1.pth"'}),
                     "/page": (HTML, {"Content-Type": "text/html; charset=utf-8"})}
-    httpd.requests, httpd.ranges, httpd.cut_at = [], True, None
+    httpd.requests, httpd.ranges, httpd.cut_at, httpd.trickle = [], True, None, False
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -114,6 +119,23 @@ def test_interrupted_download_resumes_where_it_stopped(server, tmp_path):
                                ("/blob.bin", "bytes=100000-", len(BLOB) - 100_000)]
     assert download.fetch(url, tmp_path, progress=False) == path  # cached by URL
     assert len(server.requests) == 2
+
+
+def test_a_trickling_download_is_stopped_and_keeps_what_came(server, tmp_path, monkeypatch):
+    """A server sending 100 bytes/s kept an import alive forever: under the low-speed limit for its
+    span the download stops, and what came is kept for the resume."""
+    monkeypatch.setattr(download, "_LOW_SPEED_S", 1.0)
+    server.trickle = True
+    url = f"{server.url}/blob.bin"
+    start = time.monotonic()
+    with pytest.raises(DferError, match=r"blob\.bin: the download slowed to \d+ bytes/s for 1 s, and was stopped "
+                                        r"at \d+ bytes: run the same command again to resume it"):
+        download.fetch(url, tmp_path, progress=False)
+    assert time.monotonic() - start < 10
+    kept = (tmp_path / f"{download.cache_key(url)}.part").read_bytes()
+    assert 50 <= len(kept) < 1000 and kept == BLOB[:len(kept)]
+    assert download.fetch(url, tmp_path, progress=False).read_bytes() == BLOB
+    assert server.requests[1] == ("/blob.bin", f"bytes={len(kept)}-", len(BLOB) - len(kept))
 
 
 def test_server_that_ignores_range_starts_over(server, tmp_path):

@@ -96,7 +96,8 @@ def fake_dfew(tmp_path, monkeypatch):
         assert root == tmp_path / "cache"
 
     def read_split(root, adapter, split):
-        return types.SimpleNamespace(split=split, no_audio=[])
+        labels = np.array([s.label for s in adapter.samples(split)])  # every listed clip usable
+        return types.SimpleNamespace(split=split, no_audio=[], labels=labels, root=root)
 
     def dataset(clips, train, size, seed=0, position=0.5, frame_order="time"):
         dims = ModelDims.tiny(num_classes=7, image_size=size)

@@ -11,7 +11,7 @@ from conftest import save_tiny_weights
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dfer_cli"
 SAMPLE = PACKAGE.parent / "samples" / "bbaf2n.mpg"
-LEAVES = ("errors", "atomic", "progress", "labels", "paths")
+LEAVES = ("errors", "atomic", "locks", "progress", "labels", "paths")
 
 _RUN_PREDICT = """
 import json, sys

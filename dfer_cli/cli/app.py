@@ -3,10 +3,14 @@ and the rule that user-facing errors become one line on stderr and an exit code.
 
 from __future__ import annotations
 
+import errno
 import functools
+import gc
 import importlib.metadata
+import os
 import platform
 import sys
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,7 +20,7 @@ from rich.table import Table
 from dfer_cli import __version__
 from dfer_cli.cli import predict, train, weights
 from dfer_cli.cli.console import err, out
-from dfer_cli.errors import DferError, UsageError
+from dfer_cli.errors import DferError, DferWarning, UsageError, one_line
 
 app = typer.Typer(
     name="dfer",
@@ -39,7 +43,8 @@ weights_app = typer.Typer(
          "  dfer weights sources\n\n"
          "  dfer weights import DFEW_fold1_160.pth --name dfew-160\n\n"
          "  dfer weights list\n\n"
-         "  dfer weights default dfew-160",
+         "  dfer weights default dfew-160\n\n"
+         "  dfer weights remove dfew-160",
     no_args_is_help=True,
 )
 app.add_typer(weights_app, name="weights")
@@ -48,20 +53,42 @@ F = TypeVar("F", bound=Callable)
 
 
 def reports_errors(fn: F) -> F:
-    """DferError -> one line on stderr; exit 2 for usage problems, 1 for bad input."""
+    """DferError -> one line on stderr; exit 2 for usage problems, 1 for bad input. A DferWarning
+    -> one line too."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+                return fn(*args, **kwargs)
         except UsageError as e:
-            err.print(f"dfer: error: {e}", markup=False, soft_wrap=True)
+            err.print(f"dfer: error: {one_line(str(e))}", markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except DferError as e:
-            err.print(f"dfer: error: {e}", markup=False, soft_wrap=True)
+            err.print(f"dfer: error: {one_line(str(e))}", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # A full disk is the place's fault, not dfer's: one line, as for bad input. Files are named;
+            # the one stream without a name is stdout (predict --json > file), which then goes nowhere,
+            # so that the interpreter's last flush fails silently instead of with a second traceback.
+            if e.filename is None:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            err.print(f"dfer: error: {one_line(str(e.filename or 'standard output'))}: {e.strerror.lower()}",
+                      markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(default: Callable, message, category, *args, **kwargs) -> None:
+    """dfer's own warnings as one line, like its errors; any other library's as Python shows them."""
+    if issubclass(category, DferWarning):
+        err.print(f"dfer: warning: {one_line(str(message))}", markup=False, soft_wrap=True)
+    else:
+        default(message, category, *args, **kwargs)
 
 
 def _version(package: str) -> str:
@@ -132,13 +159,32 @@ weights_app.command("import")(reports_errors(weights.weights_import))
 weights_app.command("sources")(reports_errors(weights.weights_sources))
 weights_app.command("list")(reports_errors(weights.weights_list))
 weights_app.command("default")(reports_errors(weights.weights_default))
+weights_app.command("remove")(reports_errors(weights.weights_remove))
 app.command("prepare")(reports_errors(train.prepare_command))
 app.command("train")(reports_errors(train.train_command))
 app.command("evaluate")(reports_errors(train.evaluate_command))
 
 
 def main() -> None:
-    app(prog_name="dfer")
+    try:
+        app(prog_name="dfer")
+        code = 0
+    except SystemExit as e:  # how the app ends; outside this block its traceback, and the pools, are freed
+        code = e.code
+    _join_resource_tracker()
+    sys.exit(code)
+
+
+def _join_resource_tracker() -> None:
+    """Worker pools (spawn) start multiprocessing's resource tracker, which outlived dfer by a moment (a
+    harness waiting on the process group saw it): stopped and joined once the pools' semaphores are
+    collected (a live one it would unlink, and warn). Only here, at the command's end: in a library it
+    would unlink the caller's semaphores."""
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    if tracker is None or tracker._resource_tracker._pid is None:
+        return
+    gc.collect()
+    tracker._resource_tracker._stop()
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from dfer_cli.errors import UsageError
 
 
 class DatasetName(str, Enum):
@@ -34,3 +38,19 @@ WorkersOpt = Annotated[int | None, typer.Option(
 FrameOrderOpt = Annotated[str | None, typer.Option(
     help="order of each clip's 16 frames: time, or reference (the file-name order that the official "
          "MAFW checkpoints were trained with); default: the order the weights record")]
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """A UsageError unless a file can be written at `path`, checked before the work whose result it
+    holds (a read-only place, /proc, a folder gave a traceback after the whole analysis)."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; name a file")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {path}: folder {path.parent} does not exist")
+    try:  # access() says yes to root on read-only mounts and in /proc: try a file instead
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.check-"):
+            pass
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot write there ({e.strerror or e})") from None

@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 
 from dfer_cli.cli.console import err
-from dfer_cli.cli.options import DeviceOpt, FrameOrderOpt, PrecisionOpt
-from dfer_cli.errors import DferError, UsageError
+from dfer_cli.cli.options import DeviceOpt, FrameOrderOpt, PrecisionOpt, check_writable_file
+from dfer_cli.errors import DferError, UsageError, one_line
 from dfer_cli.progress import progress_bar
 
 
@@ -22,7 +22,7 @@ def predict(
         show_default=False)] = None,
     weights: Annotated[str | None, typer.Option(
         help="weights entry name or path (default: the default entry); 'untrained' runs random "
-             "weights to check the pipeline, and says so")] = None,
+             "weights (seeded: the same labels on every run) to check the pipeline, and says so")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="a JSON array on stdout")] = False,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="one JSON object per line, streamed")] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV on stdout")] = False,
@@ -65,6 +65,9 @@ def predict(
         rich_help_panel="Ray")] = None,
     ray_cpus_per_task: Annotated[float, typer.Option(
         help="CPUs each decoding task reserves", min=0.1, rich_help_panel="Ray")] = 1.0,
+    time_limit: Annotated[float, typer.Option(
+        help="seconds a decoding process may spend on one file (or timeline part) before the file gets an "
+             "error record; 0: no limit", min=0)] = 900.0,
 ) -> None:
     """Recognise the emotion in videos from the face and the voice.
 
@@ -94,6 +97,8 @@ def predict(
     from dfer_cli.api import UNTRAINED, UntrainedWeightsWarning
     from dfer_cli.results.writers import make_writer
 
+    if sys.stdout is None:  # started with stdout closed (>&-): Python has no stream to write to
+        raise UsageError("standard output is closed: the records have nowhere to go (redirect it to a file)")
     formats = [f for f, on in (("json", json_out), ("jsonl", jsonl), ("csv", csv_out)) if on]
     if len(formats) > 1:
         raise UsageError("choose one of --json, --jsonl, --csv")
@@ -105,14 +110,15 @@ def predict(
         raise UsageError("name video files or folders, or --from-list FILE")
     if plot and not window:
         raise UsageError("--plot draws a timeline: add --window SECONDS")
-    if plot and not plot.parent.exists():
-        raise UsageError(f"{plot}: folder {plot.parent} does not exist")
+    if plot:
+        check_writable_file(plot, "--plot")
     if explain_dir is not None:
         if explain_dir.exists() and not explain_dir.is_dir():
             raise UsageError(f"--explain-dir {explain_dir}: exists and is not a folder")
         explain_dir.mkdir(parents=True, exist_ok=True)
     config = PredictConfig(window=window, batch_size=batch_size, workers=workers, recursive=recursive,
-                           extensions=ext, explain=explain, explain_dir=explain_dir, from_list=from_list).updated(
+                           extensions=ext, explain=explain, explain_dir=explain_dir, from_list=from_list,
+                           time_limit=time_limit).updated(
         clips=clips, frame_order=frame_order, people=people, voice=voice, max_people=max_people)
     if ray is not None:
         from dfer_cli import RayConfig
@@ -138,7 +144,7 @@ def predict(
             for result in records:
                 results.append(result)
                 if result.status == "error":
-                    err.print(f"dfer: {result.path}: {result.error}", markup=False, soft_wrap=True)
+                    err.print(f"dfer: {one_line(result.path)}: {result.error}", markup=False, soft_wrap=True)
                 writer.write(result)
                 advance(description=result.path[-40:])
         finally:

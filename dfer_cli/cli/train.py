@@ -78,6 +78,8 @@ def prepare_command(
         help="face frames kept per clip (an odd multiple of 16); more gives training more choice")] = 48,
     labels: LabelsOpt = None,
     val_fraction: ValFractionOpt = 0.2,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="read every cached clip to check it (else its size only) and rebuild damaged ones")] = False,
 ) -> None:
     """Decode, crop faces and compute audio features once, so that training never decodes video.
 
@@ -102,15 +104,16 @@ def prepare_command(
     splits = list(adapter.splits) if split == "all" else [split]
     if split != "all" and split not in adapter.splits:
         raise DferError(f"{adapter.name} has no split {split!r} (it has {', '.join(adapter.splits)})")
-    config = PrepareConfig(size=size, max_frames=max_frames)
+    config = PrepareConfig(size=size, max_frames=max_frames, verify=verify)
     if workers is not None:
         config = replace(config, workers=workers)
     root = cache or default_cache(adapter, size)
     for name in splits:
         typer.echo(str(summarize(adapter, name)), err=True)
         summary = prepare(adapter, name, root, config)
-        typer.echo(f"{adapter.name} {name}: {summary.prepared} clips prepared, {summary.cached} already cached, "
-                   f"{len(summary.skipped)} skipped -> {summary.root}", err=True)
+        repaired = f" ({summary.repaired} of them damaged in the cache, rebuilt)" if summary.repaired else ""
+        typer.echo(f"{adapter.name} {name}: {summary.prepared} clips prepared{repaired}, {summary.cached} already "
+                   f"cached, {len(summary.skipped)} skipped -> {summary.root}", err=True)
         for line in summary.skipped[:10]:
             typer.echo(f"  skipped {line}", err=True)
         if len(summary.skipped) > 10:

@@ -22,6 +22,7 @@ def weights_import(
     fold: Annotated[int | None, typer.Option(help="fold it was trained on, for the record")] = None,
     sha256: Annotated[str | None, typer.Option(
         help="refuse the file unless its SHA-256 is this (checked before anything is installed)")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="overwrite an entry of the same name")] = False,
 ) -> None:
     """Convert a checkpoint into the weights directory (safely: no pickled code runs).
 
@@ -34,10 +35,18 @@ def weights_import(
 
       dfer weights import 'https://drive.usercontent.google.com/download?id=FILE_ID' --name dfew-160-f1
     """
+    from dfer_cli.paths import entry_name
+    from dfer_cli.weights.digest import parse_sha256
+
+    # Usage errors before the heavy imports below (torch: seconds).
+    if name is not None:
+        entry_name(name)
+    if sha256 is not None:
+        parse_sha256(sha256)
     from dfer_cli.labels import REFERENCE_ORDER
     from dfer_cli.weights.store import import_weights
 
-    entry = import_weights(source, name, default, dataset, fold, sha256)
+    entry = import_weights(source, name, default, dataset, fold, sha256, replace)
     dims = entry.config.dims
     err.print(f"imported {source} as '{entry.name}' ({dims.image_size} px, {dims.num_classes} classes)"
               f"{' [default]' if entry.is_default else ''} -> {entry.path}", markup=False, soft_wrap=True)
@@ -95,3 +104,20 @@ def weights_default(
 
     set_default(name)
     err.print(f"default weights: {name}")
+
+
+def weights_remove(
+    name: Annotated[str, typer.Argument(help="entry to delete")],
+) -> None:
+    """Delete a weights entry.
+
+    Example:
+
+      dfer weights remove dfew-160-old
+    """
+    from dfer_cli.weights.store import remove_entry
+
+    was_default = remove_entry(name)
+    err.print(f"removed weights entry {name}" + (" (it was the default: there is none now; choose one with "
+                                                  "`dfer weights default NAME`)" if was_default else ""),
+              markup=False)

@@ -13,10 +13,13 @@
 #                      within a clip, not across clips seconds apart
 #     people_seen      with people: faces present in enough of a clip's frames to be people, in the clip
 #                      that had the most, before --max-people keeps the most present and largest
+#     audio_channel    predict only: the channel the model heard (media/channels.py: "mono", "FL",
+#                      "FR", "FC"), the clips' distinct choices joined by ", "; the benchmarks hear
+#                      channel 0 and carry no such flag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -38,6 +41,9 @@ def file_flags(info: decode.VideoInfo, clips: Sequence[ClipInputs], audio_errors
              "faces_seen": max((c.track.faces_seen for c in clips), default=0)}
     if people:
         flags["people_seen"] = max((c.track.present for c in clips), default=0)
+    heard = _joined(c.channel for c in clips)
+    if heard:
+        flags["audio_channel"] = heard
     if audio_errors:
         flags["audio_error"] = audio_errors[0]
     return flags
@@ -53,7 +59,15 @@ def merge_flags(parts: Sequence[dict], seen_times: Sequence[np.ndarray]) -> dict
              "faces_seen": max((f["faces_seen"] for f in parts), default=0)}
     if any("people_seen" in f for f in parts):
         flags["people_seen"] = max(f.get("people_seen", 0) for f in parts)
+    heard = _joined(c for f in parts for c in f.get("audio_channel", "").split(", "))
+    if heard:
+        flags["audio_channel"] = heard
     errors = [f["audio_error"] for f in parts if "audio_error" in f]
     if errors:
         flags["audio_error"] = errors[0]
     return flags
+
+
+def _joined(channels: Iterable[str | None]) -> str:
+    """The distinct channel choices, in first-seen order, as one value ("" for none)."""
+    return ", ".join(dict.fromkeys(c for c in channels if c))

@@ -14,6 +14,7 @@ from dfer_cli.errors import MediaError
 from dfer_cli.faces import detect, follow
 from dfer_cli.faces.config import FaceConfig
 from dfer_cli.media import decode, fbank
+from dfer_cli.media.channels import FIRST, VOICE, voice_channel
 
 
 @dataclass
@@ -29,6 +30,8 @@ class ClipInputs:
     # speech presence and who speaks; else None.
     wave: np.ndarray | None = None
     rate: int = 0
+    channel: str | None = None  # with channels=VOICE: which channel the model heard (media.channels)
+    scale: float = 1.0  # the file's pixels per decoded pixel (decode.MAX_FRAME_PIXELS): boxes to the file's
 
 
 def read_clip_media(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], frames_per_clip: int,
@@ -69,20 +72,28 @@ def read_audio(path: str | os.PathLike, start: float, end: float, audio_errors: 
 def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], face_config: FaceConfig,
                size: int, detector: detect.FaceDetector, audio_errors: list[str] | None = None,
                lap: Callable[[str], None] = lambda stage: None,
-               keep_frames: Callable[[np.ndarray], None] | None = None, max_people: int = 0) -> Iterator[ClipInputs]:
+               keep_frames: Callable[[np.ndarray], None] | None = None, max_people: int = 0,
+               channels: str = FIRST) -> Iterator[ClipInputs]:
     """The model inputs of each planned clip (see read_clip_media for `audio_errors`). `lap(stage)`
     times the stages; `keep_frames` receives each clip's full-size frames, which are otherwise
-    dropped as soon as the face is cropped. With `max_people`, every person too (faces_for_clip)."""
+    dropped as soon as the face is cropped. With `max_people`, every person too (faces_for_clip).
+    `channels`: FIRST hears channel 0 (the benchmarks), VOICE the channel carrying the voice."""
     frames_per_clip = len(plans[0].frame_times) if plans else 0
+    every_channel = max_people > 0 or channels == VOICE
     for plan, frames, times, wave, rate in read_clip_media(path, info, plans, frames_per_clip,
-                                                           audio_errors=audio_errors, every_channel=max_people > 0):
+                                                           audio_errors=audio_errors, every_channel=every_channel):
         lap("decode")
         if keep_frames is not None:
             keep_frames(frames)
         track = follow.faces_for_clip(frames, detector, face_config, size, max_people)
         lap("faces")
-        first = wave[0] if wave is not None and wave.ndim == 2 else wave  # the model hears the first channel
-        features = fbank.model_input(first, rate)
+        heard, channel = wave, None
+        if wave is not None and channels == VOICE:
+            heard, channel = voice_channel(wave, info.audio_layout)
+        elif wave is not None and wave.ndim == 2:
+            heard = wave[0]
+        features = fbank.model_input(heard, rate)
         lap("fbank")
-        heard = wave if track.people else None
-        yield ClipInputs(plan, track, features, first is not None and fbank.is_silent(first), times, heard, rate)
+        every = wave if track.people else None
+        yield ClipInputs(plan, track, features, heard is not None and fbank.is_silent(heard), times, every, rate,
+                         channel, info.width / frames.shape[2])

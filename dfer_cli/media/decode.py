@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ VIDEO_EXTENSIONS = tuple(sorted((".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv"
 # A target further than this past the next decoded frame is reached by seeking, nearer ones by decoding on:
 # seeking lands on a keyframe, often a couple of seconds back, so short hops are cheaper decoded.
 SEEK_AHEAD_S = 2.0
+# Frames larger than this many pixels are scaled down as they are converted (a 1280x720 frame's worth):
+# detection letterboxes whole frames and tiles of 0.6 of them to 128-192 px and face crops are 160-224
+# px, so a larger frame adds memory, not faces. Kept whole, a 2-s 8K clip's frames took 10 GB.
+MAX_FRAME_PIXELS = 1280 * 720
 # Audio decoders need a few frames before the asked start to settle (AAC overlap, the MP3 bit reservoir).
 _AUDIO_PREROLL_S = 0.5
 
@@ -63,6 +68,7 @@ class VideoInfo:
     # Every frame's own time in presentation order, when `probe` was asked to list them (a short
     # video), else None.
     frame_times: np.ndarray | None = field(default=None, compare=False)
+    audio_layout: tuple[str, ...] = ()  # the channels' names in order, e.g. FL, FR, FC, LFE, BL, BR
 
 
 def probe(path: Source, list_frames_up_to: float = 0.0) -> VideoInfo:
@@ -99,6 +105,7 @@ def probe(path: Source, list_frames_up_to: float = 0.0) -> VideoInfo:
             audio_channels=audio.channels if audio else 0,
             start_time=start,
             frame_times=frame_times(path, list_frames_up_to) if duration <= list_frames_up_to else None,
+            audio_layout=tuple(c.name for c in audio.layout.channels) if audio else (),
         )
 
 
@@ -126,8 +133,10 @@ def frame_times(path: Source, up_to: float = math.inf) -> np.ndarray | None:
     return np.sort(np.array(times)) if times else None
 
 
-def read_frames(path: Source, times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """The frames on screen at ``times``: (N, H, W, 3) uint8 RGB upright, and their own times (N,) in s.
+def read_frames(path: Source, times: Sequence[float],
+                max_pixels: int | None = MAX_FRAME_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+    """The frames on screen at ``times``: (N, H, W, 3) uint8 RGB upright, and their own times (N,) in s;
+    frames of more than `max_pixels` pixels scaled down to that many (`frame_size`), None: as stored.
 
     The frame on screen at t is the last one starting at or before t; before the first frame it is the first,
     past the end the last. Decoding walks forward and seeks over long gaps, so a few dozen frames cost about
@@ -140,7 +149,7 @@ def read_frames(path: Source, times: Sequence[float]) -> tuple[np.ndarray, np.nd
     order = np.argsort(targets, kind="stable")
     images, stamps = [], []
     with _open(path) as container:
-        cursor = _Cursor(container, _video_stream(container, path), path)
+        cursor = _Cursor(container, _video_stream(container, path), path, max_pixels)
         previous, image = None, None
         for t in targets[order]:
             frame = cursor.frame_at(float(t))
@@ -200,11 +209,16 @@ def read_audio(path: Source, start: float = 0.0, end: float = math.inf,
 class _Cursor:
     """A position in a video stream that moves forward to each asked time, seeking over long gaps."""
 
-    def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, path: Path | MediaBytes) -> None:
+    def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, path: Path | MediaBytes,
+                 max_pixels: int | None = None) -> None:
         self._container, self._stream, self._path = container, stream, path
+        # A fixed size keeps frames stackable when a stream changes resolution midway.
+        self._size = frame_size(stream.codec_context.width, stream.codec_context.height, max_pixels)
         self._origin = _origin(container)
         # Frame threads multiply decoding speed; they only delay the first frame, which costs nothing here.
-        stream.thread_type = "AUTO"
+        # Each holds frames of its own, though: above MAX_FRAME_PIXELS (190 MB more at 8K) slices only.
+        context = stream.codec_context
+        stream.thread_type = "AUTO" if context.width * context.height <= MAX_FRAME_PIXELS else "SLICE"
         self._restart()
 
     def _restart(self) -> None:
@@ -240,9 +254,9 @@ class _Cursor:
         self._restart()
 
     def upright(self, frame: av.VideoFrame) -> np.ndarray:
-        # A fixed size keeps frames stackable when a stream changes resolution midway.
-        context = self._stream.codec_context
-        image = frame.to_ndarray(format="rgb24", width=context.width, height=context.height)
+        width, height = self._size
+        # Area averaging: a clean picture when shrinking by large factors, where bilinear would alias.
+        image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
         return np.ascontiguousarray(np.rot90(image, _rotation(frame) // 90))
 
 
@@ -250,12 +264,24 @@ def _source(path: Source) -> Path | MediaBytes:
     return path if isinstance(path, MediaBytes) else Path(path)
 
 
+def frame_size(width: int, height: int, max_pixels: int | None = MAX_FRAME_PIXELS) -> tuple[int, int]:
+    """The size (width, height) that `read_frames` gives frames stored at width x height: the same
+    shape within `max_pixels` pixels (None: no limit)."""
+    if not max_pixels or width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 @contextmanager
 def _open(path: Path | MediaBytes) -> Iterator[av.container.InputContainer]:
-    if isinstance(path, Path) and not path.exists():
-        raise MediaError(path, "no such file")
-    if isinstance(path, Path) and path.is_dir():
-        raise MediaError(path, "is a directory, not a media file")
+    if isinstance(path, Path):
+        if not path.exists():
+            raise MediaError(path, "no such file")
+        if path.is_dir():
+            raise MediaError(path, "is a directory, not a media file")
+        if not path.is_file():  # opening a FIFO blocks until a writer comes, a device may never end
+            raise MediaError(path, f"is {_special_kind(path)}, not a regular file")
     try:
         # BytesIO shares the bytes it is given: a file read from a URI is not copied again.
         container = av.open(io.BytesIO(path.data) if isinstance(path, MediaBytes) else str(path))
@@ -265,6 +291,15 @@ def _open(path: Path | MediaBytes) -> Iterator[av.container.InputContainer]:
         raise MediaError(path, f"not a readable media file ({error.strerror})") from None
     with container:
         yield container
+
+
+def _special_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
 
 
 def _video_stream(container: av.container.InputContainer, path: Path | MediaBytes) -> av.VideoStream:

@@ -22,7 +22,7 @@ def person_rows(clip: ClipInputs, turns: Sequence[Turn], record: ClipResult,
     for k, person in enumerate(people):
         kind = voice_kind(k, len(people), turns, voice)
         b = person.median
-        record.people.append({"person": k, "box": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)],
+        record.people.append({"person": k, "box": [round(v * clip.scale, 1) for v in (b.x0, b.y0, b.x1, b.y1)],
                               "faces_found": person.found, "frames": clip.track.total, "voice": kind,
                               "speech_seconds": round(sum(t.seconds for t in turns if t.person == k), 3),
                               "main": person.main})

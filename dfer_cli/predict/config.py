@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -27,8 +28,15 @@ class PredictConfig:
     from_list: Path | None = None  # a text file of more inputs, one per line
     explain: bool = False  # add an explanation of each file's label (explain/): about 5x the model's time
     explain_dir: Path | None = None  # one explanation PNG per file there (implies explain)
+    # Seconds a worker may spend on one file (or timeline part) before it is killed and the file gets
+    # an error record: a file on a dead mount never delivers its data. None: no limit.
+    time_limit: float | None = 900.0
 
     def __post_init__(self) -> None:
+        for name in ("window", "time_limit"):  # inf ran for minutes and then crashed, nan compares false
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise UsageError(f"{name.replace('_', '-')} {value}: expected a finite number of seconds")
         if self.explain_dir is not None:
             object.__setattr__(self, "explain_dir", Path(self.explain_dir))
             object.__setattr__(self, "explain", True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from dfer_cli.errors import UsageError
+from dfer_cli.errors import DferWarning, UsageError
 from dfer_cli.media import decode
 
 
@@ -21,7 +22,8 @@ def collect_inputs(args: str | os.PathLike | Iterable[str | os.PathLike], recurs
                    extensions: tuple[str, ...] | None = None, from_list: Path | None = None) -> list[str]:
     """Files as given, and the video files found under folders (`extensions`, default: every one dfer
     reads), then those of the list file `from_list`. Entries named like videos that are not regular
-    files (folders, dangling links) are kept so that they get an error record."""
+    files (folders, dangling links) are kept so that they get an error record; a folder that cannot be
+    read is skipped with a DferWarning."""
     found: list[str] = []
     extensions = extensions or decode.VIDEO_EXTENSIONS
     args = [os.fspath(args)] if isinstance(args, str | os.PathLike) else [os.fspath(a) for a in args]
@@ -30,7 +32,7 @@ def collect_inputs(args: str | os.PathLike | Iterable[str | os.PathLike], recurs
         if not os.path.isdir(arg):
             found.append(arg)
             continue
-        for root, dirs, files in os.walk(arg):
+        for root, dirs, files in os.walk(arg, onerror=_skipped):
             dirs.sort()
             names = sorted(files) + [d for d in dirs if d.lower().endswith(extensions)]
             found.extend(os.path.join(root, n) for n in names if n.lower().endswith(extensions))
@@ -50,3 +52,8 @@ def listed_inputs(from_list: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"--from-list {from_list}: {getattr(e, 'strerror', None) or e}") from None
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _skipped(error: OSError) -> None:
+    warnings.warn(f"{display_path(error.filename)}: cannot read this folder ({error.strerror}); its files are "
+                  "skipped", DferWarning, stacklevel=2)

@@ -14,6 +14,7 @@ from dfer_cli.clips.plan import plan_file
 from dfer_cli.errors import DferError
 from dfer_cli.faces import detect
 from dfer_cli.media import decode
+from dfer_cli.media.channels import VOICE
 from dfer_cli.people.inputs import person_rows
 from dfer_cli.people.speaking import clip_turns
 from dfer_cli.predict.config import PredictConfig
@@ -67,7 +68,7 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     people = config.people
     max_people = people.max_people if people.people == "all" else 0
     clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap,
-                            max_people=max_people))
+                            max_people=max_people, channels=VOICE))
     turns = clip_turns(path, info, clips, people) if max_people else [[] for _ in clips]
     clock.lap("speakers")
     videos, audios, times, starts = [], [], [], []
@@ -103,3 +104,9 @@ def guarded_prepare(part: FilePart, config: PredictConfig, size: int) -> Prepare
         return PreparedFile(FileResult.failed(display_path(part.path), getattr(e, "reason", str(e))), part=part)
     except Exception as e:  # one bad file never sinks the batch; its record carries the reason
         return PreparedFile(FileResult.failed(display_path(part.path), f"{type(e).__name__}: {e}"), part=part)
+
+
+def timed_out(part: FilePart, limit: float) -> PreparedFile:
+    """The record of a file whose worker gave no result within `limit` seconds and was killed."""
+    return PreparedFile(FileResult.failed(display_path(part.path), f"no result after {limit:g} s (the file stopped "
+                                          f"delivering data?); --time-limit sets the limit"), part=part)

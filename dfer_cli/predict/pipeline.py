@@ -11,13 +11,13 @@ from pathlib import Path
 
 from dfer_cli.predict.classifier import Classifier, classify
 from dfer_cli.predict.config import PredictConfig
-from dfer_cli.predict.frontend import PreparedFile, guarded_prepare
+from dfer_cli.predict.frontend import PreparedFile, guarded_prepare, timed_out
 from dfer_cli.predict.tasks import file_tasks
 from dfer_cli.predict.timeline import TimelineJoiner
 from dfer_cli.results.people import file_person, finish_people
 from dfer_cli.results.records import FileResult
 from dfer_cli.runtime.distributed import Ranks, gather
-from dfer_cli.runtime.pool import bounded_map, worker_count
+from dfer_cli.runtime.pool import bounded_map, clamp_workers, worker_count
 
 
 def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str], config: PredictConfig,
@@ -39,15 +39,19 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
         return done
 
     # Workers pay a start-up of a few seconds (imports, the face detector): worth it from 3 files.
-    workers = worker_count(len(paths), per_worker=3, cap=4) if config.workers is None else config.workers
+    workers = worker_count(len(paths), per_worker=3, cap=4) if config.workers is None else clamp_workers(config.workers)
     # With workers, up to 2 files per worker are decoded ahead of the model.
     # A timeline goes in parts, unless it is explained: an explanation needs all of a file's clips.
     tasks = file_tasks(paths, config.clips, None if config.explain else config.window)
-    for prepared in bounded_map(partial(guarded_prepare, config=config, size=size), tasks, workers):
+    limit = config.time_limit or None
+    for prepared in bounded_map(partial(guarded_prepare, config=config, size=size), tasks, workers,
+                                limit=limit, late=partial(timed_out, limit=limit)):
         if prepared.part.index == 0:
             prepared.picture = next(names, None)
         waiting.append(prepared)
-        if sum(len(p.clip_ids) for p in waiting) >= config.batch_size:
+        # A record that needs no model (an error, no face) goes out now, with the partial batch before
+        # it: held back, a folder of junk would show nothing for minutes, and an interrupt lose it all.
+        if prepared.videos is None or sum(len(p.clip_ids) for p in waiting) >= config.batch_size:
             yield from flush()
     yield from flush()
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dfer_cli.errors import DferError
+from dfer_cli.errors import DferError, one_line
 
 
 @dataclass
@@ -57,7 +57,7 @@ class FileResult:
 
     @classmethod
     def failed(cls, path: str, error: str) -> FileResult:
-        return cls(path=path, status="error", error=error)
+        return cls(path=path, status="error", error=one_line(error))
 
     def finish(self, class_names: list[str]) -> None:
         """Averages the classified clips' probabilities into the file's label (with people, see

@@ -6,9 +6,12 @@ import csv
 import json
 from typing import TextIO
 
-from rich.console import Console
+from rich.cells import cell_len, chop_cells
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Column, Table
+from rich.text import Text
 
 from dfer_cli.results.records import FileResult
 
@@ -59,8 +62,11 @@ class CsvWriter(Writer):
         persons = ["person", "speaker", "voice", "speech_seconds"] if self.people else []
         shares = ["voice_share", "face_share"] if self.explain else []
         # The people's columns come last, so that scripts reading the columns before them by position go on.
-        self.csv.writerow([*head, "label", "confidence", *self.class_names, *shares, "faces", "no_audio",
+        self._writerow([*head, "label", "confidence", *self.class_names, *shares, "faces", "no_audio",
                            "silent_audio", "still_image", "error", *persons])
+
+    def _writerow(self, row: list) -> None:
+        self.csv.writerow([_inert(v) for v in row])
 
     def _row(self, r: FileResult, label, probs, extra: list, shares: tuple, person: list | None = None) -> list:
         values = [f"{probs[n]:.6f}" if probs else "" for n in self.class_names]
@@ -77,20 +83,31 @@ class CsvWriter(Writer):
                 span = [f"{c.start:.3f}", f"{c.end:.3f}"]
                 shares = (c.voice_share, c.face_share)
                 if not c.people:
-                    self.csv.writerow(self._row(r, c.label, c.probabilities, span, shares))
+                    self._writerow(self._row(r, c.label, c.probabilities, span, shares))
                 for e in c.people or []:
-                    self.csv.writerow(self._row(r, e.get("label"), e.get("probabilities"), span, shares,
+                    self._writerow(self._row(r, e.get("label"), e.get("probabilities"), span, shares,
                                                 _person(e, c.speaker)))
         elif r.people:
             for p in r.people:
                 e = p.get("explanation") or {}
-                self.csv.writerow(self._row(r, p["label"], p["probabilities"], ["", ""] if self.timeline else [],
+                self._writerow(self._row(r, p["label"], p["probabilities"], ["", ""] if self.timeline else [],
                                             (e.get("voice_share"), e.get("face_share")), _person(p, r.speaker)))
         else:
             e = r.explanation or {}
-            self.csv.writerow(self._row(r, r.label, r.probabilities, ["", ""] if self.timeline else [],
+            self._writerow(self._row(r, r.label, r.probabilities, ["", ""] if self.timeline else [],
                                         (e.get("voice_share"), e.get("face_share"))))
         self.stream.flush()
+
+
+def _inert(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula (a file named `=HYPERLINK(...).mp4`),
+    prefixed with ', which spreadsheets show as text; numbers are left as they are."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
 
 
 def _person(entry: dict, speaker: int | None) -> list:
@@ -114,7 +131,7 @@ class TableWriter(Writer):
         persons = [Column("person", no_wrap=True)] if self.people else []
         table = Table(*persons, "emotion", "confidence", "top 3", "faces", Column("audio", no_wrap=True),
                       *(["voice / face"] if self.explain else []))
-        table.columns.insert(0, Column("file", overflow="fold"))
+        table.columns.insert(0, Column("file"))
         for r in self.results:
             if self.people and r.people and r.status == "ok":
                 for row in self._people(r):
@@ -134,20 +151,20 @@ class TableWriter(Writer):
             return ""
         return ", ".join(f"{n} {p:.0%}" for n, p in sorted(probs.items(), key=lambda kv: -kv[1])[:3])
 
-    def _summary(self, r: FileResult) -> list[str]:
+    def _summary(self, r: FileResult) -> list:
         shares = [_shares(r.explanation)] if self.explain else []
         if r.status == "error":
-            return [escape(r.path), "[red]error[/red]", "", escape(r.error or ""), "", "", *shares]
+            return [_Path(r.path), "[red]error[/red]", "", escape(r.error or ""), "", "", *shares]
         faces = f"{r.flags.get('faces_found')}/{r.flags.get('frames')}"
         if r.flags.get("still_image"):
             faces += " (still image)"
         audio = "none" if r.flags.get("no_audio") else "silent" if r.flags.get("silent_audio") else "yes"
         if r.status == "no_face":
-            return [escape(r.path), "[yellow]no face found[/yellow]", "", "", faces, audio, *shares]
-        return [escape(r.path), f"[bold]{r.label}[/bold]", f"{r.confidence:.0%}", self._top3(r.probabilities),
+            return [_Path(r.path), "[yellow]no face found[/yellow]", "", "", faces, audio, *shares]
+        return [_Path(r.path), f"[bold]{r.label}[/bold]", f"{r.confidence:.0%}", self._top3(r.probabilities),
                 faces, audio, *shares]
 
-    def _people(self, r: FileResult) -> list[list[str]]:
+    def _people(self, r: FileResult) -> list[list]:
         """A line per person: the speaker marked, the voice each heard (own speech, none, or all of it)."""
         rows = []
         audio = "none" if r.flags.get("no_audio") else "silent" if r.flags.get("silent_audio") else None
@@ -158,7 +175,7 @@ class TableWriter(Writer):
             shares = [_shares(p.get("explanation"))] if self.explain else []
             faces = f"{p['flags']['faces_found']}/{p['flags']['frames']}"
             emotion = f"[bold]{p['label']}[/bold]" if p["label"] else "[yellow]no face[/yellow]"
-            rows.append([escape(r.path) if k == 0 else "", mark, emotion,
+            rows.append([_Path(r.path) if k == 0 else "", mark, emotion,
                          f"{p['confidence']:.0%}" if p["confidence"] is not None else "",
                          self._top3(p["probabilities"]), faces, voice, *shares])
         return rows
@@ -174,6 +191,35 @@ class TableWriter(Writer):
             table.add_row(f"{c.start:.1f}s", f"{c.end:.1f}s", c.label or "no face",
                           self._top3(c.probabilities), f"{c.faces_found}/{c.frames}", *who, *shares)
         return table
+
+
+class _Path:
+    """A path in the table on one line: cut in the middle to the width the table gives it (an 80-column
+    pipe wrapped it over several), keeping its start and more of its end, the file's name."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(min(cell_len(self.path), _PATH_LEAST), cell_len(self.path))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Text(middle_ellipsis(self.path, options.max_width), no_wrap=True, overflow="crop")
+
+
+_PATH_LEAST = 16  # cells: the narrowest a path column gets, enough for a name's end
+
+
+def middle_ellipsis(text: str, width: int) -> str:
+    """`text` cut to `width` terminal cells with "…" in the middle: a third of the rest from its start,
+    two thirds from its end."""
+    if cell_len(text) <= width:
+        return text
+    keep = max(width - 1, 0)
+    head = chop_cells(text, keep // 3)[0] if keep >= 3 else ""
+    rest = keep - cell_len(head)
+    tail = chop_cells(text[::-1], rest)[0][::-1] if rest else ""
+    return head + "…" + tail
 
 
 def _shares(explanation: dict | None) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -14,44 +16,81 @@ from typing import TypeVar
 
 import torch
 
+from dfer_cli.errors import DferWarning
+
 T = TypeVar("T")
 R = TypeVar("R")
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int = 2,
-                ordered: bool = True) -> Iterator[R]:
+                ordered: bool = True, limit: float | None = None, late: Callable[[T], R] | None = None,
+                ) -> Iterator[R]:
     """fn(item) for every item, computed by `workers` processes (0: in this one) with at most
     `ahead` tasks per worker in flight. Results come in input order, or as they finish when
     `ordered` is False. `fn` and the items must pickle (a module-level function, or a partial of one).
+    With `limit` (ordered, workers only): an item not done `limit` s after its turn came gives
+    `late(item)`, and the workers are replaced (one stuck in a read is killed; the rest start again).
 
     A worker that dies (out of memory, say) raises concurrent.futures.process.BrokenProcessPool.
     """
     if workers <= 0:
         yield from map(fn, items)
         return
-    # spawn: torch holds threads that a forked child would inherit in a broken state.
-    with _one_thread_each(), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        queue = iter(items)
-        pending: deque[Future] = deque()
+    queue = iter(items)
+    pending: deque[tuple[T, Future]] = deque()
+    with _one_thread_each():
+        pool = _pool(workers)
         try:
             while True:
                 for item in queue:
-                    pending.append(pool.submit(fn, item))
+                    pending.append((item, pool.submit(fn, item)))
                     if len(pending) >= ahead * workers:
                         break
                 if not pending:
                     return
                 if ordered:
-                    yield pending.popleft().result()
+                    item, future = pending.popleft()
+                    try:
+                        result = future.result(timeout=limit)
+                    except TimeoutError:
+                        _stop(pool, kill=True)
+                        pool = _pool(workers)
+                        pending = deque((i, pool.submit(fn, i)) for i, _ in pending)
+                        result = late(item)
+                    yield result
                     continue
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                done, _ = wait([f for _, f in pending], return_when=FIRST_COMPLETED)
+                pending = deque(e for e in pending if e[1] not in done)  # by the future: items need no ==
                 for future in done:
-                    pending.remove(future)
                     yield future.result()
         finally:
-            for future in pending:
+            for _, future in pending:
                 future.cancel()
+            _stop(pool, kill=bool(pending))  # left early (Ctrl-C, an error): the work in flight is unwanted
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # spawn: torch holds threads that a forked child would inherit in a broken state.
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_leave_interrupts_to_parent)
+
+
+def _leave_interrupts_to_parent() -> None:
+    """Ctrl-C reaches the whole process group: the parent stops the workers, which would otherwise each
+    print a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(pool: ProcessPoolExecutor, kill: bool = False) -> None:
+    """Shut the pool down and join every worker, so that none outlives the run; `kill` first ends
+    workers stuck in a task (the executor has no other way to abandon one)."""
+    processes = list(pool._processes.values())  # the executor exposes them no other way
+    if kill:
+        for process in processes:
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+    for process in processes:
+        process.join()
 
 
 @contextlib.contextmanager
@@ -82,6 +121,16 @@ def worker_count(tasks: int | None = None, *, per_worker: int = 1, cap: int = 8,
     if tasks is not None:
         count = min(count, tasks // max(1, per_worker))
     return count if count >= least else 0
+
+
+def clamp_workers(asked: int) -> int:
+    """An asked worker count, at most one per usable core (each worker holds a core and about 250 MB;
+    more only queue for the cores); a DferWarning says when it is lowered."""
+    cores = usable_cores()
+    if asked > cores:
+        warnings.warn(f"{asked} workers asked, {cores} started: one per usable core",
+                      DferWarning, stacklevel=2)
+    return min(asked, cores)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ one folder per data set and face size, shared by every fold, written so that a k
 # test sets are the whole data set again, so per-fold caches would hold every clip five times):
 #     meta.json              what it holds: data set, face size, frame cap
 #     index.jsonl            one line per finished clip: key, file name, its frame count and the
-#                            numbers of the frames kept, flags
+#                            numbers of the frames kept, flags, each file's size and sha256 (checked
+#                            when a writer opens the cache: the sizes always, the digests with verify)
 #     skipped.jsonl          clips left out (no face, unreadable media), with the reason
 #     frames/<name>.npy      uint8 (n, S, S, 3) RGB face crops of the kept frames, in time order
 #     audio/<name>.npy       float32 (512, 128): the audio model input, exactly as the model takes it
@@ -32,13 +33,9 @@ import numpy as np
 
 from dfer_cli.atomic import atomic_path, atomic_write_text
 from dfer_cli.errors import DferError
+from dfer_cli.locks import FileLock
 from dfer_cli.train.datasets import Dataset
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; two concurrent writers are then the user's business
-    fcntl = None
-
+from dfer_cli.weights.digest import sha256
 
 # 1: one cache per fold and split. 2: frames at 1/6, 1/2 and 5/6 of each segment, where the 2-clip
 # view wants 1/4 and 3/4. 3: the frames every test-time view picks (clips.kept_frames), numbered.
@@ -80,16 +77,20 @@ def file_name(key: str) -> str:
     return f"{readable}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
-def write_clip_files(root: Path, key: str, frames: np.ndarray, audio: np.ndarray) -> str:
-    """Write one clip's arrays atomically (any process may call this); returns their file name.
-    The clip joins the cache only when the writer commits it."""
+def write_clip_files(root: Path, key: str, frames: np.ndarray, audio: np.ndarray) -> tuple[str, dict]:
+    """Write one clip's arrays atomically (any process may call this); returns their file name and
+    each file's [size, sha256] by kind, which the index keeps to check them. The clip joins the cache
+    only when the writer commits it."""
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
         raise ValueError(f"{key}: frames must be uint8 (n, S, S, 3), got {frames.dtype} {frames.shape}")
     name = file_name(key)
+    checks = {}
     for kind, array in zip(_KINDS, (frames, audio.astype(np.float32)), strict=True):
-        with atomic_path(root / kind / f"{name}.npy") as tmp, open(tmp, "xb") as f:
+        path = root / kind / f"{name}.npy"
+        with atomic_path(path) as tmp, open(tmp, "xb") as f:
             np.save(f, np.ascontiguousarray(array))
-    return name
+        checks[kind] = [path.stat().st_size, sha256(path)]
+    return name, checks
 
 
 def _read_meta(root: Path) -> dict | None:
@@ -154,8 +155,8 @@ class ClipStore:
             frames = np.load(self.root / "frames" / f"{e['file']}.npy", mmap_mode="r")
             audio = np.load(self.root / "audio" / f"{e['file']}.npy")
         except (OSError, ValueError) as err:
-            raise DferError(f"{self.root}: clip {key} is unreadable ({err}); "
-                            f"rerun `dfer prepare` to repair the cache") from None
+            raise DferError(f"{self.root}: clip {key} is unreadable ({err}); rerun `dfer prepare --verify` "
+                            "to rebuild the damaged clips") from None
         # An entry without frame numbers holds every frame of its clip.
         numbers = np.asarray(e.get("frame_numbers", range(len(frames))), dtype=np.int64)
         return CachedClip(key, label, frames, audio, numbers, int(e.get("source_frames", len(frames))))
@@ -199,11 +200,11 @@ class CacheWriter:
     left (temporary files, a cut index line, entries whose files are gone) and checks that the cache
     was prepared for the same spec; `commit` records finished clips, `skip` those left out."""
 
-    def __init__(self, root: str | Path, spec: CacheSpec) -> None:
+    def __init__(self, root: str | Path, spec: CacheSpec, verify: bool = False) -> None:
         self.root = Path(root)
-        self.spec = spec
+        self.spec, self.verify = spec, verify
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.root / _LOCK, "a")  # noqa: SIM115 - held until close()
+        self._lock = FileLock(self.root / _LOCK, f"{self.root}: another `dfer prepare` is writing this cache")
         try:
             self._open()
         except BaseException:
@@ -211,23 +212,32 @@ class CacheWriter:
             raise
 
     def _open(self) -> None:
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise DferError(f"{self.root}: another `dfer prepare` is writing this cache") from None
+        self._lock.acquire()
         meta = _read_meta(self.root)
         if meta is not None and (reason := _spec_mismatch(meta, self.spec)):
             raise DferError(f"{self.root}: this cache was {reason}; use another --cache / --out, or delete it")
         for stale in self.root.rglob(".*.tmp-*"):  # safe: the lock keeps every other writer out
             stale.unlink()
-        self.entries = {k: e for k, e in sorted(_read_lines(self.root / INDEX).items()) if all(
-            (self.root / kind / f"{e['file']}.npy").is_file() for kind in _KINDS)}
+        indexed = _read_lines(self.root / INDEX)
+        self.entries = {k: e for k, e in sorted(indexed.items()) if self._intact(e)}
+        self.dropped = set(indexed) - set(self.entries)  # cut or damaged: to be prepared again
         skipped = [r for k, r in sorted(_read_lines(self.root / SKIPPED).items()) if k not in self.entries]
         _write_lines(self.root / INDEX, list(self.entries.values()))
         _write_lines(self.root / SKIPPED, skipped)
         if meta is None:
             atomic_write_text(self.root / META, json.dumps(asdict(self.spec), indent=1))
+
+    def _intact(self, entry: dict) -> bool:
+        """Whether an indexed clip's files are there and whole: the sizes the index recorded (a cut
+        file), and with `verify` their sha256, or for entries indexed without them a full read."""
+        for kind in _KINDS:
+            path = self.root / kind / f"{entry['file']}.npy"
+            size, digest = entry.get("files", {}).get(kind, (None, None))
+            if not path.is_file() or size is not None and path.stat().st_size != size:
+                return False
+            if self.verify and not (sha256(path) == digest if digest else _loads(path)):
+                return False
+        return True
 
     def commit(self, key: str, name: str, flags: dict) -> None:
         """Record a clip whose files `write_clip_files` has written."""
@@ -244,13 +254,21 @@ class CacheWriter:
             f.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
-        self._lock.close()  # closing releases the lock
+        self._lock.release()
 
     def __enter__(self) -> CacheWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _loads(path: Path) -> bool:
+    try:
+        np.load(path)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def no_audio_note(name: str, clips: ClipSet) -> str | None:

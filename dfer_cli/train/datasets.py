@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import random
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dfer_cli.errors import DferError
+from dfer_cli.errors import DferError, DferWarning
 from dfer_cli.labels import DFEW_CLASSES, MAFW_CLASSES, REFERENCE_ORDER, TIME_ORDER
 from dfer_cli.media.decode import VIDEO_EXTENSIONS
 from dfer_cli.train.labelfiles import (
@@ -232,6 +233,7 @@ class FolderDataset:
             self.class_names, entries = _scan_class_folders(self.root)
         else:
             self.class_names, entries = read_labels_csv(Path(labels_csv), self.root)
+        _check_classes(self.class_names, {label for _, label, _, _ in entries}, labels_csv or self.root)
         unsplit = [(key, label, video) for key, label, video, split in entries if split is None]
         assigned = [(key, label, video, split) for key, label, video, split in entries if split is not None]
         assigned += _stratified_split(unsplit, self.class_names, val_fraction, seed)
@@ -243,6 +245,20 @@ class FolderDataset:
     def samples(self, split: str) -> list[Sample]:
         _check_split(self, split)
         return list(self._by_split[split])
+
+
+def _check_classes(class_names: Sequence[str], used: set[int], where: object) -> None:
+    """Refuse a set a classifier cannot learn from (one class trains to loss 0); warn about class
+    names that differ only in case, which are two classes."""
+    if len(used) < 2:
+        raise DferError(f"{where}: {len(used)} class{'es' if len(used) != 1 else ''} "
+                        f"({', '.join(repr(class_names[i]) for i in sorted(used))}): training needs two at least")
+    by_case: dict[str, list[str]] = {}
+    for name in class_names:
+        by_case.setdefault(name.casefold(), []).append(name)
+    for names in (n for n in by_case.values() if len(n) > 1):
+        warnings.warn(f"{where}: classes {', '.join(map(repr, names))} differ only in case: they are "
+                      f"{len(names)} classes", DferWarning, stacklevel=3)
 
 
 def _scan_class_folders(root: Path) -> tuple[tuple[str, ...], list[Entry]]:

@@ -24,6 +24,7 @@ from dfer_cli.errors import DferError, UsageError
 from dfer_cli.model import MMADFER, ModelDims
 from dfer_cli.runtime.distributed import ranks
 from dfer_cli.train import loader, prepare
+from dfer_cli.train.cache import SKIPPED, ClipSet
 from dfer_cli.train.datasets import Dataset, open_dataset
 from dfer_cli.train.loop import CHECKPOINT_DIR, STATE_FILE, RunConfig, TrainRecipe, build_model, finetune_model, train
 from dfer_cli.weights import store
@@ -144,13 +145,27 @@ def _datasets(job: TrainJob, adapter: Dataset, size: int, seed: int,
               say: Log) -> tuple[loader.CacheDataset, loader.CacheDataset | None]:
     """The train split, augmented, and the split watched after every epoch (or None)."""
     root = Path(job.cache) if job.cache else prepare.default_cache(adapter, size)
-    train_set = loader.CacheDataset(loader.prepare_and_read(adapter, "train", root, size, say), train=True,
-                                      size=size, seed=seed)
+    train_clips = loader.prepare_and_read(adapter, "train", root, size, say)
+    _refuse_empty_classes(adapter, train_clips)
+    train_set = loader.CacheDataset(train_clips, train=True, size=size, seed=seed)
     val_split = job.val_split or ("val" if "val" in adapter.splits else "none")
     if val_split == "none":
         return train_set, None
     val_clips = loader.prepare_and_read(adapter, val_split, root, size, say)
     return train_set, loader.CacheDataset(val_clips, train=False, size=size)
+
+
+def _refuse_empty_classes(adapter: Dataset, clips: ClipSet) -> None:
+    """A class whose every listed clip was left out (unreadable, no face) trained as an empty class and
+    scored "val UAR 100.00"; fewer than two classes with clips cannot be learnt. Both are refused."""
+    listed = {s.label for s in adapter.samples("train")}
+    usable = set(clips.labels.tolist())
+    empty = [adapter.class_names[i] for i in sorted(listed - usable)]
+    if empty:
+        raise DferError(f"{adapter.name} train: class {', '.join(map(repr, empty))} has no usable clip (every "
+                        f"one was left out: see {clips.root / SKIPPED}); fix or remove its videos")
+    if len(usable) < 2:
+        raise DferError(f"{adapter.name} train: clips of {len(usable)} class only; training needs two at least")
 
 
 def _resumed_model(out: Path, num_classes: int) -> MMADFER:

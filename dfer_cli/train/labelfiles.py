@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from dfer_cli.errors import DferError
+from dfer_cli.errors import DferError, DferWarning
 from dfer_cli.labels import DFEW_CLASSES, MAFW_CLASSES, default_class_names
 from dfer_cli.media.decode import VIDEO_EXTENSIONS
 
@@ -115,12 +116,35 @@ def read_labels_csv(csv_path: Path, root: Path) -> tuple[tuple[str, ...], list[E
     if missing:
         raise DferError(f"{len(missing)} videos listed in {csv_path} exist neither relative to "
                         f"{csv_path.parent} nor to {root}: {listed(missing)}")
+    raw = _once_each(raw, csv_path)
     if all(label.isdigit() for _, label, _, _ in raw):
-        class_names = default_class_names(max(int(label) for _, label, _, _ in raw) + 1)
+        numbers = {int(label) for _, label, _, _ in raw}
+        class_names = default_class_names(max(numbers) + 1)
+        gaps = [str(n) for n in range(max(numbers)) if n not in numbers]
+        if gaps:
+            warnings.warn(f"{csv_path}: integer labels are class indices, and {listed(gaps)} have no clip: the "
+                          f"model gets {len(class_names)} classes, {len(gaps)} of them never seen", DferWarning,
+                          stacklevel=2)
         return class_names, [(k, int(label), v, s) for k, label, v, s in raw]
     class_names = tuple(sorted({label for _, label, _, _ in raw}))
     index = {name: i for i, name in enumerate(class_names)}
     return class_names, [(k, index[label], v, s) for k, label, v, s in raw]
+
+
+def _once_each(raw: list[tuple[str, str, Path, str | None]], csv_path: Path) -> list[tuple[str, str, Path, str | None]]:
+    """The rows with each video once: a video listed twice alike counts once (its copies could land
+    in train and val); listed with two labels or splits, it is refused, named."""
+    seen: dict[Path, tuple[str, str, Path, str | None]] = {}
+    for row in raw:
+        first = seen.setdefault(row[2].resolve(), row)
+        if (first[1], first[3]) != (row[1], row[3]):
+            raise DferError(f"{csv_path}: {row[0]} is listed twice, as {first[1]!r}{_split_of(first)} and as "
+                            f"{row[1]!r}{_split_of(row)}: keep one line for it")
+    return list(seen.values())
+
+
+def _split_of(row: tuple[str, str, Path, str | None]) -> str:
+    return f" ({row[3]})" if row[3] else ""
 
 
 def _csv_rows(reader: Iterable[list[str]]) -> Iterable[tuple[int, list[str]]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from dfer_cli.atomic import atomic_path, atomic_write_text, recover_dir, replace_dir
+from dfer_cli.atomic import atomic_path, atomic_write_text, recover_dir, staged_dir
 from dfer_cli.errors import DferError
 from dfer_cli.model import MMADFER, ModelDims
 from dfer_cli.progress import progress_bar
@@ -253,15 +252,13 @@ def _validate(model: MMADFER, val_set: Dataset, class_names: list[str], device: 
 
 def _save(run: RunConfig, model: MMADFER, weights: WeightsConfig, recipe: TrainRecipe, epoch: int, loop: _Loop,
           rng: list[dict], log: list[dict]) -> None:
-    staging = run.out / f".{CHECKPOINT_DIR}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
     provenance = {**weights.provenance, "epoch": epoch, "epochs": recipe.epochs, "recipe": asdict(recipe)}
-    save_dfer(staging, model, WeightsConfig(model.dims, list(weights.class_names), weights.dataset,
-                                            weights.fold, provenance))
-    with atomic_path(staging / STATE_FILE) as tmp:
-        torch.save({"epoch": epoch, "recipe": asdict(recipe), "optimizer": loop.optimizer.state_dict(),
-                    "scheduler": loop.scheduler.state_dict(), "rng": rng, "log": log}, tmp)
-    replace_dir(staging, run.out / CHECKPOINT_DIR)
+    with staged_dir(run.out / CHECKPOINT_DIR) as staging:
+        save_dfer(staging, model, WeightsConfig(model.dims, list(weights.class_names), weights.dataset,
+                                                weights.fold, provenance))
+        with atomic_path(staging / STATE_FILE) as tmp:
+            torch.save({"epoch": epoch, "recipe": asdict(recipe), "optimizer": loop.optimizer.state_dict(),
+                        "scheduler": loop.scheduler.state_dict(), "rng": rng, "log": log}, tmp)
     atomic_write_text(run.out / LOG_FILE, "".join(json.dumps(r) + "\n" for r in log))
     plot_training_curves(log, run.out / CURVES_FILE)
 

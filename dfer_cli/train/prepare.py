@@ -33,7 +33,7 @@ from dfer_cli.labels import TIME_ORDER
 from dfer_cli.media import decode, fbank
 from dfer_cli.progress import progress_bar
 from dfer_cli.runtime.distributed import world_size
-from dfer_cli.runtime.pool import bounded_map, worker_count
+from dfer_cli.runtime.pool import bounded_map, clamp_workers, worker_count
 from dfer_cli.train.cache import META, CacheSpec, CacheWriter, read_split, write_clip_files
 from dfer_cli.train.datasets import Dataset, Sample
 
@@ -54,6 +54,7 @@ class PrepareConfig:
     # 0: in this process; every core may take a worker, as this process only writes what they return.
     workers: int = field(default_factory=lambda: worker_count(reserve=0))
     frame_orders: tuple[str, ...] = (TIME_ORDER,)  # the orders whose test-time picks are kept
+    verify: bool = False  # read every cached file to check its sha256 (else its size), and rebuild bad ones
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.size % 16:
@@ -71,6 +72,7 @@ class PrepareSummary:
     cached: int  # clips found already done
     skipped: tuple[str, ...]  # why each left-out clip was (no face, unreadable media), naming its file
     audio_errors: tuple[str, ...]  # clips kept with the no-audio input as their sound was unreadable
+    repaired: int = 0  # clips whose cached files were cut or damaged, prepared again (among `prepared`)
 
 
 def _frame_files(folder: Path) -> list[Path]:
@@ -154,11 +156,12 @@ def _prepare_one(sample: Sample, root: Path, policy: str, config: PrepareConfig)
         frames, model_audio, flags = prepare_clip(sample, policy, config)
     except DferError as e:
         return sample, None, {}, str(e)
-    return sample, write_clip_files(root, sample.key, frames, model_audio), flags, None
+    name, checks = write_clip_files(root, sample.key, frames, model_audio)
+    return sample, name, flags | {"files": checks}, None
 
 
 def _results(todo: Sequence[Sample], root: Path, policy: str, config: PrepareConfig) -> Iterator[_Result]:
-    workers = min(config.workers, len(todo) // _CLIPS_PER_WORKER)
+    workers = min(clamp_workers(config.workers), len(todo) // _CLIPS_PER_WORKER)
     try:
         yield from bounded_map(partial(_prepare_one, root=root, policy=policy, config=config), todo, workers,
                                ahead=4, ordered=False)
@@ -180,7 +183,7 @@ def prepare(dataset: Dataset, split: str, out: Path, config: PrepareConfig | Non
     samples = dataset.samples(split)
     spec = CacheSpec(dataset.cache_name, config.size, config.max_frames)
     policy = getattr(dataset, "face_policy", "main")
-    with CacheWriter(out, spec) as writer:
+    with CacheWriter(out, spec, config.verify) as writer:
         todo = [s for s in samples if s.key not in writer.entries]
         skipped: list[str] = []
         audio_errors: list[str] = []
@@ -197,7 +200,7 @@ def prepare(dataset: Dataset, split: str, out: Path, config: PrepareConfig | Non
                         audio_errors.append(flags["audio_error"])
                 advance()
     return PrepareSummary(out, len(todo) - len(skipped), len(samples) - len(todo), tuple(skipped),
-                          tuple(audio_errors))
+                          tuple(audio_errors), len(writer.dropped & {s.key for s in samples}))
 
 
 def prepare_missing(dataset: Dataset, split: str, root: Path, size: int) -> PrepareSummary | None:

@@ -6,7 +6,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from dfer_cli.errors import DferError
+from dfer_cli.errors import UsageError
 
 
 def sha256(path: Path) -> str:
@@ -20,7 +20,7 @@ def sha256(path: Path) -> str:
 def parse_sha256(text: str) -> str:
     digest = text.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise DferError(f"--sha256 {text!r}: expected 64 hexadecimal digits")
+        raise UsageError(f"--sha256 {text!r}: expected 64 hexadecimal digits")
     return digest
 
 

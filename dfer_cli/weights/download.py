@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -26,6 +27,9 @@ from dfer_cli.weights.digest import parse_sha256, sha256_mismatch
 _CHUNK = 1 << 20
 _MIB = float(1 << 20)
 _TIMEOUT_S = 60
+# A download slower than this many bytes a second over this many seconds is cut off, keeping what came
+# (a resume goes on from it): a server trickling 1 byte/s restarts the socket timeout with every byte.
+_LOW_SPEED_BPS, _LOW_SPEED_S = 1024, 30.0
 _DRIVE_DOWNLOAD = "https://drive.usercontent.google.com/download"
 
 
@@ -174,11 +178,21 @@ def _file_name(response: http.client.HTTPResponse, url: str) -> str:
 
 
 def _copy(response: http.client.HTTPResponse, f: BinaryIO, advance: Callable[[float], None]) -> int:
-    """Appends the response body to `f`; returns the size `f` reached."""
+    """Appends the response body to `f` as it arrives (read1: what came, not a full chunk); returns the
+    size `f` reached. Slower than _LOW_SPEED_BPS over _LOW_SPEED_S, it stops, keeping what came."""
+    since, came = time.monotonic(), 0
     try:
-        while chunk := response.read(_CHUNK):
+        while chunk := response.read1(_CHUNK):
             f.write(chunk)
             advance(len(chunk) / _MIB)
+            came += len(chunk)
+            if (waited := time.monotonic() - since) >= _LOW_SPEED_S:
+                if came < _LOW_SPEED_BPS * waited:
+                    f.flush()
+                    raise DferError(f"the download slowed to {came / waited:,.0f} bytes/s for {waited:.0f} s, "
+                                    f"and was stopped at {f.tell():,} bytes: run the same command again to "
+                                    "resume it")
+                since, came = time.monotonic(), 0
     except (OSError, http.client.HTTPException) as e:
         f.flush()
         raise DferError(f"the download broke off at {f.tell():,} bytes ({type(e).__name__}: {e}): run the "

@@ -8,14 +8,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfer_cli.atomic import atomic_write_text, recover_dir, replace_dir
+from dfer_cli.atomic import atomic_write_text, recover_dir, staged_dir
 from dfer_cli.errors import CheckpointError, DferError, UsageError
-from dfer_cli.paths import downloads_dir, safe_name, weights_dir
+from dfer_cli.locks import FileLock
+from dfer_cli.paths import downloads_dir, entry_name, is_entry_name, safe_name, weights_dir
 from dfer_cli.weights.format import CONFIG_FILE, WEIGHTS_FILE, LoadedWeights, WeightsConfig, load_dfer, save_dfer
 from dfer_cli.weights.official import load_official
 
 DEFAULT_FILE = "DEFAULT"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 
@@ -72,35 +72,65 @@ def entries() -> list[Entry]:
     default = default_name()
     found = []
     # Staging and moved-aside folders start with a dot, which no entry name does.
-    for cfg in sorted(p for p in root.glob(f"*/{CONFIG_FILE}") if _NAME.match(p.parent.name)):
+    for cfg in sorted(p for p in root.glob(f"*/{CONFIG_FILE}") if is_entry_name(p.parent.name)):
         config = WeightsConfig.from_json(cfg.read_text(), cfg)
         found.append(Entry(cfg.parent.name, cfg.parent, config, cfg.parent.name == default))
     return found
 
 
 def import_weights(source: Path | str, name: str | None = None, make_default: bool | None = None,
-                   dataset: str | None = None, fold: int | None = None, sha256: str | None = None) -> Entry:
+                   dataset: str | None = None, fold: int | None = None, sha256: str | None = None,
+                   replace: bool = False) -> Entry:
     """Converts any checkpoint that `load_any` reads (a path, or an http(s) URL, downloaded first) into
     a named entry; the first entry becomes the default unless told otherwise. With `sha256`, a file
-    that does not match is refused before anything is installed."""
+    that does not match is refused before anything is installed. A name that exists is refused unless
+    `replace`; two imports under one name at once: one wins, the other is refused."""
     if name is not None:
-        _check_name(name)
+        _refuse_existing(entry_name(name), replace)  # before a download
     path, origin = _local_file(source, sha256)
     if name is None:
-        name = _check_name(safe_name(path.stem if path.is_file() else path.name))
+        name = entry_name(safe_name(path.stem if path.is_file() else path.name))
     loaded = load_any(path)
     config = loaded.config
     config.dataset = dataset or config.dataset
     config.fold = fold or config.fold
     config.provenance.setdefault("imported_from", origin)
     target = weights_dir() / name
-    staging = weights_dir() / f".{name}.importing"
-    shutil.rmtree(staging, ignore_errors=True)
-    save_dfer(staging, loaded.model, config)
-    replace_dir(staging, target)
-    if make_default or (make_default is None and default_name() is None):
-        set_default(name)
+    with _entry_lock(name):
+        _refuse_existing(name, replace)
+        with staged_dir(target, "importing") as staging:
+            save_dfer(staging, loaded.model, config)
+        if make_default or (make_default is None and default_name() is None):
+            set_default(name)
     return Entry(name, target, config, default_name() == name)
+
+
+def remove_entry(name: str) -> bool:
+    """Delete entry `name`; True when it was the default, which then is none."""
+    with _entry_lock(entry_name(name)):
+        target = entry_dir(name)
+        if not (target / CONFIG_FILE).is_file():
+            raise DferError(f"{name}: no such weights entry in {weights_dir()} (see `dfer weights list`)")
+        was_default = default_name() == name
+        # Renamed away first: a kill while deleting leaves no half entry under the name.
+        doomed = weights_dir() / f".{name}.removing"
+        shutil.rmtree(doomed, ignore_errors=True)
+        target.rename(doomed)
+        if was_default:
+            (weights_dir() / DEFAULT_FILE).unlink(missing_ok=True)
+        shutil.rmtree(doomed)
+    return was_default
+
+
+def _entry_lock(name: str) -> FileLock:
+    return FileLock(weights_dir() / f".{name}.lock", f"{name}: another dfer process is writing this weights "
+                    "entry; run again when it is done", remove=True)
+
+
+def _refuse_existing(name: str, replace: bool) -> None:
+    if not replace and (entry_dir(name) / CONFIG_FILE).is_file():
+        raise UsageError(f"{name}: a weights entry of this name exists in {weights_dir()}; add --replace "
+                         "to overwrite it, or choose another --name")
 
 
 def resolve(spec: str | None) -> LoadedWeights:
@@ -121,20 +151,13 @@ def resolve(spec: str | None) -> LoadedWeights:
         loaded = load_any(fetch(spec, downloads_dir()))
         loaded.config.provenance["url"] = spec
         return loaded
-    if _NAME.match(spec) and (entry_dir(spec) / CONFIG_FILE).is_file():
+    if is_entry_name(spec) and (entry_dir(spec) / CONFIG_FILE).is_file():
         return load_dfer(weights_dir() / spec)
     path = Path(spec).expanduser()
     if path.exists():
         return load_any(path)
     raise DferError(f"{spec}: neither a weights entry in {weights_dir()} nor an existing file "
                     "(see `dfer weights list`)")
-
-
-def _check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise DferError(f"{name!r}: a weights name uses letters, digits, '_', '.' and '-' (64 at most); "
-                        "choose one with --name")
-    return name
 
 
 def _local_file(source: Path | str, sha256: str | None) -> tuple[Path, str]:
