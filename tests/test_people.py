@@ -216,3 +216,20 @@ def test_the_timeline_plot_draws_who_speaks(tmp_path):
     plain = tmp_path / "plain.png"
     plot_timeline([0, 1, 1, 2], np.full((4, 2), 0.5), ["a", "b"], plain, "x")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.read_bytes() != plain.read_bytes()
+
+
+def test_the_landmark_model_runs_where_the_pipeline_puts_it(model, tmp_path, monkeypatch):
+    """In one process the front end's landmark model goes to the model's device; workers keep the CPU."""
+    import torch
+
+    from dfer_cli.people import speaking
+    from dfer_cli.predict import pipeline
+    from dfer_cli.runtime.device import frontend_device
+
+    cuda = torch.device("cuda")
+    assert frontend_device(cuda, 0) == cuda and frontend_device(cuda, 2) == torch.device("cpu")
+    asked, real = [], speaking.process_landmarker
+    monkeypatch.setattr(speaking, "process_landmarker", lambda device: asked.append(device) or real("cpu"))
+    monkeypatch.setattr(pipeline, "frontend_device", lambda device, workers: torch.device("meta"))
+    r = predict(model, side_by_side(tmp_path / "pair.mp4", GRID[:2], GRID[0]))
+    assert asked == ["meta"] and r["speaker"] == 0

@@ -38,7 +38,7 @@ class Turn:
 
 
 @functools.cache
-def process_landmarker(device: str = "cpu") -> FaceLandmarker:
+def process_landmarker(device: str) -> FaceLandmarker:
     """One landmark model per process and device, kept for its lifetime (as the face detector is)."""
     return FaceLandmarker(device)
 
