@@ -288,3 +288,20 @@ def test_speech_across_window_edges_keeps_its_speaker(model, tmp_path):
     r = predict(model, side_by_side(tmp_path / "pair.mp4", pair, pair[1]), window=1)
     pieces = [t["person"] for c in r["clips"] for t in c["speech"]]
     assert len(pieces) >= 2 and set(pieces) == {1} and r["speaker"] == 1 and r["unattributed_speech_seconds"] == 0
+
+
+def test_every_face_of_a_gallery_and_of_a_row(model, tmp_path):
+    """A 3 x 3 gallery at 1920x1080 (the whole-frame pass found 2-4 of its faces a frame: 4 people) and
+    four GRID faces in a row: the faces beside those found are looked for over tiles."""
+    cells = "".join(f"[{i}:v]scale=640:360[c{i}];" for i in range(9))
+    layout = "|".join(f"{640 * (i % 3)}_{360 * (i // 3)}" for i in range(9))
+    graph = cells + "".join(f"[c{i}]" for i in range(9)) + f"xstack=inputs=9:layout={layout}[v]"
+    path = tmp_path / "gallery.mp4"
+    ffmpeg(*_inputs(*[GRID[k % len(GRID)] for k in range(9)]), "-filter_complex", graph, "-map", "[v]", "-map", "0:a",
+           *H264, "-shortest", path)
+    r = predict(model, path, max_people=9)
+    assert len(r["people"]) == 9 and r["flags"]["people_seen"] == 9
+    centres = sorted(((x0 + x1) / 2 // 640, (y0 + y1) / 2 // 360) for x0, y0, x1, y1 in (p["box"] for p in r["people"]))
+    assert centres == sorted((x, y) for x in range(3) for y in range(3))  # one in each cell
+    r = predict(model, side_by_side(tmp_path / "row.mp4", GRID[:4], GRID[0]))
+    assert len(r["people"]) == 4
