@@ -19,7 +19,9 @@ from dfer_cli.people.landmarks import FaceLandmarker
 from dfer_cli.people.speech import speech_segments
 from dfer_cli.runtime.pool import single_thread
 
-_CHUNK = 32  # full-size frames decoded at once: a 1080p chunk is 200 MB
+# Full-size frames decoded at once: 32, or as many as fit in this many bytes (77 at 720x288); each read opens the file
+# and decodes from the keyframe before it, so smaller frames go in larger reads.
+_CHUNK_BYTES = 48 << 20
 _MATCH_IOU = 0.3  # a person whose median box overlaps another clip's person's this much is that person
 _CONTEXT_S = 0.2  # frames kept either side of a segment: the high-pass needs its neighbours
 
@@ -135,7 +137,8 @@ def _lip_frames(info: decode.VideoInfo, span: tuple[float, float], segments: Seq
     return np.unique(np.concatenate(picked)) if picked else np.zeros(0)
 
 
-def _openings(path: str, times: np.ndarray, faces: Sequence[_Face], shown: np.ndarray, device: str) -> np.ndarray:
+def _openings(path: str, info: decode.VideoInfo, times: np.ndarray, faces: Sequence[_Face], shown: np.ndarray,
+              device: str) -> np.ndarray:
     """(faces, frames) mouth opening over face height, NaN where `shown` (faces, frames) is False. Each
     face's box at a frame's time is interpolated from where it was detected in the clips' frames (no second
     detection: the crop the landmark model takes is 1.5 times the box, which a face moving between the
@@ -146,8 +149,9 @@ def _openings(path: str, times: np.ndarray, faces: Sequence[_Face], shown: np.nd
     # Each frame is asked for at its middle: a time computed to be its start may fall a hair before it,
     # which is the previous frame (read_frames gives the frame on screen).
     middles = times + np.median(np.diff(times)) / 2 if len(times) > 1 else times
-    for first in range(0, len(times), _CHUNK):
-        frames, _ = decode.read_frames(path, middles[first:first + _CHUNK])
+    chunk = max(32, _CHUNK_BYTES // max(1, 3 * info.width * info.height))
+    for first in range(0, len(times), chunk):
+        frames, _ = decode.read_frames(path, middles[first:first + chunk])
         jobs = [(i, k) for i in range(len(frames)) for k in range(len(faces)) if shown[k, first + i]]
         if not jobs:
             continue
@@ -183,7 +187,7 @@ def _stretch_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs
         # A face is read where one of its clips shows it: elsewhere in the stretch it may have left.
         shown = np.array([[any(clips[ci].plan.start <= t < clips[ci].plan.end for ci in f.local) for t in times]
                           for f in faces], dtype=bool).reshape(len(faces), len(times))
-        openings = _openings(path, times, faces, shown, config.device)
+        openings = _openings(path, info, times, faces, shown, config.device)
         loudness = loudness_track(wave, rate, times - heard, config.attribution.band_hz)
         relative = [(segments[k][0] - heard, segments[k][1] - heard) for k in read]
         found = {(a.start, a.end): a.person for a in attribute_segments(times - heard, openings, loudness, relative,
