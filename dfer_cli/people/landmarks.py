@@ -297,7 +297,8 @@ class FaceLandmarker:
             raise DferError(f"frames must be (N, H, W, 3) uint8 RGB, not {frames.shape} {frames.dtype}")
         sources = np.arange(len(frames)) if sources is None else np.asarray(sources, dtype=np.int64)
         if len(rois) != len(sources) or (len(sources) and not 0 <= sources.min() <= sources.max() < len(frames)):
-            raise DferError(f"{len(frames)} frames need as many face boxes, not {len(rois)}")
+            raise DferError(f"{len(rois)} face boxes for {len(frames)} frames: one a frame, or one per source, "
+                            f"each source a frame's index")
         points, scores = [], []
         pixels = torch.from_numpy(np.ascontiguousarray(frames))
         with torch.inference_mode():

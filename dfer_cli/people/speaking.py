@@ -185,8 +185,10 @@ def _stretch_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs
     if read:
         times = _lip_frames(info, span, [segments[k] for k in read], config.max_frames)
         # A face is read where one of its clips shows it: elsewhere in the stretch it may have left.
-        shown = np.array([[any(clips[ci].plan.start <= t < clips[ci].plan.end for ci in f.local) for t in times]
-                          for f in faces], dtype=bool).reshape(len(faces), len(times))
+        shown = np.zeros((len(faces), len(times)), dtype=bool)
+        for k, face in enumerate(faces):
+            for ci in face.local:
+                shown[k] |= (times >= clips[ci].plan.start) & (times < clips[ci].plan.end)
         openings = _openings(path, info, times, faces, shown, config.device)
         loudness = loudness_track(wave, rate, times - heard, config.attribution.band_hz)
         relative = [(segments[k][0] - heard, segments[k][1] - heard) for k in read]
