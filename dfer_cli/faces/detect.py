@@ -95,13 +95,15 @@ class BlazeFace:
         tiles is merged (weighted, as mediapipe merges anchors). The tiles of a few frames go through the
         model together, cut out as frames of their own: one frame's tiles cost one call, not one each."""
         layout = tiles(frames.shape[2], frames.shape[1], face)
-        per_call = max(1, 64 // max(1, len(layout)))  # frames whose tiles are cut out at once
+        if not layout:
+            return [[] for _ in frames]
+        per_call = max(1, 64 // len(layout))  # frames whose tiles are cut out at once
         out = []
         with single_thread(self.device):
             for first in range(0, len(frames), per_call):
                 part = frames[first:first + per_call]
                 cut = torch.from_numpy(np.stack([f[y:y + side, x:x + side] for f in part for x, y, side in layout]))
-                found = self._run(FULL_RANGE, cut) if layout else []
+                found = self._run(FULL_RANGE, cut)
                 for n in range(len(part)):
                     hits = [(b + np.array([x, y, x, y]), score) for (x, y, _), tile in
                             zip(layout, found[n * len(layout):(n + 1) * len(layout)], strict=True) for b, score in tile]
