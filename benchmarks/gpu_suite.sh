@@ -6,10 +6,11 @@
 # WHEEL_DIR (made by benchmarks/gpu_wheels.sh) holds the wheels a bare GPU machine lacks, installed
 # into a private folder when av or platformdirs do not import, and shared/ with the golden fixtures.
 # Steps, in order of importance: tests (pytest -m cuda), train, model, profile, predict, compile,
-# loader, long. Each has a time budget (`timeout`) within a total of $BUDGET seconds (default 550);
-# a step that fails or times out is recorded and the next one runs; a step that no longer fits is
-# marked skipped. --only reruns some steps (e.g. a second call for the ones the first skipped).
-# Without CUDA, or with --dry-run, every bench runs tiny settings so that the plumbing is exercised.
+# loader, long, people, people-long. Each has a time budget (`timeout`) within a total of $BUDGET
+# seconds (default 550); a step that fails or times out is recorded and the next one runs; a step
+# that no longer fits is marked skipped. --only reruns some steps (e.g. a second call for the ones
+# the first skipped). Without CUDA, or with --dry-run, every bench runs tiny settings so that the
+# plumbing is exercised.
 # OUT_DIR gets summary.md (environment, a row per step, every table) and one log per area, 7 files
 # in all: the device tool returns at most 8.
 set -uo pipefail
@@ -81,7 +82,7 @@ summary() {
             echo
             echo "## $log.log"
             echo
-            grep -E '^(\||#|\[|FAILED|ERROR|SKIPPED|=+ .* in [0-9.]+s|[0-9.]+ videos/s|mean seconds|[0-9]+ s: )' "$OUT/$log.log"
+            grep -E '^(\||#|\[|FAILED|ERROR|SKIPPED|=+ .* in [0-9.]+s|[0-9.]+ videos/s|mean seconds|[0-9]+ s: |[0-9]+-s two-person| +two people)' "$OUT/$log.log"
         done
     } > "$OUT/summary.md.tmp" && mv "$OUT/summary.md.tmp" "$OUT/summary.md"
 }
@@ -148,6 +149,9 @@ if [ $FULL = 1 ]; then
     step long predict 150 "$PY" $B/predict_bench.py --sections long --long-seconds 600 3600 --window 2 \
         --workers "$WORKERS" --batch-size 32 --budget @BUDGET@
     step people predict 60 "$PY" $B/people_bench.py --sections short --device cuda
+    # Issue 19's 10-minute goal with the landmark model on the GPU: the front end in one process.
+    step people-long predict 150 "$PY" $B/people_bench.py --arch tiny --size 112 --sections long \
+        --long-seconds 600 --repeats 1 --device cuda
     ray_step 90 --files 64
 else
     tiny=(--arch tiny --sizes 32)
@@ -161,6 +165,8 @@ else
     step long predict 90 "$PY" $B/predict_bench.py --arch tiny --size 32 --sections long --long-seconds 20 60 \
         --window 2 --budget @BUDGET@
     step people predict 60 "$PY" $B/people_bench.py --arch tiny --size 32 --sections short --repeats 1
+    step people-long predict 60 "$PY" $B/people_bench.py --arch tiny --size 32 --sections long --long-seconds 20 \
+        --repeats 1
     ray_step 90 --files 3 --arch tiny
 fi
 summary

@@ -6,7 +6,7 @@
           --window 2, --people all against --people main.
 
     python benchmarks/people_bench.py                          # ViT-B at 160 px, both sections
-    python benchmarks/people_bench.py --arch tiny --sections long --long-seconds 600
+    python benchmarks/people_bench.py --arch tiny --sections long --long-seconds 600 --threads 1
 
 Each figure is the median of --repeats runs after one warm-up; the ratios come from the same run. The
 landmark model's faces/s: benchmarks/landmark_bench.py; silero-vad per second of audio and the
@@ -44,16 +44,18 @@ def pair(out: Path) -> Path:
     return out
 
 
-def timed(model, path: Path, repeats: int, **options) -> tuple[float, dict]:
-    """Median seconds of `repeats` predicts (after a warm-up) and the last record's stage timings."""
+def timed(model, path: Path, repeats: int, **options) -> tuple[float, dict, float]:
+    """Median seconds of `repeats` predicts (after a warm-up), the last record's stage timings, and the
+    median CPU seconds of this process (every thread's): on a shared machine the steadier figure."""
     model.predict(path, workers=0, **options)
-    runs = []
+    runs, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, used = time.perf_counter(), time.process_time()
         (record,) = model.predict(path, workers=0, **options)
         runs.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - used)
         assert record.status == "ok", record.error
-    return statistics.median(runs), record.timings
+    return statistics.median(runs), record.timings, statistics.median(cpu)
 
 
 def main() -> None:
@@ -64,9 +66,13 @@ def main() -> None:
     parser.add_argument("--long-seconds", type=float, default=600)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch's threads (0: its default)")
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import dfer_cli as dfer
     from dfer_cli.labels import DFEW_CLASSES
@@ -82,9 +88,9 @@ def main() -> None:
           f"{os.cpu_count()} cores; median of {args.repeats}")
     two, one = pair(work / "pair.mp4"), GRID / "bbaf2n.mpg"
     if "short" in args.sections:
-        t2, stages2 = timed(model, two, args.repeats)
-        t1, stages1 = timed(model, one, args.repeats)
-        t0, _ = timed(model, one, args.repeats, people="main")
+        t2, stages2, _ = timed(model, two, args.repeats)
+        t1, stages1, _ = timed(model, one, args.repeats)
+        t0, _, _ = timed(model, one, args.repeats, people="main")
         print(f"3-s two-person file: {t2:.2f} s  ({', '.join(f'{k} {v:.2f}' for k, v in stages2.items())})")
         print(f"same clip, one face: {t1:.2f} s  ({', '.join(f'{k} {v:.2f}' for k, v in stages1.items())})")
         print(f"  two people / one face: {t2 / t1:.2f}x (goal: at most 2.3x)")
@@ -92,11 +98,12 @@ def main() -> None:
     if "long" in args.sections:
         long = loop_video(two, work / "long.mkv", args.long_seconds)
         for window in (None, 2.0):
-            everyone, stages = timed(model, long, 1, window=window)
-            main_only, _ = timed(model, long, 1, window=window, people="main")
+            everyone, stages, everyone_cpu = timed(model, long, 1, window=window)
+            main_only, _, main_cpu = timed(model, long, 1, window=window, people="main")
             name = "default" if window is None else f"--window {window:g}"
             print(f"{args.long_seconds:.0f}-s two-person video, {name}: people all {everyone:.1f} s, main "
                   f"{main_only:.1f} s: people add {everyone / main_only - 1:+.0%} (goal: at most +50%); "
+                  f"CPU {everyone_cpu:.1f} s against {main_cpu:.1f} s: {everyone_cpu / main_cpu - 1:+.0%}; "
                   f"stages {', '.join(f'{k} {v:.1f}' for k, v in stages.items())}")
 
 

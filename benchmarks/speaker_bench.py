@@ -208,10 +208,30 @@ def file_decision(result: list[attribute.SegmentAttribution]) -> int | None | st
     return max(spoken, key=lambda k: spoken[k])
 
 
-def figures(data: Data, config: attribute.AttributionConfig, thirds: int = 9) -> dict[str, float]:
+def central(times: np.ndarray, segments: list[tuple[float, float]], limit: int | None) -> np.ndarray:
+    """The frames the lips would be read on with at most ``limit`` per segment (its frames and 0.2 s either side,
+    around its middle), as dfer predict picks them; all frames without a limit."""
+    if limit is None:
+        return np.arange(len(times))
+    picked = []
+    for start, end in segments:
+        inside = np.flatnonzero((times >= start - 0.2) & (times < end + 0.2))
+        first = max(0, (len(inside) - limit) // 2)
+        picked.append(inside[first:first + limit])
+    return np.unique(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+
+
+def attribute_on(times, lips, loud, segments, config, limit: int | None):
+    keep = central(times, segments, limit)
+    return attribute.attribute_segments(times[keep], lips[:, keep], loud[keep], segments, config)
+
+
+def figures(data: Data, config: attribute.AttributionConfig, thirds: int = 9, limit: int | None = None,
+            ) -> dict[str, float]:
+    """The attribution's figures; ``limit``: lips read on at most that many frames of each segment."""
     times = np.arange(75) / FPS
-    run = lambda lips, voice: attribute.attribute_segments(  # noqa: E731
-        times[: lips.shape[1]], lips, data.loud[voice], data.segments[voice], config
+    run = lambda lips, voice: attribute_on(  # noqa: E731
+        times[: lips.shape[1]], lips, data.loud[voice], data.segments[voice], config, limit
     )
     right = total = 0
     for left, rightname in data.pairs:
@@ -235,7 +255,7 @@ def figures(data: Data, config: attribute.AttributionConfig, thirds: int = 9) ->
         for p in data.pairs:
             lips = data.lips[kind, p]
             t = np.arange(lips.shape[1]) / FPS
-            for a in attribute.attribute_segments(t, lips, data.turn_loud[p], data.turn_segments[p], config):
+            for a in attribute_on(t, lips, data.turn_loud[p], data.turn_segments[p], config, limit):
                 truth = 0 if (a.start + a.end) / 2 < TURN_AT else 1
                 good += (a.end - a.start) * (a.person == truth)
                 seconds += a.end - a.start
@@ -272,6 +292,8 @@ def evaluate(args: argparse.Namespace, names: list[str], pairs: list[tuple[str, 
     data.set_lips(attribute.LIP_PAIRS)
     if not args.sweep:
         return
+    for limit in (75, 50, 32, 25, 16):  # dfer predict reads at most PeopleConfig.max_frames (75) of a segment
+        print(line(f"lips on {limit} frames of a segment", figures(data, default, limit=limit)))
     for threshold in (0.35, 0.4, 0.45, 0.5, 0.55):
         print(line(f"threshold {threshold}", figures(data, replace(default, threshold=threshold))))
     for pool in (0, 25, 50, 75, 100):

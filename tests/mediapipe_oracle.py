@@ -31,7 +31,7 @@ class MediapipeDetector:
     def detect_batch(self, frames: np.ndarray) -> list[list[Box]]:
         return [self.detect(f) for f in frames]
 
-    def detect_small(self, frames: np.ndarray) -> list[list[Box]]:
+    def detect_small(self, frames: np.ndarray, face: float | None = None) -> list[list[Box]]:
         return [[] for _ in frames]  # it had no such pass
 
 

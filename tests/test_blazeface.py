@@ -79,6 +79,7 @@ def test_tiles_cover_the_frame_with_overlap():
     assert len(layout) == 8 and side == 432
     assert {x for x, _, _ in layout} == {0, 283, 565, 848} and {y for _, y, _ in layout} == {0, 288}
     assert tiles(160, 120) == []  # no gain over the whole frame
+    assert BlazeFace().detect_tiles(np.zeros((2, 120, 160, 3), np.uint8)) == [[], []]  # nor any tile to run
 
 
 def test_letterbox_pads_the_short_side_with_black_and_keeps_the_picture():

@@ -262,18 +262,28 @@ def test_face_detector_on_cuda_finds_the_cpu_faces(exact_fp32):
 
 
 def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path):
-    """A two-person file end to end with the model on CUDA: the speaker, voices and labels of the CPU run."""
+    """A two-person file end to end with the model on CUDA: the speaker, voices and labels of the CPU run,
+    the landmark model on the GPU (predict in one process), and its crops the CPU's pixel for pixel."""
     from conftest import save_tiny_weights
     from test_people import GRID as PEOPLE_GRID
     from test_people import side_by_side
 
     import dfer_cli as dfer
+    from dfer_cli.people import landmarks, speaking
+
+    frames = np.stack([frames_of(MEDIA / "grid" / "bbaf2n.mpg", 1)[0]] * 3)
+    rois = [landmarks.face_roi((121.0, 110.0, 259.0, 248.0)), landmarks.Roi(5.3, 3.7, 400.0),
+            landmarks.Roi(300.2, 250.7, 61.3)]
+    pixels = torch.from_numpy(frames)
+    assert torch.equal(landmarks.crop(pixels.to(CUDA), rois).cpu(), landmarks.crop(pixels, rois))
 
     made = MEDIA / "people" / "pair.mp4"  # benchmarks/gpu_wheels.sh makes it: the GPU machine has no ffmpeg
     path = made if made.exists() else side_by_side(tmp_path / "pair.mp4", PEOPLE_GRID[:2], PEOPLE_GRID[0])
     weights = save_tiny_weights(tmp_path / "tiny")
     cpu, gpu = (dfer.load_model(weights, device=d, precision="fp32").predict(path, workers=0)[0]
                 for d in ("cpu", "cuda"))
+    used = speaking.process_landmarker("cuda")  # the run's own, or a new one whose weights never loaded
+    assert used._net is not None and used.net.stem.weight.device.type == "cuda"
     assert gpu.speaker == cpu.speaker == 0
     assert [p["voice"] for p in gpu.people] == [p["voice"] for p in cpu.people] == ["own", "none"]
     assert [p["label"] for p in gpu.people] == [p["label"] for p in cpu.people]

@@ -69,7 +69,7 @@ class ScriptedDetector:
     def detect_batch(self, frames):
         return [next(self.per_frame) for _ in frames]
 
-    def detect_small(self, frames):
+    def detect_small(self, frames, face=None):
         return [[] for _ in frames]
 
 

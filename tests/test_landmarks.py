@@ -72,6 +72,27 @@ def test_deterministic_and_batch_of_one_matches_batch(speaker):
     assert np.abs(one_by_one - first).max() < 1e-3  # pixels: convolution algorithms vary with the batch
 
 
+def test_the_two_pass_crop_is_the_warps_pixel_for_pixel(speaker):
+    """Unturned ROIs (every crop predict takes) are cut in two passes; the same pixels as the one-pass warp,
+    ROIs inside the frame, across its edges and larger than it, and several from one frame (`sources`)."""
+    from dfer_cli.people import landmarks
+
+    rng = np.random.default_rng(0)
+    h, w = speaker.shape[1:3]
+    rois = [landmarks.Roi(float(x), float(y), float(side)) for x, y, side in
+            zip(rng.uniform(-40, w + 40, 40), rng.uniform(-40, h + 40, 40), rng.uniform(8, 2 * w, 40), strict=True)]
+    rois += [landmarks.face_roi(SPEAKER_BOX), landmarks.Roi(100.5, 100.25, 17.0)]
+    sources = rng.integers(0, len(speaker), len(rois))
+    pixels = torch.from_numpy(speaker)
+    warped = torch.cat([landmarks._crop(pixels[[i]], [r]) for i, r in zip(sources, rois, strict=True)])
+    assert torch.equal(landmarks.crop(pixels, rois, sources), warped)
+    boxes = [SPEAKER_BOX, (40.0, 60.0, 140.0, 160.0)]
+    shared = FaceLandmarker().landmarks(speaker[:1], boxes, sources=[0, 0])
+    assert np.array_equal(shared, FaceLandmarker().landmarks(speaker[[0, 0]], boxes))
+    with pytest.raises(DferError):
+        FaceLandmarker().landmarks(speaker[:1], boxes, sources=[0, 1])
+
+
 def test_eyes_turn_the_crop(landmarker, speaker):
     """Eyes on a tilted line give the same face back (the crop turns with them), not a wrong one."""
     boxes = [SPEAKER_BOX] * len(speaker)

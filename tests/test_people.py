@@ -216,3 +216,92 @@ def test_the_timeline_plot_draws_who_speaks(tmp_path):
     plain = tmp_path / "plain.png"
     plot_timeline([0, 1, 1, 2], np.full((4, 2), 0.5), ["a", "b"], plain, "x")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.read_bytes() != plain.read_bytes()
+
+
+def test_the_landmark_model_runs_where_the_pipeline_puts_it(model, tmp_path, monkeypatch):
+    """In one process the front end's landmark model goes to the model's device; workers keep the CPU."""
+    import torch
+
+    from dfer_cli.people import speaking
+    from dfer_cli.predict import pipeline
+    from dfer_cli.runtime.device import frontend_device
+
+    cuda = torch.device("cuda")
+    assert frontend_device(cuda, 0) == cuda and frontend_device(cuda, 2) == torch.device("cpu")
+    asked, real = [], speaking.process_landmarker
+    monkeypatch.setattr(speaking, "process_landmarker", lambda device: asked.append(device) or real("cpu"))
+    monkeypatch.setattr(pipeline, "frontend_device", lambda device, workers: torch.device("meta"))
+    r = predict(model, side_by_side(tmp_path / "pair.mp4", GRID[:2], GRID[0]))
+    assert asked == ["meta"] and r["speaker"] == 0
+
+
+# Music: a plucked chord that changes every half second on each channel, no voice.
+CHORDS = ("aevalsrc='0.25*exp(-3*mod(t,0.5))*(sin(2*PI*261.6*t*(1+0.25*floor(mod(2*t,4))))+sin(2*PI*329.6*t)"
+          "+sin(2*PI*392*t))|0.25*exp(-3*mod(t,0.5))*(sin(2*PI*196*t)+sin(2*PI*293.7*t*(1+0.125*floor(mod(2*t,3)))))'"
+          ":s=44100:d=3")
+
+
+def test_music_without_speech_is_nobody_speaking(model, tmp_path):
+    two, one = tmp_path / "music2.mp4", tmp_path / "music1.mp4"
+    ffmpeg(*_inputs(GRID[0], GRID[1]), "-f", "lavfi", "-i", CHORDS, "-filter_complex", "[0:v][1:v]hstack[v]",
+           "-map", "[v]", "-map", "2:a", *H264, "-shortest", two)
+    ffmpeg(*_inputs(GRID[0]), "-f", "lavfi", "-i", CHORDS, "-map", "0:v", "-map", "1:a", *H264, "-shortest", one)
+    r = predict(model, two)
+    assert r["speech_seconds"] == 0 and r["speaker"] is None and [p["voice"] for p in r["people"]] == ["none"] * 2
+    r = predict(model, one)
+    assert r["speech_seconds"] == 0 and r["speaker"] is None and [p["voice"] for p in r["people"]] == ["all"]
+
+
+def test_one_speaker_per_stereo_channel(model, tmp_path):
+    """The left person speaks first on the left channel, the right one after on the right channel."""
+    graph = (
+        "[0:v]setpts=PTS-STARTPTS,split[a0][a1];[1:v]setpts=PTS-STARTPTS,split[b0][b1];"
+        f"[a1]{LISTEN.format(t='la')}[al];[b0]{LISTEN.format(t='lb')}[bl];"
+        "[a0][al]concat=n=2,setpts=N/25/TB[left];[bl][b1]concat=n=2,setpts=N/25/TB[right];[left][right]hstack[v];"
+        "[0:a]aformat=channel_layouts=mono,apad=pad_dur=3[l];[1:a]aformat=channel_layouts=mono,adelay=3000:all=1[r];"
+        "[l][r]join=inputs=2:channel_layout=stereo[a]"
+    )
+    path = tmp_path / "two-channels.mp4"
+    ffmpeg(*_inputs(GRID[0], GRID[1]), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *H264, path)
+    r = predict(model, path, window=3)
+    first, second = r["clips"]
+    assert {t["person"] for t in first["speech"]} == {0} and {t["person"] for t in second["speech"]} == {1}
+    assert [p["voice"] for p in r["people"]] == ["own", "own"] and r["unattributed_speech_seconds"] == 0
+
+
+def test_who_leaves_and_returns_is_one_person_end_to_end(model, tmp_path):
+    """The right person is away (a grey picture) for the middle 3 s of 9: one person seen 6 s, not two."""
+    graph = ("[0:v]setpts=PTS-STARTPTS,loop=loop=2:size=75,setpts=N/25/TB[left];"
+             "[1:v]setpts=PTS-STARTPTS,split[b0][b1];color=c=gray:s=360x288:r=25:d=3[away];"
+             "[b0][away][b1]concat=n=3,setpts=N/25/TB[right];[left][right]hstack[v]")
+    path = tmp_path / "away.mp4"
+    ffmpeg(*_inputs(GRID[0], GRID[1]), "-filter_complex", graph, "-map", "[v]", "-map", "0:a", *H264, path)
+    r = predict(model, path, window=3)
+    assert [len(c["people"]) for c in r["clips"]] == [2, 1, 2]
+    assert [p["seen"] for p in r["people"]] == [pytest.approx(9, abs=0.2), pytest.approx(6, abs=0.2)]
+
+
+def test_speech_across_window_edges_keeps_its_speaker(model, tmp_path):
+    """--window 1 cuts the sentence into pieces; it is attributed whole, so no piece falls to nobody (each
+    window's piece on its own frames gave 1.1 s of 1.6 to nobody here, and the file to the wrong person)."""
+    pair = [GRID[3], GRID[4]]
+    r = predict(model, side_by_side(tmp_path / "pair.mp4", pair, pair[1]), window=1)
+    pieces = [t["person"] for c in r["clips"] for t in c["speech"]]
+    assert len(pieces) >= 2 and set(pieces) == {1} and r["speaker"] == 1 and r["unattributed_speech_seconds"] == 0
+
+
+def test_every_face_of_a_gallery_and_of_a_row(model, tmp_path):
+    """A 3 x 3 gallery at 1920x1080 (the whole-frame pass found 2-4 of its faces a frame: 4 people) and
+    four GRID faces in a row: the faces beside those found are looked for over tiles."""
+    cells = "".join(f"[{i}:v]scale=640:360[c{i}];" for i in range(9))
+    layout = "|".join(f"{640 * (i % 3)}_{360 * (i // 3)}" for i in range(9))
+    graph = cells + "".join(f"[c{i}]" for i in range(9)) + f"xstack=inputs=9:layout={layout}[v]"
+    path = tmp_path / "gallery.mp4"
+    ffmpeg(*_inputs(*[GRID[k % len(GRID)] for k in range(9)]), "-filter_complex", graph, "-map", "[v]", "-map", "0:a",
+           *H264, "-shortest", path)
+    r = predict(model, path, max_people=9)
+    assert len(r["people"]) == 9 and r["flags"]["people_seen"] == 9
+    centres = sorted(((x0 + x1) / 2 // 640, (y0 + y1) / 2 // 360) for x0, y0, x1, y1 in (p["box"] for p in r["people"]))
+    assert centres == sorted((x, y) for x in range(3) for y in range(3))  # one in each cell
+    r = predict(model, side_by_side(tmp_path / "row.mp4", GRID[:4], GRID[0]))
+    assert len(r["people"]) == 4

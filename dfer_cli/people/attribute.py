@@ -91,6 +91,7 @@ def _band_passed(wave: np.ndarray, sample_rate: int, band_hz: tuple[float, float
     # both ways, a few ms): an hour of audio never sits in one transform.
     margin = 8192
     n = wave.shape[-1]
+    block = max(1, min(block, n))  # a clip's few seconds get a transform of their own size, not of the block's
     out = np.empty_like(wave)
     size = 1 << (block + 2 * margin - 1).bit_length()
     gain = band_gain(np.fft.rfftfreq(size, 1 / sample_rate), sample_rate, band_hz)

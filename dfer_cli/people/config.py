@@ -21,9 +21,12 @@ class PeopleConfig:
     # "auto": each person hears the speech attributed to them (one visible face hears everything, as
     # the model was trained); "all": everyone hears the whole soundtrack (the paper's behaviour).
     voice: str = "auto"
-    # Frames of video at its own rate that the lips are read on, per clip: the speech of a clip's
-    # span, cut down to this many around each segment's middle when it is longer.
-    max_frames: int = 150
+    # Frames of video at its own rate that the lips are read on, per speech segment: its frames, cut
+    # down to this many around its middle when it is longer (speaker_bench: 50 score as all of them).
+    max_frames: int = 75
+    # Where the landmark model runs: the model's device when predict runs in one process (the pipeline
+    # sets it); worker processes keep the CPU, so that none of them starts CUDA.
+    device: str = "cpu"
     vad: VadConfig = field(default_factory=VadConfig)
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
 

@@ -86,7 +86,9 @@ def resample(wave: np.ndarray, rate: int, target: int = VAD_RATE, taps: int = 16
         count = len(range(phase, n_out, up))
         # windows[..., i, :] holds input i - half .. i + half - 1, so i = base + 1 gives input base + offsets.
         rows = windows[..., base + 1:base + 1 + down * count:down, :]
-        out[..., phase::up] = rows @ kernel.astype(np.float32)
+        # einsum's own loop rather than BLAS: in predict's process, where torch's threads are busy too, OpenBLAS
+        # threading this product took 0.35-0.44 s per 64 s of audio, einsum 0.06 s (0.015-0.035 s alone).
+        out[..., phase::up] = np.einsum("...k,k->...", rows, kernel.astype(np.float32))
     return out
 
 

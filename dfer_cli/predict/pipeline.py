@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from dfer_cli.predict.tasks import file_tasks
 from dfer_cli.predict.timeline import TimelineJoiner
 from dfer_cli.results.people import file_person, finish_people
 from dfer_cli.results.records import FileResult
+from dfer_cli.runtime.device import frontend_device
 from dfer_cli.runtime.distributed import Ranks, gather
 from dfer_cli.runtime.pool import bounded_map, clamp_workers, worker_count
 
@@ -44,6 +46,7 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
     # A timeline goes in parts, unless it is explained: an explanation needs all of a file's clips.
     tasks = file_tasks(paths, config.clips, None if config.explain else config.window)
     limit = config.time_limit or None
+    config = replace(config, people=replace(config.people, device=str(frontend_device(classifier.device, workers))))
     for prepared in bounded_map(partial(guarded_prepare, config=config, size=size), tasks, workers,
                                 limit=limit, late=partial(timed_out, limit=limit)):
         if prepared.part.index == 0:

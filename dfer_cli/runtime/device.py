@@ -44,6 +44,12 @@ def _cpu_name() -> str:
 
 
 @functools.cache
+def frontend_device(model_device: torch.device, workers: int) -> torch.device:
+    """Where the front end's networks that can run batched (the landmark model) run: the model's device
+    when the front end runs in this process, the CPU in worker processes, so that none of them starts CUDA."""
+    return model_device if workers == 0 else torch.device("cpu")
+
+
 def cpu_has_bf16() -> bool:
     """Native bf16 arithmetic (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux); other systems
     report False. Elsewhere bf16 is emulated and always slower than fp32."""
