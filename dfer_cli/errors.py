@@ -32,6 +32,11 @@ class UsageError(DferError):
 class CheckpointError(DferError):
     def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
+
+class InvalidCheckpoint(CheckpointError):
+    """A file that is no whole checkpoint (cut short, corrupt): a download of it is discarded."""
 
 
 class DferWarning(UserWarning):

@@ -40,7 +40,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(data) - start))
+        if not self.server.no_length:
+            self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
         sent = data[start:self.server.cut_at] if self.server.cut_at else data[start:]
         self.server.cut_at = None  # a cut connection happens once; the next request gets it all
@@ -62,7 +63,7 @@ def server():
     httpd.routes = {"/blob.bin": (BLOB, {}),
                     "/download": (BLOB, {"Content-Disposition": 'attachment; filename="MMA_DFER f1.pth"'}),
                     "/page": (HTML, {"Content-Type": "text/html; charset=utf-8"})}
-    httpd.requests, httpd.ranges, httpd.cut_at, httpd.trickle = [], True, None, False
+    httpd.requests, httpd.ranges, httpd.cut_at, httpd.trickle, httpd.no_length = [], True, None, False, False
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -97,13 +98,39 @@ def test_cli_imports_an_official_checkpoint_from_a_url(server, tmp_path, monkeyp
     assert not list(paths.downloads_dir().glob("*.part"))
 
 
-def test_weights_given_as_a_url_are_downloaded_once(server):
-    url = f"{server.url}/blob.bin"
+def test_weights_given_as_a_url_are_downloaded_once(server, tmp_path):
+    path = tmp_path / "tiny.pth"
+    torch.save({"state_dict": {"x": torch.zeros(1)}}, path)  # a whole file, though no MMA-DFER
+    server.routes["/tiny.pth"] = (path, {})
+    url = f"{server.url}/tiny.pth"
     for _ in range(2):  # converted on each call, from the one download
-        with pytest.raises(CheckpointError, match=r"downloads/blob\.bin-\w+/blob\.bin: "):
+        with pytest.raises(CheckpointError, match=r"downloads/tiny\.pth-\w+/tiny\.pth: "):
             store.resolve(url)
-    assert [r[0] for r in server.requests] == ["/blob.bin"]
+    assert [r[0] for r in server.requests] == ["/tiny.pth"]
     assert store.entries() == []
+
+
+def test_a_download_cut_short_without_a_length_is_discarded_not_misread(server, tmp_path):
+    """No Content-Length, and the connection ends early: the cut file looks finished. Cut inside a
+    pickled name, torch's unpickler reads a global that does not exist and advises weights_only=False."""
+    from collections import OrderedDict
+
+    path = tmp_path / "whole.pth"
+    torch.save(OrderedDict(x=torch.zeros(100)), path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    server.routes["/cut.pth"] = (data, {})
+    server.no_length, server.cut_at = True, data.index(b"collections\nOrderedDict") + len(b"collections\nOrd")
+    url = f"{server.url}/cut.pth"
+    with pytest.raises(CheckpointError) as cut:
+        store.resolve(url)
+    message = str(cut.value)
+    assert "not a valid checkpoint (incomplete download?)" in message and "deleted" in message
+    assert "weights_only" not in message and "unpickle" not in message
+    assert not [p for p in paths.downloads_dir().rglob("*") if p.is_file()]  # the bad copy is gone
+    with pytest.raises(CheckpointError) as whole:  # the next run downloads it again, whole this time
+        store.resolve(url)
+    assert "incomplete" not in str(whole.value)
+    assert [r[2] for r in server.requests] == [server.requests[0][2], len(data)]
 
 
 def test_interrupted_download_resumes_where_it_stopped(server, tmp_path):

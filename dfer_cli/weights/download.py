@@ -7,6 +7,7 @@ the same URL returns it without a request. An interrupted download resumes with 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import re
@@ -82,6 +83,14 @@ def fetch(url: str, root: Path, sha256: str | None = None, progress: bool = True
         return done
     except DferError as e:
         raise DferError(f"{url}: {e}") from None
+
+
+def discard(path: Path) -> None:
+    """Deletes a finished download that turned out to be no valid file, so that the next `fetch`
+    downloads it again instead of meeting the bad copy forever."""
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # its URL's folder, now empty
 
 
 def _stem(url: str) -> str:

@@ -4,11 +4,13 @@ script's objects mapped to an inert stand-in."""
 from __future__ import annotations
 
 import pickle
+import re
+import sys
 from pathlib import Path
 
 import torch
 
-from dfer_cli.errors import CheckpointError
+from dfer_cli.errors import CheckpointError, InvalidCheckpoint
 
 
 class _Inert:
@@ -33,16 +35,34 @@ _INERT_GLOBALS = [(_Inert, name) for name in (
 
 
 def load_torch_file(path: Path) -> object:
-    """torch.load restricted to tensors, containers and the inert stand-ins above."""
+    """torch.load restricted to tensors, containers and the inert stand-ins above. A file cut short or
+    corrupt raises InvalidCheckpoint; one that asks for code or other objects, CheckpointError."""
     try:
         with torch.serialization.safe_globals(_INERT_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(path, f"refused to unpickle (it holds code or objects that a weights file "
-                                    f"never needs): {reason}") from None
+        wanted = _wanted_global(str(e))
+        if wanted is None:
+            raise InvalidCheckpoint(path, "not a valid checkpoint (incomplete download?)") from None
+        raise CheckpointError(path, f"refused to unpickle: it asks for {wanted}, code or an object that a "
+                                    "weights file never needs") from None
     except Exception as e:  # garbage input surfaces as any exception type from deep in torch.load
-        raise CheckpointError(path, f"not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        cause = str(e).split(". ")[0] if str(e) else type(e).__name__
+        raise InvalidCheckpoint(path, f"not a valid checkpoint (incomplete download?): {cause}") from None
+
+
+def _wanted_global(message: str) -> str | None:
+    """The global that torch's weights-only unpickler refused, when it names a real one. A file cut
+    inside a name asks for one that does not exist ("collections.Ord"): that is a truncation, not a
+    request for code. Nothing is imported to tell: only modules already loaded are looked in."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found is None:
+        return None
+    module, _, name = found.group(1).rpartition(".")
+    loaded = sys.modules.get(module)
+    if loaded is not None and not hasattr(loaded, name):
+        return None
+    return found.group(1)
 
 
 def state_dict_tensors(obj: object, path: Path) -> dict[str, torch.Tensor]:

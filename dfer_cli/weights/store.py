@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dfer_cli.atomic import atomic_write_text, recover_dir, staged_dir
-from dfer_cli.errors import CheckpointError, DferError, UsageError
+from dfer_cli.errors import CheckpointError, DferError, InvalidCheckpoint, UsageError
 from dfer_cli.locks import FileLock
 from dfer_cli.paths import downloads_dir, entry_name, is_entry_name, safe_name, weights_dir
 from dfer_cli.weights.format import CONFIG_FILE, WEIGHTS_FILE, LoadedWeights, WeightsConfig, load_dfer, save_dfer
@@ -90,7 +90,7 @@ def import_weights(source: Path | str, name: str | None = None, make_default: bo
     path, origin = _local_file(source, sha256)
     if name is None:
         name = entry_name(safe_name(path.stem if path.is_file() else path.name))
-    loaded = load_any(path)
+    loaded = _load_download(path, origin) if is_url(origin) else load_any(path)
     config = loaded.config
     config.dataset = dataset or config.dataset
     config.fold = fold or config.fold
@@ -148,7 +148,7 @@ def resolve(spec: str | None) -> LoadedWeights:
     if is_url(spec):
         from dfer_cli.weights.download import fetch
 
-        loaded = load_any(fetch(spec, downloads_dir()))
+        loaded = _load_download(fetch(spec, downloads_dir()), spec)
         loaded.config.provenance["url"] = spec
         return loaded
     if is_entry_name(spec) and (entry_dir(spec) / CONFIG_FILE).is_file():
@@ -158,6 +158,18 @@ def resolve(spec: str | None) -> LoadedWeights:
         return load_any(path)
     raise DferError(f"{spec}: neither a weights entry in {weights_dir()} nor an existing file "
                     "(see `dfer weights list`)")
+
+
+def _load_download(path: Path, url: str) -> LoadedWeights:
+    """A downloaded checkpoint loaded; one that is no valid file (a download cut short without a
+    Content-Length looks finished) is deleted, so that the next run downloads it again."""
+    from dfer_cli.weights.download import discard
+
+    try:
+        return load_any(path)
+    except InvalidCheckpoint as e:
+        discard(path)
+        raise InvalidCheckpoint(url, f"{e.reason}; the download was deleted, run again to fetch it anew") from None
 
 
 def _local_file(source: Path | str, sha256: str | None) -> tuple[Path, str]:
