@@ -75,9 +75,8 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
         from dfer_cli.runtime.device import resolve_precision
 
         settled = resolve_precision(precision, torch.device(actor_device))  # once, for every actor
-        # The actors get a reference, not the model: Ray would otherwise store their constructor's
-        # arguments itself, and warn that an actor restarted once they were freed could not start. The
-        # driver's own copy goes: the object store holds the one the actors read.
+        # The actors get a reference to one copy in the object store, which each node holds once, rather
+        # than the model pickled into every actor's arguments; the driver's own copy goes.
         shared, size, class_names = ray_lib.put(model), model.image_size, model.class_names
         del model
         sink = RowSink(output, run, ray.flush_files, ray.flush_seconds)
