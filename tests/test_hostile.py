@@ -448,15 +448,18 @@ def test_ctrl_c_on_a_folder_run_is_quick_quiet_and_keeps_valid_jsonl(tiny_weight
     import signal
     import time
 
-    for name in ("a", "b", "c", "d"):
-        shutil.copy(GRID, tmp_path / f"{name}.mpg")
+    for i in range(40):  # enough that the run is still going when the first line is out
+        shutil.copy(GRID, tmp_path / f"{i:02d}.mpg")
     run = subprocess.Popen([sys.executable, "-m", "dfer_cli", "predict", "--jsonl", "--workers", "1", "--weights",
                             str(tiny_weights), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            start_new_session=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
     first = run.stdout.readline()
     os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
     start = time.monotonic()
-    rest, err = run.communicate(timeout=60)
+    # Read on through the same buffered reader: communicate() reads the pipe itself, and would drop what
+    # readline() had already buffered past the first line.
+    rest, err = run.stdout.read(), run.stderr.read()
+    run.wait(60)
     assert run.returncode == 130 and time.monotonic() - start < 4
     assert [json.loads(line)["status"] for line in (first + rest).decode().splitlines()][0] == "ok"
     assert b"Traceback" not in err  # neither the parent nor a worker prints one
