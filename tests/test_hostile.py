@@ -452,7 +452,9 @@ def test_ctrl_c_on_a_folder_run_is_quick_quiet_and_keeps_valid_jsonl(tiny_weight
         shutil.copy(GRID, tmp_path / f"{i:02d}.mpg")
     run = subprocess.Popen([sys.executable, "-m", "dfer_cli", "predict", "--jsonl", "--workers", "1", "--weights",
                             str(tiny_weights), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           start_new_session=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+                           start_new_session=True, env=os.environ | {"PYTHONPATH": str(ROOT)},
+                           # As a shell starts it: Ctrl-C not ignored, whatever this test process inherited.
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = run.stdout.readline()
     os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
     start = time.monotonic()
