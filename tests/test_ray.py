@@ -261,12 +261,12 @@ def test_the_output_folder_holds_whole_files_of_one_schema_and_refuses_to_be_mix
 
     from dfer_cli.cluster.rows import ROW_SCHEMA, to_row
     from dfer_cli.cluster.sink import RowSink, finished_rows
-    from dfer_cli.errors import UsageError
+    from dfer_cli.errors import DferError, UsageError
     from dfer_cli.results.records import FileResult
 
     out, run = tmp_path / "rows", {"weights": "w", "window": None}
     sink = RowSink(out, run, every_rows=2, every_seconds=3600)
-    with pytest.raises(UsageError, match="another dfer run"):
+    with pytest.raises(DferError, match="another dfer run"):
         RowSink(out, run, 2, 3600)
     for name in ("a.mp4", "b.mp4", "c.mp4"):  # error rows only: no column may come out as null-typed
         sink.add(to_row(FileResult.failed(name, "broken"), f"/v/{name}", "fp32", "cpu", "n1", "n2"))

@@ -6,7 +6,6 @@ killed midway loses only the rows not yet flushed."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 
 from dfer_cli.cluster.rows import LAYOUT, table
 from dfer_cli.errors import DferError, UsageError
+from dfer_cli.locks import FileLock
 
 _LOCK = ".dfer-lock"
 _STAGING = ".dfer-part-"
@@ -60,12 +60,8 @@ class RowSink:
     def __init__(self, folder: Path, run: dict, every_rows: int, every_seconds: float) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.run, self.every_rows = folder, run, every_rows
-        self._lock_file = open(folder / _LOCK, "a")  # noqa: SIM115 (held for the sink's life)
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise UsageError(f"--output {folder}: another dfer run is writing there") from None
+        self._lock = FileLock(folder / _LOCK, f"--output {folder}: another dfer run is writing there",
+                              remove=True).acquire()
         for stale in folder.glob(_STAGING + "*"):  # a killed run's unfinished flush
             stale.unlink(missing_ok=True)
         self._rows: list[dict] = []
@@ -91,7 +87,7 @@ class RowSink:
                 self._raise()
                 self._flush()
         finally:
-            self._lock_file.close()
+            self._lock.release()
 
     def _tick(self, seconds: float) -> None:
         while not self._stop.wait(seconds):
