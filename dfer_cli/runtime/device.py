@@ -34,30 +34,30 @@ def pick_device(spec: str = "auto") -> torch.device:
     return device
 
 
-def _cpu_name() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
-                platform.machine())
-
-
-@functools.cache
 def frontend_device(model_device: torch.device, workers: int) -> torch.device:
     """Where the front end's networks that can run batched (the landmark model) run: the model's device
     when the front end runs in this process, the CPU in worker processes, so that none of them starts CUDA."""
     return model_device if workers == 0 else torch.device("cpu")
 
 
-def cpu_has_bf16() -> bool:
-    """Native bf16 arithmetic (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux); other systems
-    report False. Elsewhere bf16 is emulated and always slower than fp32."""
+@functools.cache
+def _cpuinfo(field: str) -> str | None:
+    """The first value of `field` in /proc/cpuinfo (Linux); None elsewhere or where it has none."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+        return None
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(field)), None)
+
+
+def _cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux); other systems
+    report False. Elsewhere bf16 is emulated and always slower than fp32."""
+    flags = (_cpuinfo("flags") or "").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
