@@ -144,9 +144,9 @@ def test_predict_plans_what_evaluate_reads(dfew_sample, evaluated, key, clips, m
     expected = evaluated[f"{key:05d}"]
     video = dfew_sample / "Clip" / "original" / f"{key:05d}.mp4"
     reads = []
-    read_audio = decode.read_audio
-    monkeypatch.setattr(decode, "read_audio", lambda path, start=0.0, end=np.inf, every_channel=False: (
-        reads.append((start, end)) or read_audio(path, start, end, every_channel)))
+    read = decode.AudioReader.read
+    monkeypatch.setattr(decode.AudioReader, "read", lambda self, start=0.0, end=np.inf, every_channel=False: (
+        reads.append((start, end)) or read(self, start, end, every_channel)))
     config = PredictConfig(clips=ClipConfig(clips=clips))
     info = decode.probe(video, list_frames_up_to=config.clips.whole_up_to)
     assert len(info.frame_times) == n
@@ -181,15 +181,15 @@ def test_weights_record_their_frame_order(tmp_path):
 
 
 def test_predict_feeds_frames_in_the_weights_order(tmp_path, monkeypatch):
-    """Weights trained in the reference's order get the picks in that order (read_frames keeps the
-    asked order); --frame-order time and the API's frame_order override it."""
+    """Weights trained in the reference's order get the picks in that order (iter_frames keeps the
+    asked order's indices); --frame-order time and the API's frame_order override it."""
     dims = ModelDims.tiny(num_classes=7)
     save_dfer(tmp_path / "w", MMADFER(dims).eval(),
               WeightsConfig(dims, list(DFEW_CLASSES), frame_order=REFERENCE_ORDER))
     asked = []
-    read_frames = decode.read_frames
-    monkeypatch.setattr(decode, "read_frames",
-                        lambda path, times: asked.append(list(times)) or read_frames(path, times))
+    iter_frames = decode.iter_frames
+    monkeypatch.setattr(decode, "iter_frames",
+                        lambda path, times: asked.append(list(times)) or iter_frames(path, times))
     times = decode.probe(SINGLE, list_frames_up_to=5.12).frame_times
     assert len(times) == 72
 

@@ -119,6 +119,35 @@ def test_frames_and_audio_line_up(tmp_path):
             assert abs(p.audio_start + onset / rate - event) < 1 / fps
 
 
+def test_a_timeline_holds_few_clips_and_opens_the_file_a_few_times(tmp_path, monkeypatch):
+    """One pass of frames and one of audio for a whole timeline (it was one open per clip's audio): a
+    window heard from near the start opens it once more. A clip goes out once it is complete and
+    at most two are held, so that a long 1080p timeline no longer held eight clips of 720p frames."""
+    path = make_video(tmp_path / "long.mp4", 20.0, fps=10, size=(64, 48))
+    info = decode.probe(path)
+    plans = plan_file(info, ClipConfig(clips=2), window=2.0)
+    assert len(plans) == 10 and [p.index for p in plans] == list(range(10))
+    decoded, opened = [0], [0]
+    iter_frames, open_file = decode.iter_frames, decode._open
+
+    def counted(path, times):
+        for item in iter_frames(path, times):
+            decoded[0] += 1
+            yield item
+
+    def counted_open(path):
+        opened[0] += 1
+        return open_file(path)
+
+    monkeypatch.setattr(decode, "iter_frames", counted)
+    monkeypatch.setattr(decode, "_open", counted_open)
+    for plan, frames, times, wave, _ in read_clip_media(str(path), info, plans, 16):
+        assert frames.shape == (16, 48, 64, 3) and wave is not None
+        assert decoded[0] <= (plan.index + 3) * 16  # its own frames, and those of at most two clips after it
+        assert times.min() >= plan.start - 0.1 and times.max() <= plan.end + 0.1
+    assert opened == [3]
+
+
 # lavfi's test pattern sometimes passes for a face: either outcome is a correct, flagged result.
 SYNTHETIC = "ok|no_face"
 
@@ -285,10 +314,10 @@ def test_a_timeline_part_that_fails_fails_its_file_only(tiny, monkeypatch):
 
 def test_an_unreadable_audio_track_is_heard_as_none_and_flagged(tiny, monkeypatch):
     """The video is still worth classifying: the record says `audio_error`, as a cache entry does."""
-    def broken(path, start=0.0, end=float("inf"), every_channel=False):
-        raise MediaError(path, "audio: invalid data found when processing input")
+    def broken(self, start=0.0, end=float("inf"), every_channel=False):
+        raise MediaError(GRID[0], "audio: invalid data found when processing input")
 
-    monkeypatch.setattr(decode, "read_audio", broken)
+    monkeypatch.setattr(decode.AudioReader, "read", broken)
     (result,) = run_pipeline(tiny, [GRID[0]])
     assert result.status == "ok" and result.label is not None
     assert result.flags["no_audio"] and "invalid data" in result.flags["audio_error"]

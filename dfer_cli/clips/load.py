@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,39 +35,70 @@ class ClipInputs:
     scale: float = 1.0  # the file's pixels per decoded pixel (decode.MAX_FRAME_PIXELS): boxes to the file's
 
 
+_HELD_CLIPS = 2
+
+
 def read_clip_media(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], frames_per_clip: int,
-                    group: int = 8, audio_errors: list[str] | None = None, every_channel: bool = False,
+                    audio_errors: list[str] | None = None, every_channel: bool = False,
                     ) -> Iterator[tuple[ClipPlan, np.ndarray, np.ndarray, np.ndarray | None, int]]:
     """Each clip's frames, their own times, and the audio of its window (None without a track; every
-    channel, (channels, samples), with `every_channel`).
-    Frames are decoded for `group` clips per pass, so that a long timeline never holds more than a
-    few hundred full-size frames at once. With `audio_errors`, a track that fails to decode is
-    reported there and heard as no track (the faces are still worth classifying); without it the
-    MediaError propagates."""
+    channel, (channels, samples), with `every_channel`), in the plans' order.
+    The frames come from one pass through the file, and only a few clips are held at a time (groups of
+    eight clips held 350 MB of 720p frames). With `audio_errors`, a track that fails to decode is reported there
+    and heard as no track (the faces are still worth classifying); without it the MediaError propagates."""
+    if not plans:
+        return
     errors = audio_errors if audio_errors is not None else []
-    for g in range(0, len(plans), group):
-        chunk = plans[g:g + group]
-        frames, times = decode.read_frames(path, np.concatenate([p.frame_times for p in chunk]))
-        for k, p in enumerate(chunk):
-            # After one failure the track is heard as missing: every later read would fail the same way.
-            heard = info.has_audio and not errors
-            wave, rate = (read_audio(path, p.audio_start, p.audio_end, audio_errors, every_channel) if heard
-                          else (None, 0))
-            span = slice(k * frames_per_clip, (k + 1) * frames_per_clip)
-            yield p, frames[span], times[span], wave, rate
+    with ExitStack() as stack:
+        audio = None
+        if info.has_audio:
+            with _reported(audio_errors):
+                audio = stack.enter_context(decode.AudioReader(path))
+        waiting = [frames_per_clip] * len(plans)
+        held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        done, left = 0, len(plans) * frames_per_clip
+        decoding = decode.iter_frames(path, np.concatenate([p.frame_times for p in plans]))
+        for k, image, stamp in decoding:
+            clip, slot = divmod(k, frames_per_clip)
+            if clip not in held:
+                held[clip] = np.empty((frames_per_clip, *image.shape), np.uint8), np.empty(frames_per_clip)
+            held[clip][0][slot], held[clip][1][slot] = image, stamp
+            waiting[clip] -= 1
+            left -= 1
+            if not left:
+                decoding.close()  # the decoder's full-size frames go before the last clips are worked on
+            # A clip waits while at most _HELD_CLIPS are held, so that a file's two clips are worked on
+            # once the decoder is closed (its 8K frames beside the detector's cost 40 MB more).
+            while done < len(plans) and not waiting[done] and (not left or len(held) > _HELD_CLIPS):
+                frames, times = held.pop(done)
+                p = plans[done]
+                done += 1
+                wave, rate = None, 0
+                # After one failure the track is heard as missing: every later read would fail the same way.
+                if audio is not None and not errors:
+                    with _reported(audio_errors):
+                        wave, rate = audio.read(p.audio_start, p.audio_end, every_channel)
+                yield p, frames, times, wave, rate
 
 
 def read_audio(path: str | os.PathLike, start: float, end: float, audio_errors: list[str] | None = None,
                every_channel: bool = False) -> tuple[np.ndarray | None, int]:
     """The audio between `start` and `end` (None, 0 without a track). With `audio_errors`, an
     unreadable track is reported there and heard as none; without it the MediaError propagates."""
-    try:
+    with _reported(audio_errors):
         return decode.read_audio(path, start, end, every_channel)
+    return None, 0
+
+
+@contextmanager
+def _reported(audio_errors: list[str] | None) -> Iterator[None]:
+    """An unreadable track's MediaError noted in `audio_errors`; without a list, it propagates."""
+    try:
+        yield
     except MediaError as e:
         if audio_errors is None:
             raise
         audio_errors.append(str(e))
-        return None, 0
 
 
 def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], face_config: FaceConfig,

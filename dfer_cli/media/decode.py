@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import io
 import math
 import stat
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def probe(path: Source, list_frames_up_to: float = 0.0) -> VideoInfo:
     path = _source(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
+        _choose_threads(stream)
         first = next(_decode(container, stream), None)
         if first is None:
             raise MediaError(path, "no video frame could be decoded")
@@ -142,25 +144,38 @@ def read_frames(path: Source, times: Sequence[float],
     past the end the last. Decoding walks forward and seeks over long gaps, so a few dozen frames cost about
     the same from an hour-long file as from a short one. Corrupt packets are skipped.
     """
+    # Written in place, in the order asked: a list stacked at the end held every frame twice (88 MB more
+    # for a 4K file's two clips).
+    images, stamps = None, np.empty(len(times))
+    for k, image, stamp in iter_frames(path, times, max_pixels):
+        if images is None:
+            images = np.empty((len(stamps), *image.shape), np.uint8)
+        images[k], stamps[k] = image, stamp
+    return images, stamps
+
+
+def iter_frames(path: Source, times: Sequence[float],
+                max_pixels: int | None = MAX_FRAME_PIXELS) -> Iterator[tuple[int, np.ndarray, float]]:
+    """`read_frames` one frame at a time, in time order: (index into ``times``, the frame, its own time).
+    A frame on screen at several times is the same array each time. The file stays open between frames,
+    so a caller can use each frame and let it go while the decoding walks on."""
     path = _source(path)
     targets = np.asarray(times, dtype=np.float64)
     if targets.ndim != 1 or not len(targets) or not np.all(np.isfinite(targets)):
         raise ValueError("read_frames needs a non-empty list of finite times (seconds)")
-    order = np.argsort(targets, kind="stable")
-    images, stamps = [], []
     with _open(path) as container:
         cursor = _Cursor(container, _video_stream(container, path), path, max_pixels)
-        previous, image = None, None
-        for t in targets[order]:
-            frame = cursor.frame_at(float(t))
+        shown, image = None, None
+        for k in np.argsort(targets, kind="stable"):
+            frame = cursor.frame_at(float(targets[k]))
             if frame is None:
                 raise MediaError(path, "no video frame could be decoded")
-            if frame is not previous:
-                previous, image = frame, cursor.upright(frame)
-            images.append(image)
-            stamps.append(cursor.time(frame))
-    unsort = np.argsort(order)
-    return np.stack(images)[unsort], np.array(stamps)[unsort]
+            # A frame repeats by its time, not by holding it: a held frame is one more full-size buffer
+            # beside the decoder's own while it decodes on (50 MB at 8K).
+            if cursor.time(frame) != shown:
+                shown, image = cursor.time(frame), cursor.upright(frame)
+            del frame
+            yield int(k), image, shown
 
 
 def read_audio(path: Source, start: float = 0.0, end: float = math.inf,
@@ -172,10 +187,38 @@ def read_audio(path: Source, start: float = 0.0, end: float = math.inf,
     whose timestamps are that coarse); a span past the end of the track comes back shorter, and a track
     starting late is zero-filled from ``start`` so that it stays aligned with the video.
     """
-    path = _source(path)
-    with _open(path) as container:
-        if not container.streams.audio:
+    with AudioReader(path) as reader:
+        return reader.read(start, end, every_channel)
+
+
+class AudioReader:
+    """`read_audio` for many spans of one file through one open container. Opening a file decodes a video
+    frame to learn its streams (80 MB at 8K): a timeline's windows open it once, and before its frames are
+    decoded, so that the two never add up."""
+
+    def __init__(self, path: Source) -> None:
+        self._path = _source(path)
+        self._stack = ExitStack()
+        self._container = self._stack.enter_context(_open(self._path))
+        self._fresh = True
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def read(self, start: float = 0.0, end: float = math.inf,
+             every_channel: bool = False) -> tuple[np.ndarray | None, int]:
+        """See `read_audio`."""
+        if not self._container.streams.audio:
             return None, 0
+        if start <= _AUDIO_PREROLL_S and not self._fresh:
+            # Read from the top without a seek, which some formats cannot do exactly: open it again.
+            self._stack.close()
+            self._container = self._stack.enter_context(_open(self._path))
+        self._fresh = False
+        container, path = self._container, self._path
         stream = container.streams.audio[0]
         rate = stream.sample_rate
         origin = _origin(container)
@@ -196,14 +239,14 @@ def read_audio(path: Source, start: float = 0.0, end: float = math.inf,
             samples = _channels(frame, every_channel)
             chunks.append((position, samples))
             position += samples.shape[-1]
-    end_sample = min(stop, position if position is not None else first)
-    channels = max((samples.shape[0] for _, samples in chunks), default=1)  # a layout may change mid-track
-    wave = np.zeros((channels, max(0, end_sample - first)), np.float32)
-    for offset, samples in chunks:
-        lo, hi = max(offset, first), min(offset + samples.shape[-1], end_sample)
-        if lo < hi:
-            wave[: len(samples), lo - first : hi - first] = samples[:, lo - offset : hi - offset]
-    return (wave if every_channel else wave[0]), rate
+        end_sample = min(stop, position if position is not None else first)
+        channels = max((samples.shape[0] for _, samples in chunks), default=1)  # a layout may change mid-track
+        wave = np.zeros((channels, max(0, end_sample - first)), np.float32)
+        for offset, samples in chunks:
+            lo, hi = max(offset, first), min(offset + samples.shape[-1], end_sample)
+            if lo < hi:
+                wave[: len(samples), lo - first : hi - first] = samples[:, lo - offset : hi - offset]
+        return (wave if every_channel else wave[0]), rate
 
 
 class _Cursor:
@@ -215,10 +258,7 @@ class _Cursor:
         # A fixed size keeps frames stackable when a stream changes resolution midway.
         self._size = frame_size(stream.codec_context.width, stream.codec_context.height, max_pixels)
         self._origin = _origin(container)
-        # Frame threads multiply decoding speed; they only delay the first frame, which costs nothing here.
-        # Each holds frames of its own, though: above MAX_FRAME_PIXELS (190 MB more at 8K) slices only.
-        context = stream.codec_context
-        stream.thread_type = "AUTO" if context.width * context.height <= MAX_FRAME_PIXELS else "SLICE"
+        _choose_threads(stream)
         self._restart()
 
     def _restart(self) -> None:
@@ -234,7 +274,10 @@ class _Cursor:
         if self._next is not None and self.time(self._next) < t - SEEK_AHEAD_S:
             self._seek(t)
         while self._next is not None and self.time(self._next) <= t:
-            self._shown, self._next = self._next, next(self._frames, None)
+            # One at a time: a tuple assignment would hold the frame before too while the next is decoded
+            # (three full-size frames, 50 MB more at 8K).
+            self._shown = self._next
+            self._next = next(self._frames, None)
         return self._shown if self._shown is not None else self._next
 
     def _seek(self, t: float) -> None:
@@ -275,6 +318,9 @@ def frame_size(width: int, height: int, max_pixels: int | None = MAX_FRAME_PIXEL
 
 @contextmanager
 def _open(path: Path | MediaBytes) -> Iterator[av.container.InputContainer]:
+    # What the files closed before freed goes back first: their decoders die with their last reference,
+    # after the `with` that closes them.
+    _TRIM()
     if isinstance(path, Path):
         if not path.exists():
             raise MediaError(path, "no such file")
@@ -289,8 +335,29 @@ def _open(path: Path | MediaBytes) -> Iterator[av.container.InputContainer]:
         raise MediaError(path, "permission denied") from None
     except av.error.FFmpegError as error:
         raise MediaError(path, f"not a readable media file ({error.strerror})") from None
+    _TRIM()  # and what opening freed: it decodes a frame or two to learn the streams
     with container:
         yield container
+
+
+def _trimmer() -> Callable[[], object]:
+    """glibc's malloc_trim, where there is one: the decoder's large frames are freed into the heap, which
+    glibc keeps (a closed 8K file left 80 MB resident, and the next file's frames came on top)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):  # not glibc: macOS, musl
+        return lambda: None
+    return lambda: trim(0)
+
+
+_TRIM = _trimmer()
+
+
+def _choose_threads(stream: av.VideoStream) -> None:
+    """Frame threads multiply decoding speed (they only delay the first frame, which costs nothing here),
+    but each holds frames of its own: above MAX_FRAME_PIXELS (190 MB more at 8K), slices only."""
+    context = stream.codec_context
+    stream.thread_type = "AUTO" if context.width * context.height <= MAX_FRAME_PIXELS else "SLICE"
 
 
 def _special_kind(path: Path) -> str:
