@@ -21,6 +21,7 @@ from dfer_cli.predict.pipeline import iter_predict, sharded
 from dfer_cli.results.records import FileResult
 from dfer_cli.runtime.device import pick_device, resolve_precision
 from dfer_cli.runtime.distributed import local_device, process_group, ranks
+from dfer_cli.runtime.quantize import int8_copy_soon
 
 UNTRAINED = "untrained"
 UNTRAINED_SEED = 0
@@ -126,5 +127,7 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
         loaded = store.resolve(spec)
         label = spec or store.default_name()
     network = loaded.model.to(torch_device).eval()
+    if chosen == "int8":
+        int8_copy_soon(network)
     return Model(network, list(loaded.config.class_names), label, torch_device, chosen, weights == UNTRAINED,
                  loaded.config.frame_order)

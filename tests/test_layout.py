@@ -152,3 +152,26 @@ def test_the_cli_calls_only_the_public_api():
     for path in (PACKAGE / "cli").glob("*.py"):  # no CLI code branches on torchrun's ranks
         source = path.read_text()
         assert not [w for w in ("process_group", "ranks(", "Ranks", ".analyse") if w in source], path.name
+
+
+def test_only_cli_startup_pauses_the_garbage_collector_and_it_restores_it():
+    for name, text in _sources().items():
+        if name != "dfer_cli.cli.startup":
+            assert "gc.disable" not in text and "gc.enable" not in text, name
+    for command in ("predict", "train", "weights"):
+        assert "with heavy_imports():" in (PACKAGE / "cli" / f"{command}.py").read_text(), command
+    import gc
+
+    from dfer_cli.cli.startup import heavy_imports
+
+    assert gc.isenabled()
+    with heavy_imports():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with heavy_imports():
+            pass
+        assert not gc.isenabled()  # a caller's own choice is kept
+    finally:
+        gc.enable()

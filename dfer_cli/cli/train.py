@@ -25,6 +25,7 @@ from dfer_cli.cli.options import (
     ValFractionOpt,
     WorkersOpt,
 )
+from dfer_cli.cli.startup import heavy_imports
 from dfer_cli.errors import DferError, UsageError
 
 
@@ -96,9 +97,10 @@ def prepare_command(
 
       dfer prepare --dataset folder --data my_clips/ --val-fraction 0.2
     """
-    from dfer_cli.train.cache import SKIPPED, no_audio_note, read_split
-    from dfer_cli.train.datasets import open_dataset, summarize
-    from dfer_cli.train.prepare import PrepareConfig, default_cache, prepare
+    with heavy_imports():
+        from dfer_cli.train.cache import SKIPPED, no_audio_note, read_split
+        from dfer_cli.train.datasets import open_dataset, summarize
+        from dfer_cli.train.prepare import PrepareConfig, default_cache, prepare
 
     adapter = open_dataset(dataset.value, data, fold, labels, val_fraction)
     splits = list(adapter.splits) if split == "all" else [split]
@@ -172,9 +174,10 @@ def train_command(
     \b
       dfer train --dataset folder --data my_clips/ --arch tiny --epochs 3 --device cpu
     """
-    from dfer_cli.train.job import RUN_FILE, TrainJob, default_run_dir, read_job, train_run
-    from dfer_cli.train.loader import loader_workers
-    from dfer_cli.train.loop import RunConfig, TrainRecipe
+    with heavy_imports():
+        from dfer_cli.train.job import RUN_FILE, TrainJob, default_run_dir, read_job, train_run
+        from dfer_cli.train.loader import loader_workers
+        from dfer_cli.train.loop import RunConfig, TrainRecipe
 
     if resume:
         if out is None:
@@ -234,9 +237,10 @@ def evaluate_command(
     \b
       dfer evaluate --weights 'dfew-160-f{fold}' --dataset dfew --data ~/DFEW --all-folds --json
     """
-    from dfer_cli.labels import parse_frame_order
-    from dfer_cli.train.evaluate import EvalConfig, evaluate_run, results_table, write_outputs
-    from dfer_cli.train.loader import loader_workers
+    with heavy_imports():
+        from dfer_cli.labels import parse_frame_order
+        from dfer_cli.train.evaluate import EvalConfig, evaluate_run, results_table, write_outputs
+        from dfer_cli.train.loader import loader_workers
 
     if dataset is None or data is None:
         raise UsageError("--dataset and --data are required")

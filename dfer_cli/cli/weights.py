@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from dfer_cli.cli.console import err, out
+from dfer_cli.cli.startup import heavy_imports
 
 
 def weights_import(
@@ -43,8 +44,9 @@ def weights_import(
         entry_name(name)
     if sha256 is not None:
         parse_sha256(sha256)
-    from dfer_cli.labels import REFERENCE_ORDER
-    from dfer_cli.weights.store import import_weights
+    with heavy_imports():
+        from dfer_cli.labels import REFERENCE_ORDER
+        from dfer_cli.weights.store import import_weights
 
     entry = import_weights(source, name, default, dataset, fold, sha256, replace)
     dims = entry.config.dims
