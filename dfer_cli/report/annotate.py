@@ -18,10 +18,16 @@ from dfer_cli.media.decode import frame_size
 from dfer_cli.progress import progress_bar
 from dfer_cli.report.overlay import Overlay
 from dfer_cli.report.spans import file_spans
-from dfer_cli.report.targets import check_folder, check_replaceable, is_folder_target, names_in_folder
+from dfer_cli.report.targets import (
+    COMMENT,
+    annotated_by_dfer,
+    check_folder,
+    check_replaceable,
+    is_folder_target,
+    names_in_folder,
+)
 from dfer_cli.report.writer import as_records
 
-COMMENT = "annotated by dfer"  # the container's comment: a rerun replaces a file that carries it, and no other
 _CRF = "18"  # near-transparent: the picture stays the picture, only the drawing differs
 _PRESET = "veryfast"
 
@@ -45,7 +51,7 @@ def write_annotated(records: Iterable, path: str | os.PathLike[str], *, folder: 
     for record, output in zip(records, outputs, strict=True):
         if output.absolute() == Path(record["path"]).absolute():
             raise DferError(f"{output}: is the input video itself; name another file")
-    check_replaceable(outputs, _annotated_by_dfer, "annotated video")
+    check_replaceable(outputs, annotated_by_dfer, "an annotated video")
     total = sum(_frames_estimate(r) for r in records)
     with progress_bar("annotating: reading the video again", total, enabled=progress) as advance:
         for record, output in zip(records, outputs, strict=True):
@@ -146,11 +152,3 @@ def _format(output: Path) -> str:
 def _frames_estimate(record: dict) -> int:
     media = record.get("media") or {}
     return max(1, round(float(media.get("duration") or 0) * float(media.get("frame_rate") or 25)))
-
-
-def _annotated_by_dfer(path: Path) -> bool:
-    try:
-        with av.open(str(path)) as container:
-            return container.metadata.get("comment") == COMMENT
-    except (av.error.FFmpegError, OSError):
-        return False

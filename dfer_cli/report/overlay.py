@@ -76,7 +76,8 @@ class Overlay:
             for mood in person.moods:
                 colour = blend(self.colours.get(mood.label, "#000000"), strength(mood.confidence, classes))
                 for start, end in visible(mood, person.appearances):
-                    ink.rectangle((self._x(start), top + self.lane // 3, self._x(end), top + self.lane - 2), fill=colour)
+                    ink.rectangle((self._x(start), top + self.lane // 3, self._x(end), top + self.lane - 2),
+                                  fill=colour)
             for start, end in person.turns:
                 ink.rectangle((self._x(start), top, self._x(end), top + self.lane // 3 - 1), fill=SPEECH)
             label = person_name(person.number).replace("person ", "")

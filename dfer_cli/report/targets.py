@@ -8,7 +8,12 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dfer_cli.errors import DferError
+import av
+
+from dfer_cli.errors import DferError, UsageError
+from dfer_cli.report.document import is_report
+
+COMMENT = "annotated by dfer"  # an annotated video's container comment: a rerun replaces a file that carries it
 
 
 def is_folder_target(path: Path, count: int, folder: bool | None) -> bool:
@@ -38,11 +43,30 @@ def check_replaceable(paths: Sequence[Path], ours: Callable[[Path], bool], what:
     """A DferError, before anything is written, for the first path that exists and is not dfer's own."""
     for path in paths:
         if path.is_dir():
-            raise DferError(f"{path}: is a folder; name a file for the {what}")
+            raise DferError(f"{path}: is a folder; name a file for {what}")
         if path.exists() and not ours(path):
-            raise DferError(f"{path}: exists and is not a {what} dfer wrote; choose another name or remove it")
+            raise DferError(f"{path}: exists and is not {what} dfer wrote; choose another name or remove it")
 
 
 def check_folder(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise DferError(f"{path}: exists and is not a folder (several inputs write a folder of files)")
+
+
+def annotated_by_dfer(path: Path) -> bool:
+    """Whether the video at `path` carries dfer's comment."""
+    try:
+        with av.open(str(path)) as container:
+            return container.metadata.get("comment") == COMMENT
+    except (av.error.FFmpegError, OSError):
+        return False
+
+
+def check_target(path: Path | None, option: str) -> None:
+    """A UsageError, before any analysis, when `path` is a file that dfer did not write (the page or the
+    video `option` writes)."""
+    if path is None or not path.exists() or path.is_dir():
+        return
+    ours = is_report(path) if option == "--report" else annotated_by_dfer(path)
+    if not ours:
+        raise UsageError(f"{option} {path}: exists and is not dfer's; choose another name or remove it")

@@ -49,11 +49,11 @@ def write_report(records: Iterable, path: str | os.PathLike[str], *, precision: 
         pages = [(r, target / n) for r, n in zip(records, names, strict=True)]
         index = target / INDEX
     shown = [(r, p) for r, p in pages if r.get("status") != "error"]
-    check_replaceable([p for _, p in shown] + ([index] if index else []), is_report, "report page")
+    check_replaceable([p for _, p in shown] + ([index] if index else []), is_report, "a report page")
     copies = [_copy_target(r, p) for r, p in shown] if copy_video else [None] * len(shown)
     sizes = {c: Path(r["path"]).stat().st_size for (r, _), c in zip(shown, copies, strict=True) if c is not None}
     # A copy of the same size is the one an earlier run made: replaced; any other file is the user's.
-    check_replaceable(list(sizes), lambda c: c.stat().st_size == sizes[c], "copied video")
+    check_replaceable(list(sizes), lambda c: c.stat().st_size == sizes[c], "a copied video")
     written = []
     for (record, page), copy in zip(shown, copies, strict=True):
         video = Path(record["path"]).absolute()
@@ -74,8 +74,8 @@ def write_report(records: Iterable, path: str | os.PathLike[str], *, precision: 
 
 
 def _copy_target(record: dict, page: Path) -> Path | None:
-    """Where a page's video is copied: beside the page, under the page's name with the video's suffix;
-    None when it is there already."""
+    """Where a page's video is copied: beside the page, named for it (`talk.html` -> `talk-video.mp4`, so
+    that an annotated `talk.mp4` can sit beside it too); None when it is there already."""
     video = Path(record["path"])
-    copy = page.with_suffix(video.suffix.lower() or ".video")
+    copy = page.with_name(f"{page.stem}-video{video.suffix.lower()}")
     return None if copy.absolute() == video.absolute() else copy
