@@ -52,7 +52,9 @@
   }
   if (video) {
     const missing = document.getElementById("video-missing");
-    video.addEventListener("error", () => { if (missing) missing.hidden = false; });
+    const failed = () => { if (missing) missing.hidden = false; };
+    video.addEventListener("error", failed);
+    if (video.error) failed(); // it failed while the page was still being read
     video.addEventListener("timeupdate", () => show(video.currentTime));
     video.addEventListener("seeked", () => show(video.currentTime));
     const follow = () => { show(video.currentTime); if (!video.paused && !video.ended) requestAnimationFrame(follow); };
