@@ -80,15 +80,20 @@ def annotate_one(record: dict, output: Path, advance=lambda n=1, description=Non
         with av.open(str(tmp), "w", format=_format(output)) as out:
             out.metadata["comment"] = COMMENT
             encoder, out_audio, overlay = None, None, None
-            waiting = []  # sound decoded before the first picture: every stream must exist before the first mux
+            copy = audio is not None and audio.codec_context.name == "aac"  # the very sound, its packets copied
+            waiting = []  # sound read before the first picture: every stream must exist before the first mux
             for packet in container.demux(*[s for s in (video, audio) if s is not None]):
                 if packet.stream is audio:
-                    for frame in _decoded(packet):
-                        frame.pts = None  # the encoder counts samples; AAC's own priming is its business
-                        if encoder is None:
-                            waiting.append(frame)
-                        else:
-                            out.mux(out_audio.encode(frame))
+                    if copy:
+                        pieces = [packet] if packet.dts is not None else []
+                    else:
+                        pieces = list(_decoded(packet))
+                        for frame in pieces:
+                            frame.pts = None  # the encoder counts the samples
+                    if encoder is None:
+                        waiting += pieces
+                    else:
+                        _mux_audio(out, out_audio, pieces, copy)
                     continue
                 for frame in _decoded(packet):
                     picture = frame.to_image()
@@ -100,9 +105,8 @@ def annotate_one(record: dict, output: Path, advance=lambda n=1, description=Non
                         overlay = Overlay(spans, class_names, picture.width, picture.height, scale)
                         encoder = _video_stream(out, video, overlay)
                         if audio is not None:
-                            out_audio = _audio_stream(out, audio)
-                            for early in waiting:
-                                out.mux(out_audio.encode(early))
+                            out_audio = out.add_stream_from_template(audio) if copy else _audio_stream(out, audio)
+                            _mux_audio(out, out_audio, waiting, copy)
                     drawn = overlay.draw(picture, (frame.time or 0.0) - origin)
                     if drawn.width != encoder.width:  # an odd width, padded to H.264's even one
                         padded = Image.new("RGB", (encoder.width, drawn.height), "white")
@@ -115,12 +119,23 @@ def annotate_one(record: dict, output: Path, advance=lambda n=1, description=Non
             if encoder is None:
                 raise MediaError(Path(source), "no video frame could be decoded to annotate")
             out.mux(encoder.encode())
-            if out_audio is not None:
+            if out_audio is not None and not copy:
                 out.mux(out_audio.encode())
 
 
+def _mux_audio(out, stream, pieces: list, copy: bool) -> None:
+    """Packets copied into `stream`, or frames encoded by it."""
+    for piece in pieces:
+        if copy:
+            piece.stream = stream
+            out.mux(piece)
+        else:
+            out.mux(stream.encode(piece))
+
+
 def _audio_stream(out, audio):
-    """AAC at the original rate and channels: the original sound, in a codec every player and MP4 takes."""
+    """AAC at the original rate and channels for a sound in another codec (MPEG-1's, PCM): one every player
+    and MP4 takes."""
     stream = out.add_stream("aac", rate=audio.codec_context.sample_rate)
     stream.layout = audio.codec_context.layout
     return stream
