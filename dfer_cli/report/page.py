@@ -40,9 +40,10 @@ def page_html(record: dict, video_href: str | None, faces: dict[int, str], preci
     parts.append('<section class="over-time"><h2>Over time</h2>' + _legend(class_names) + _source_note(spans)
                  + timeline_svg(spans, class_names, "cuts" in record)
                  + '<p class="readout" aria-live="off">at <span id="now">0.00 s</span></p></section>')
-    parts.append('<section class="persons"><h2>Persons</h2><div class="cards">'
-                 + "".join(_card(record, p, faces.get(p.number), class_names) for p in spans.persons)
-                 + "</div></section>")
+    cards = "".join(_card(record, p, faces.get(p.number), class_names) for p in spans.persons)
+    parts.append('<section class="persons"><h2>Persons</h2>'
+                 + (f'<div class="cards">{cards}</div>' if cards else '<p class="note">No face was found.</p>')
+                 + "</section>")
     parts.append('<footer><p>The whole record is in this page, as JSON in the script block '
                  '<code>dfer-record</code>.</p></footer>' + json_block("dfer-record", record))
     return document(f"dfer: {name}", "".join(parts), static("page.js"), version)
