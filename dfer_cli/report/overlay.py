@@ -54,7 +54,7 @@ class Overlay:
             ink.rectangle((x0, ty, x0 + right - left + 2 * pad, ty + tag_h), fill=colour)
             ink.text((x0 + pad - left, ty + pad - top), tag, fill=text_colour(colour), font=self.font)
             if speaks:  # a solid bar along the box's bottom: whoever speaks now
-                ink.rectangle((x0, y1 - 3 * self.line, x1, y1), fill=SPEECH)
+                ink.rectangle((x0, y1 - 3 * self.line, x1, y1), fill=SPEECH, outline="#FFFFFF")
         x = round(self._x(t))
         ink.line((x, self.height, x, self.height + self.strip.height), fill="#D55E00", width=2)
         return canvas

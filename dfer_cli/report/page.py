@@ -35,8 +35,7 @@ def page_html(record: dict, video_href: str | None, faces: dict[int, str], preci
     if untrained(record):
         parts.append(f'<div class="banner" role="alert"><strong>{escape(UNTRAINED_BANNER)}</strong></div>')
     parts.append(f'<p class="caveat">{escape(CAVEAT)}</p>')
-    parts.append(_summary(record, spans, precision, version))
-    parts.append(_player(video_href))
+    parts.append('<div class="top">' + _summary(record, spans, precision, version) + _player(video_href) + "</div>")
     parts.append('<section class="over-time"><h2>Over time</h2>' + _legend(class_names) + _source_note(spans)
                  + timeline_svg(spans, class_names, "cuts" in record)
                  + '<p class="readout" aria-live="off">at <span id="now">0.00 s</span></p></section>')

@@ -15,8 +15,9 @@ _BY_NAME = {
     "fear": "#CC79A7",
     "contempt": "#56B4E9",
 }
-SPEECH = "#0072B2"  # a person's own speech
-OFF_SCREEN = "#999999"  # speech nobody on screen made
+# Speech in greys, so that no speech bar reads as an emotion's colour.
+SPEECH = "#333333"  # speech a person on screen made
+OFF_SCREEN = "#B0B0B0"  # speech nobody on screen made
 
 
 def class_colour(name: str, index: int) -> str:

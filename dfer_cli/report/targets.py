@@ -17,10 +17,10 @@ COMMENT = "annotated by dfer"  # an annotated video's container comment: a rerun
 
 
 def is_folder_target(path: Path, count: int, folder: bool | None) -> bool:
-    """Whether `path` is to be a folder: asked for, or several records, or an existing folder."""
-    if folder is not None:
-        return folder
-    return count != 1 or path.is_dir()
+    """Whether `path` is to be a folder: an existing folder, or asked for, or several records."""
+    if path.is_dir():
+        return True
+    return folder if folder is not None else count != 1
 
 
 def names_in_folder(paths: Sequence[str], suffix: str, reserved: Sequence[str] = ()) -> list[str]:
