@@ -122,6 +122,12 @@ def test_a_page_loads_nothing_from_anywhere_and_shows_every_person(browser, reco
     assert browser.find_elements("css selector", ".banner") == []  # tiny test weights are not 'untrained'
     shot = np.asarray(Image.open(io.BytesIO(base64.b64decode(browser.get_screenshot_as_base64()))).convert("RGB"))
     assert shot.std() > 20 and len(np.unique(shot.reshape(-1, 3), axis=0)) > 500  # not a blank page
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:  # printed: the cards and lanes stay, the video and the buttons go
+        assert not browser.find_element("id", "video").is_displayed()
+        assert browser.find_element("id", "timeline").is_displayed() and cards[0].is_displayed()
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
 
 
 def _click_at(browser, lane_css: str, t: float, duration: float) -> None:
