@@ -56,11 +56,11 @@ def write_annotated(records: Iterable, path: str | os.PathLike[str], *, folder: 
     with progress_bar("annotating: reading the video again", total, enabled=progress) as advance:
         for record, output in zip(records, outputs, strict=True):
             advance(0, description=f"annotating (reading {Path(record['path']).name} again)")
-            annotate_one(record, output, advance)
+            _annotate_one(record, output, advance)
     return outputs
 
 
-def annotate_one(record: dict, output: Path, advance=lambda n=1, description=None: None) -> None:
+def _annotate_one(record: dict, output: Path, advance=lambda n=1, description=None: None) -> None:
     """One record's video, annotated, written atomically to `output`."""
     source = record["path"]
     spans = file_spans(record)
@@ -137,7 +137,8 @@ def _audio_stream(out, audio):
     """AAC at the original rate and channels for a sound in another codec (MPEG-1's, PCM): one every player
     and MP4 takes."""
     stream = out.add_stream("aac", rate=audio.codec_context.sample_rate)
-    stream.layout = audio.codec_context.layout
+    if audio.codec_context.layout:  # else the encoder's default (stereo)
+        stream.layout = audio.codec_context.layout
     return stream
 
 
