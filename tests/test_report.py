@@ -311,3 +311,11 @@ def test_annotate_folder_and_report_from_the_command_line(media, tmp_path, model
                               str(weights), "--report", str(mine)], capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "exists and is not dfer's" in refused.stderr  # before any analysis
     assert mine.read_text() == "mine"
+
+
+def test_pages_in_a_folder_are_named_for_their_videos_without_clashes():
+    from dfer_cli.report.targets import names_in_folder
+
+    names = names_in_folder(["a/talk.mp4", "b/talk.mkv", "index.mp4", "c/my film (1).mov", "/x/??.mp4"], ".html",
+                            reserved=["index.html"])
+    assert names == ["talk.html", "talk-2.html", "index-2.html", "my_film_1.html", "video.html"]
