@@ -290,6 +290,10 @@ def test_the_annotated_video_draws_on_the_boxes_and_nowhere_else(records, tmp_pa
             assert border.mean() > 0.5, (k, person.number)  # the box is drawn on the picture
             near[max(y0 - 40, 0):y1 + 12, max(x0 - 12, 0):x1 + 12] = True  # the box, its tag above
         assert changed[~near].mean() < 0.002, k  # and nothing else changed, beyond the encoder's noise
+    untrained = dict(record, weights="untrained (random weights: the emotions are meaningless)")
+    (noted,) = dfer.write_annotated(untrained, tmp_path / "untrained.mp4", progress=False)
+    with av.open(str(noted)) as container:  # a line more under the strip says so, on every frame
+        assert container.streams.video[0].height > drawn[0].shape[0]
 
 
 def test_annotate_folder_and_report_from_the_command_line(media, tmp_path, model):

@@ -17,6 +17,7 @@ from dfer_cli.errors import DferError, MediaError
 from dfer_cli.media.decode import frame_size
 from dfer_cli.progress import progress_bar
 from dfer_cli.report.overlay import Overlay
+from dfer_cli.report.page import untrained
 from dfer_cli.report.spans import file_spans
 from dfer_cli.report.targets import (
     COMMENT,
@@ -28,6 +29,7 @@ from dfer_cli.report.targets import (
 )
 from dfer_cli.report.writer import as_records
 
+UNTRAINED_NOTICE = "untrained weights: the emotions are meaningless"
 _CRF = "18"  # near-transparent: the picture stays the picture, only the drawing differs
 _PRESET = "veryfast"
 
@@ -102,7 +104,8 @@ def _annotate_one(record: dict, output: Path, advance=lambda n=1, description=No
                         picture = picture.rotate(rotation, expand=True)
                     if overlay is None:
                         scale = picture.width / frame_size(picture.width, picture.height)[0]
-                        overlay = Overlay(spans, class_names, picture.width, picture.height, scale)
+                        overlay = Overlay(spans, class_names, picture.width, picture.height, scale,
+                                          UNTRAINED_NOTICE if untrained(record) else None)
                         encoder = _video_stream(out, video, overlay)
                         if audio is not None:
                             out_audio = out.add_stream_from_template(audio) if copy else _audio_stream(out, audio)

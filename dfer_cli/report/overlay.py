@@ -21,6 +21,7 @@ class Overlay:
     width: int
     height: int
     box_scale: float  # the record's box pixels -> this picture's pixels
+    notice: str | None = None  # a line under the strip on every frame (untrained weights)
 
     def __post_init__(self) -> None:
         self.font = ImageFont.load_default(size=max(11, min(self.width, self.height) // 26))
@@ -32,6 +33,10 @@ class Overlay:
     @property
     def strip_height(self) -> int:
         return self.strip.height
+
+    @property
+    def lanes_height(self) -> int:
+        return (len(self.spans.persons) + 1) * self.lane + 2
 
     def draw(self, picture: Image.Image, t: float) -> Image.Image:
         canvas = Image.new("RGB", (self.width, self.height + self.strip.height), "white")
@@ -56,7 +61,7 @@ class Overlay:
             if speaks:  # a solid bar along the box's bottom: whoever speaks now
                 ink.rectangle((x0, y1 - 3 * self.line, x1, y1), fill=SPEECH, outline="#FFFFFF")
         x = round(self._x(t))
-        ink.line((x, self.height, x, self.height + self.strip.height), fill="#D55E00", width=2)
+        ink.line((x, self.height, x, self.height + self.lanes_height), fill="#D55E00", width=2)
         return canvas
 
     def _x(self, t: float) -> float:
@@ -66,10 +71,14 @@ class Overlay:
         """A lane per person (their expression, and a bar above it where they speak), speech by nobody
         seen in grey on a lane of its own, and the cuts as black ticks."""
         rows = len(self.spans.persons) + 1
-        height = rows * self.lane + 2
+        lanes = rows * self.lane + 2
+        height = lanes + (self.lane + 4 if self.notice else 0)
         height += (self.height + height) % 2  # H.264 in 4:2:0 needs an even height
         strip = Image.new("RGB", (self.width, height), "#F3F3F3")
         ink = ImageDraw.Draw(strip)
+        if self.notice:
+            ink.rectangle((0, lanes, self.width, height), fill="#F0E442")
+            ink.text((4, lanes + 2), self.notice, fill="#000000", font=ImageFont.load_default(size=self.lane))
         classes = len(self.class_names)
         for row, person in enumerate(self.spans.persons):
             top = row * self.lane + 1
@@ -87,5 +96,5 @@ class Overlay:
             if who is None:
                 ink.rectangle((self._x(start), top + 2, self._x(end), top + self.lane - 2), fill=OFF_SCREEN)
         for cut in self.spans.cuts:
-            ink.line((self._x(cut), 0, self._x(cut), height), fill="#000000", width=1)
+            ink.line((self._x(cut), 0, self._x(cut), lanes), fill="#000000", width=1)
         return strip
