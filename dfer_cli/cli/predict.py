@@ -66,6 +66,16 @@ def predict(
         rich_help_panel="Ray")] = None,
     ray_cpus_per_task: Annotated[float, typer.Option(
         help="CPUs each decoding task reserves", min=0.1, rich_help_panel="Ray")] = 1.0,
+    report: Annotated[Path | None, typer.Option(
+        help="write an HTML report: a page for one file, else a folder of pages with index.html; "
+             "self-contained, the video linked by its path relative to the page", rich_help_panel="Report")] = None,
+    copy_video: Annotated[bool, typer.Option(
+        "--copy-video", help="with --report: copy each video beside its page, so that the report moves whole",
+        rich_help_panel="Report")] = False,
+    annotate: Annotated[Path | None, typer.Option(
+        help="write the video annotated (H.264 and its sound): each person's box, number and call, who speaks, "
+             "the timeline under the picture; a folder for several inputs; reads each video again after the "
+             "analysis", rich_help_panel="Report")] = None,
     time_limit: Annotated[float, typer.Option(
         help="seconds a decoding process may spend on one file (or timeline part) before the file gets an "
              "error record; 0: no limit", min=0)] = 900.0,
@@ -88,6 +98,8 @@ def predict(
 
       dfer predict dubbed.mkv --people main
 
+      dfer predict interview.mp4 --window 2 --report interview.html --annotate annotated.mp4
+
       dfer predict --ray local --output rows/ videos/
 
       ray start --head; dfer predict --ray auto --output /shared/rows --from-list paths.txt
@@ -106,14 +118,22 @@ def predict(
         raise UsageError("choose one of --json, --jsonl, --csv")
     if (ray is None) != (output is None):
         raise UsageError("--ray and --output go together: the Ray rows are written to the --output folder")
-    if ray is not None and (formats or plot or workers is not None):
-        raise UsageError("--ray writes Parquet to --output: leave out --json, --jsonl, --csv, --plot and --workers")
+    if ray is not None and (formats or plot or workers is not None or report or annotate):
+        raise UsageError("--ray writes Parquet to --output: leave out --json, --jsonl, --csv, --plot, --workers, "
+                         "--report and --annotate")
     if not inputs and from_list is None:
         raise UsageError("name video files or folders, or --from-list FILE")
     if plot and not window:
         raise UsageError("--plot draws a timeline: add --window SECONDS")
     if plot:
         check_writable_file(plot, "--plot")
+    if copy_video and report is None:
+        raise UsageError("--copy-video copies the videos beside the --report pages: add --report PATH")
+    if report is not None or annotate is not None:
+        from dfer_cli.report.targets import check_target
+
+        check_target(report, "--report")
+        check_target(annotate, "--annotate")
     if explain_dir is not None:
         if explain_dir.exists() and not explain_dir.is_dir():
             raise UsageError(f"--explain-dir {explain_dir}: exists and is not a folder")
@@ -153,6 +173,9 @@ def predict(
             writer.close()
     if plot:
         _plot_first_timeline(results, plot)
+    if report is not None or annotate is not None:
+        _report(results, report, annotate, copy_video, model.precision, len(results) > 1 or from_list is not None
+                or any(Path(i).is_dir() for i in inputs or []))
     if any(r.status == "error" for r in results):
         raise typer.Exit(1)
 
@@ -174,6 +197,21 @@ def _plot_first_timeline(results: list, plot: Path) -> None:
                    key=lambda turn: turn[:2])
     plot_timeline(times, probs, class_names, plot, title=shown.path, voice=voice, speech=turns)
     err.print(f"timeline of {shown.path} -> {plot}", markup=False)
+
+
+def _report(results: list, report: Path | None, annotate: Path | None, copy_video: bool, precision: str,
+            folder: bool) -> None:
+    """`--report` and `--annotate`, through the public API, after the analysis."""
+    from dfer_cli import write_annotated, write_report
+
+    if report is not None:
+        pages = write_report(results, report, precision=precision, copy_video=copy_video, folder=folder)
+        err.print(f"report -> {pages[-1]}" if pages else "no report: no file was analysed", markup=False,
+                  soft_wrap=True)
+    if annotate is not None:
+        videos = write_annotated(results, annotate, folder=folder)
+        if videos:
+            err.print(f"annotated -> {annotate}", markup=False, soft_wrap=True)
 
 
 def _predict_on_ray(inputs: list[str], output: Path, weights: str | None, config, settings, device: str,
