@@ -26,7 +26,8 @@ def _nets():
     import dlib
 
     models = _models()
-    return (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat")),
+    return (dlib.get_frontal_face_detector(),
+            dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat")),
             dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")))
 
 
