@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import sys
+from functools import cache
 from pathlib import Path
 
 import av
@@ -132,12 +133,18 @@ def test_converter_gives_the_shipped_bytes(tmp_path):
         {k: hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in load(shipped).items()}
 
 
+@cache
+def detector_and_landmarker() -> tuple[FaceDetector, FaceLandmarker]:
+    return FaceDetector(), FaceLandmarker()
+
+
 def dfer_embeddings(name: str, count: int = 5) -> np.ndarray:
     """dfer's own chain on `count` frames of a GRID clip: BlazeFace, the face mesh, dlib's chip, the
     embedding; (count, 128), frontal frames only."""
     frames = grid_frames(name, count)
-    boxes = [found[0] for found in FaceDetector().detect_batch(frames)]
-    points = FaceLandmarker().landmarks(frames, [(b.x0, b.y0, b.x1, b.y1) for b in boxes])
+    detector, landmarker = detector_and_landmarker()
+    boxes = [found[0] for found in detector.detect_batch(frames)]
+    points = landmarker.landmarks(frames, [(b.x0, b.y0, b.x1, b.y1) for b in boxes])
     frontal = [k for k, p in enumerate(points) if align.is_frontal(p)]
     assert len(frontal) == count, f"{name}: GRID faces look into the camera, all should be frontal"
     return FaceEmbedder().embed(np.stack([align.face_chip(frames[k], points[k]) for k in frontal]))
