@@ -116,6 +116,8 @@ def test_bad_input_is_refused(mesh):
     frame, points = mesh
     with pytest.raises(DferError, match="468"):
         align.chip_location(points[:68])
+    with pytest.raises(DferError, match="68 or 5"):
+        align.chip_location(points, template=6)
     with pytest.raises(DferError, match="uint8"):
         align.face_chip(frame.astype(np.float32), points)
     assert not align.is_frontal(np.zeros((468, 3)))  # a degenerate mesh (eye corners on one point)

@@ -84,6 +84,8 @@ def chip_location(points: np.ndarray, template: int = 68) -> Chip:
     points = np.asarray(points, np.float64)
     if points.ndim != 2 or points.shape[0] != 468 or points.shape[1] < 2:
         raise DferError(f"face-mesh points must be (468, 2 or 3), not {points.shape}")
+    if template not in MESH_POINTS:
+        raise DferError(f"dlib's face-chip templates have 68 or 5 points, not {template}")
     reference = TEMPLATE_68 if template == 68 else TEMPLATE_5
     chip_points = (PADDING + reference) / (2 * PADDING + 1) * SIZE
     matrix, shift = _similarity(chip_points, points[list(MESH_POINTS[template]), :2])
