@@ -261,6 +261,20 @@ def test_face_detector_on_cuda_finds_the_cpu_faces(exact_fp32):
     _same_faces(BlazeFace().detect_tiles(wide), BlazeFace(device="cuda").detect_tiles(wide))
 
 
+def test_face_embeddings_on_cuda_equal_the_cpus(exact_fp32):
+    """dlib's ResNet (dfer_cli.faces.embedding) on the golden GRID chips: the GPU's embeddings are the CPU's."""
+    from test_face_embedding import GOLDEN
+
+    from dfer_cli.faces.embedding import FaceEmbedder
+
+    with np.load(GOLDEN) as data:
+        chips = data["chips"]
+    cpu, gpu = FaceEmbedder().embed(chips), FaceEmbedder(device="cuda").embed(chips)
+    gap = float(np.linalg.norm(cpu - gpu, axis=1).max())
+    print(f"face embeddings, CUDA against CPU: at most {gap:.2e} apart (Euclidean; dlib's threshold is 0.6)")
+    assert gap < 1e-3
+
+
 def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path):
     """A two-person file end to end with the model on CUDA: the speaker, voices and labels of the CPU run,
     the landmark model on the GPU (predict in one process), and its crops the CPU's pixel for pixel."""
