@@ -269,7 +269,8 @@ def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path
     from test_people import side_by_side
 
     import dfer_cli as dfer
-    from dfer_cli.people import landmarks, speaking
+    from dfer_cli.faces import landmarks
+    from dfer_cli.people import speaking
 
     frames = np.stack([frames_of(MEDIA / "grid" / "bbaf2n.mpg", 1)[0]] * 3)
     rois = [landmarks.face_roi((121.0, 110.0, 259.0, 248.0)), landmarks.Roi(5.3, 3.7, 400.0),
