@@ -133,7 +133,7 @@ def _clip_inputs(path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_bf16_keeps_fp32_top1_on_real_media(exact_fp32, tmp_path, monkeypatch):
-    """The CPU criterion of the bf16 default (issue 9): same top-1, probabilities within 0.02."""
+    """The CPU criterion of the bf16 default: same top-1, probabilities within 0.02."""
     model = _official("S160_C11", tmp_path, monkeypatch)
     clips = [_clip_inputs(p, model.dims.image_size) for p in _real_media()]
     video = torch.stack([v for v, _ in clips]).to(CUDA)
