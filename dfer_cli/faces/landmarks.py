@@ -14,7 +14,7 @@ import torch
 
 from dfer_cli.errors import DferError
 from dfer_cli.faces.face_mesh import POINTS, SIZE, FaceMesh, load
-from dfer_cli.faces.mediapipe_ops import SUBPIXEL, blend, split_subpixel, to_levels
+from dfer_cli.faces.mediapipe_ops import SUBPIXEL, axis_taps, blend, to_levels
 
 ROI_SCALE = 1.5  # mediapipe's face_detection_front_detection_to_roi: the square of the box's long side, x1.5
 PRESENCE_THRESHOLD = 0.5  # FaceLandmarkCpu drops the landmarks of a crop scoring below this
@@ -85,9 +85,7 @@ def _taps(centre: float, side: float, length: int) -> tuple[torch.Tensor, ...]:
     """Along one axis of an unturned ROI: each tensor pixel's two source pixels (clamped to the frame) and
     their integer weights, as _crop computes them (the same float64 sums, so the same rounding)."""
     step = torch.arange(SIZE, dtype=torch.float64) / SIZE - 0.5
-    fixed = (centre * SUBPIXEL + (side * SUBPIXEL) * step).round_().long()
-    low, frac = split_subpixel(fixed)
-    return low.clamp(0, length - 1), (low + 1).clamp_(0, length - 1), (SUBPIXEL - frac).float(), frac.float()
+    return axis_taps((centre * SUBPIXEL + (side * SUBPIXEL) * step).round_().long(), length)
 
 
 def _crop_upright(frame: torch.Tensor, roi: Roi) -> torch.Tensor:
@@ -116,16 +114,13 @@ def _crop(frames: torch.Tensor, rois: Sequence[Roi]) -> torch.Tensor:
     # (16 frames' pixel indices fit), which halves the memory traffic of int64.
     fixed_x = (cx * SUBPIXEL + (side * cos * SUBPIXEL) * u - (side * sin * SUBPIXEL) * v).round_().int()
     fixed_y = (cy * SUBPIXEL + (side * sin * SUBPIXEL) * u + (side * cos * SUBPIXEL) * v).round_().int()
-    (low_x, frac_x), (low_y, frac_y) = split_subpixel(fixed_x), split_subpixel(fixed_y)
-    frac_x, frac_y = frac_x.float(), frac_y.float()
-    # BORDER_REPLICATE: a tap outside the frame reads the nearest edge pixel, with its weight unchanged.
-    x0, x1 = low_x.clamp(0, width - 1), low_x.add_(1).clamp_(0, width - 1)
+    x0, x1, wx0, wx1 = axis_taps(fixed_x, width)  # BORDER_REPLICATE
+    y0, y1, wy0, wy1 = axis_taps(fixed_y, height)
     base = torch.arange(n, dtype=torch.int32, device=device).view(n, 1, 1) * (height * width)
-    row0 = low_y.clamp(0, height - 1).mul_(width).add_(base)
-    row1 = low_y.add_(1).clamp_(0, height - 1).mul_(width).add_(base)
-    flat, left = frames.reshape(-1, 3), SUBPIXEL - frac_x
+    row0, row1 = y0.mul_(width).add_(base), y1.mul_(width).add_(base)
+    flat = frames.reshape(-1, 3)
     taps = ((flat.index_select(0, (row + col).view(-1)).view(n, SIZE, SIZE, 3), (wy * wx).unsqueeze_(-1))
-            for row, wy in ((row0, SUBPIXEL - frac_y), (row1, frac_y)) for col, wx in ((x0, left), (x1, frac_x)))
+            for row, wy in ((row0, wy0), (row1, wy1)) for col, wx in ((x0, wx0), (x1, wx1)))
     return to_levels(blend(taps)).to(torch.uint8)
 
 

@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from dfer_cli.faces.mediapipe_ops import SUBPIXEL, blend, split_subpixel, to_levels
+from dfer_cli.faces.mediapipe_ops import SUBPIXEL, axis_taps, blend, to_levels
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,11 @@ class Letterbox:
 
 
 def _taps(start: float, step: float, count: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per output pixel: the two source indices (clamped) and their integer weights out of 32, zero for
-    a source outside the frame (BORDER_ZERO)."""
+    """Per output pixel: the two source indices (2, count), clamped, and their integer weights out of 32,
+    zero for a source outside the frame (BORDER_ZERO)."""
     fixed = np.rint((start + step * np.arange(count, dtype=np.float64)) * SUBPIXEL).astype(np.int64)
-    low, frac = split_subpixel(fixed)
-    index = np.stack([low, low + 1])
-    weight = np.stack([SUBPIXEL - frac, frac]) * ((index >= 0) & (index < limit))
-    return np.clip(index, 0, limit - 1), weight
+    low, high, w_low, w_high = (t.numpy() for t in axis_taps(torch.from_numpy(fixed), limit, zero_border=True))
+    return np.stack([low, high]), np.stack([w_low, w_high])
 
 
 @lru_cache(maxsize=64)

@@ -23,10 +23,17 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
                          torch.maximum(x[:, :, 1::2, ::2], x[:, :, 1::2, 1::2]))
 
 
-def split_subpixel(fixed):
-    """Positions in 32nds of a pixel (integer arrays or tensors) -> the pixel at or before each (floor,
-    negative positions included) and the fraction past it, 0 to 31: the second tap's weight."""
-    return fixed >> _BITS, fixed & (SUBPIXEL - 1)
+def axis_taps(fixed: torch.Tensor, length: int, zero_border: bool = False) -> tuple[torch.Tensor, ...]:
+    """Positions along one axis in 32nds of a pixel (integers, rounded as OpenCV rounds them) -> each
+    one's two source pixels, clamped into [0, length), and their weights out of 32 (float). OpenCV's
+    BORDER_REPLICATE keeps the weight of a source outside the frame (it reads the edge pixel);
+    BORDER_ZERO (`zero_border`) drops it."""
+    low, frac = fixed >> _BITS, fixed & (SUBPIXEL - 1)  # floor, negative positions included
+    high = low + 1
+    w_low, w_high = (SUBPIXEL - frac).float(), frac.float()
+    if zero_border:
+        w_low, w_high = w_low * ((low >= 0) & (low < length)), w_high * ((high >= 0) & (high < length))
+    return low.clamp(0, length - 1), high.clamp_(0, length - 1), w_low, w_high
 
 
 def blend(taps: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
