@@ -29,7 +29,7 @@ from timing import best_of  # noqa: E402
 from dfer_cli.faces import align  # noqa: E402
 from dfer_cli.faces.detect import FaceDetector  # noqa: E402
 from dfer_cli.faces.embedding import FaceEmbedder  # noqa: E402
-from dfer_cli.people.landmarks import FaceLandmarker  # noqa: E402
+from dfer_cli.faces.landmarks import FaceLandmarker  # noqa: E402
 
 CLIP = MEDIA / "grid" / "lbax4n.mpg"
 

@@ -133,7 +133,7 @@ def _clip_inputs(path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_bf16_keeps_fp32_top1_on_real_media(exact_fp32, tmp_path, monkeypatch):
-    """The CPU criterion of the bf16 default (issue 9): same top-1, probabilities within 0.02."""
+    """The CPU criterion of the bf16 default: same top-1, probabilities within 0.02."""
     model = _official("S160_C11", tmp_path, monkeypatch)
     clips = [_clip_inputs(p, model.dims.image_size) for p in _real_media()]
     video = torch.stack([v for v, _ in clips]).to(CUDA)
@@ -283,7 +283,8 @@ def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path
     from test_people import side_by_side
 
     import dfer_cli as dfer
-    from dfer_cli.people import landmarks, speaking
+    from dfer_cli.faces import landmarks
+    from dfer_cli.people import speaking
 
     frames = np.stack([frames_of(MEDIA / "grid" / "bbaf2n.mpg", 1)[0]] * 3)
     rois = [landmarks.face_roi((121.0, 110.0, 259.0, 248.0)), landmarks.Roi(5.3, 3.7, 400.0),

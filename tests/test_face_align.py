@@ -13,7 +13,7 @@ from test_face_embedding import grid_frames
 from dfer_cli.errors import DferError
 from dfer_cli.faces import align
 from dfer_cli.faces.detect import FaceDetector
-from dfer_cli.people.landmarks import FaceLandmarker
+from dfer_cli.faces.landmarks import FaceLandmarker
 
 needs_dlib = pytest.mark.skipif(not dlib_oracle.available(), reason="dlib-bin and face_recognition_models "
                                 "(the test extra) are not installed")

@@ -22,8 +22,8 @@ from dfer_cli.errors import DferError
 from dfer_cli.faces import align, embedding
 from dfer_cli.faces.detect import FaceDetector
 from dfer_cli.faces.embedding import FaceEmbedder
+from dfer_cli.faces.landmarks import FaceLandmarker
 from dfer_cli.people.identity import SAME_PERSON, Stretch, link
-from dfer_cli.people.landmarks import FaceLandmarker
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "face_embeddings.npz"

@@ -1,4 +1,4 @@
-"""Hostile and odd inputs (issue 21): each test names what a hostile user tried and what must happen."""
+"""Hostile and odd inputs: each test names what a hostile user tried and what must happen."""
 
 import contextlib
 import json
