@@ -178,3 +178,11 @@ def make_voice_on_channel(path: Path, source: Path, layout: str, voice: str, mus
         "-map", "0:v", "-map", "[a]", "-c:v", "copy", "-c:a", "aac", "-shortest", path,
     )  # fmt: skip
     return path
+
+
+def make_eight_channels(path: Path, source: Path, codec: str = "aac", seconds: float = 3.0) -> Path:
+    """`source`'s picture and its first ``seconds`` with its sound on all eight channels of 7.1, coded with
+    ``codec`` (aac, libopus, pcm_s16le...)."""
+    pan = "pan=7.1|" + "|".join(f"c{i}=c0" for i in range(8))
+    ffmpeg("-i", source, "-t", str(seconds), "-af", pan, "-c:v", "copy", "-c:a", codec, path)
+    return path
