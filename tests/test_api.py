@@ -1,6 +1,7 @@
 """The Python API: load_model() then predict(), the records it shares with the CLI, precision."""
 
 import json
+import re
 import sys
 import warnings
 
@@ -193,3 +194,26 @@ def test_records_count_the_faces_seen(tiny_weights, tmp_path):
     two, one = model.predict([pair, grid[2]])
     assert two.flags["faces_seen"] == 2 and all(c.faces_seen == 2 for c in two.clips)
     assert one.flags["faces_seen"] == 1
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"clips": 0}, "clips 0: expected a whole number, at least 1"),
+    ({"clips": -1}, "clips -1: expected a whole number, at least 1"),
+    ({"clips": 2.5}, "clips 2.5: expected a whole number, at least 1"),
+    ({"batch_size": 0}, "batch-size 0: expected a whole number, at least 1"),
+    ({"batch_size": -1}, "batch-size -1: expected a whole number, at least 1"),
+    ({"window": 0.1}, "window 0.1: expected at least 0.5 seconds"),
+    ({"window": -1}, "window -1: expected at least 0.5 seconds"),
+    ({"workers": -1}, "workers -1: expected a whole number, at least 0"),
+    ({"people": "main", "max_people": 5}, "--max-people 5 with --people main: main analyses one face"),
+])
+def test_the_api_checks_what_the_cli_checks_in_the_same_words(tiny_weights, options, says):
+    model = dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+    with pytest.raises(UsageError) as raised:
+        model.predict([SINGLE], **options)
+    assert str(raised.value).startswith(says)
+    args = [a for k, v in options.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    cli = CliRunner().invoke(app, ["predict", "--weights", str(tiny_weights), str(SINGLE), *args])
+    if options != {"clips": 2.5}:  # the CLI's parser takes a whole number only
+        assert cli.exit_code == 2 and cli.stderr.startswith(f"dfer: error: {says}"), cli.output
+
