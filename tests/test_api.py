@@ -217,3 +217,25 @@ def test_the_api_checks_what_the_cli_checks_in_the_same_words(tiny_weights, opti
     if options != {"clips": 2.5}:  # the CLI's parser takes a whole number only
         assert cli.exit_code == 2 and cli.stderr.startswith(f"dfer: error: {says}"), cli.output
 
+
+@pytest.mark.parametrize(("inputs", "says"), [
+    ([], "no inputs: name video files or folders"),
+    (b"\x00\x00\x00\x18ftypmp42", "an input of 12 bytes: give a video's path as a str or os.PathLike"),
+    ("", "an empty path ('') names no file"),
+])
+def test_inputs_that_name_no_file_say_so(tiny_weights, inputs, says):
+    model = dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+    with pytest.raises(UsageError, match="^" + re.escape(says)):
+        model.predict(inputs)
+
+
+def test_predict_from_a_list_file_alone(tiny_weights, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# the clips\n{SINGLE}\n\n{NO_FACE}\n")
+    cli = CliRunner().invoke(app, ["predict", "--jsonl", "--weights", str(tiny_weights), "--from-list", str(listing)])
+    assert cli.exit_code == 0, cli.output
+    assert [json.loads(line)["status"] for line in cli.stdout.splitlines()] == ["ok", "no_face"]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing yet\n")
+    cli = CliRunner().invoke(app, ["predict", "--weights", str(tiny_weights), "--from-list", str(empty)])
+    assert cli.exit_code == 2 and cli.stderr == f"dfer: error: --from-list {empty}: lists no inputs\n"

@@ -131,7 +131,7 @@ def predict(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words
         model = load_model(weights, device, precision)
-    records = model.stream(inputs, config)
+    records = model.stream(inputs or [], config)  # --from-list alone
     if not len(records):  # a torchrun process other than rank 0: rank 0 writes every record
         list(records)
         return
