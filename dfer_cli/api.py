@@ -21,6 +21,7 @@ from dfer_cli.predict.pipeline import iter_predict, sharded
 from dfer_cli.results.records import FileResult
 from dfer_cli.runtime.device import pick_device, resolve_precision
 from dfer_cli.runtime.distributed import local_device, process_group, ranks
+from dfer_cli.runtime.pool import leave_if_importing_main
 from dfer_cli.runtime.quantize import int8_copy_soon
 
 UNTRAINED = "untrained"
@@ -74,6 +75,7 @@ class Model:
         """Like `predict`, one record at a time as each file finishes. The inputs are listed at once
         (a usage error is raised here, not on the first record). Under torchrun each process analyses
         its share of the files and rank 0 yields all the records."""
+        leave_if_importing_main()
         config = (config or PredictConfig()).updated(**options)
         if config.clips.frame_order is None:
             config = replace(config, clips=replace(config.clips, frame_order=self.frame_order))
@@ -108,6 +110,7 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
     from dfer_cli.weights import store
     from dfer_cli.weights.format import LoadedWeights, WeightsConfig
 
+    leave_if_importing_main()
     torch_device = local_device(pick_device(device))  # under torchrun: this process's GPU
     chosen = resolve_precision(precision, torch_device)
     if weights == UNTRAINED:

@@ -239,3 +239,33 @@ def test_predict_from_a_list_file_alone(tiny_weights, tmp_path):
     empty.write_text("# nothing yet\n")
     cli = CliRunner().invoke(app, ["predict", "--weights", str(tiny_weights), "--from-list", str(empty)])
     assert cli.exit_code == 2 and cli.stderr == f"dfer: error: --from-list {empty}: lists no inputs\n"
+
+
+_SCRIPT = """
+import sys
+import dfer_cli as dfer
+
+{guard}
+    model = dfer.load_model(sys.argv[1], device="cpu", precision="fp32")
+    for r in model.predict(sys.argv[2:], workers=1):
+        print(r.status)
+"""
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_script_runs_predict_with_workers_under_the_main_guard_and_is_told_without_it(tiny_weights, tmp_path,
+                                                                                         guarded):
+    import subprocess
+
+    script = tmp_path / "script.py"
+    script.write_text(_SCRIPT.format(guard='if __name__ == "__main__":' if guarded else "if True:"))
+    done = subprocess.run([sys.executable, str(script), str(tiny_weights), str(NO_FACE), str(NO_FACE)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    if guarded:
+        assert done.returncode == 0 and done.stdout.split() == ["no_face", "no_face"], done.stderr
+    else:
+        assert done.returncode == 1 and done.stdout == ""
+        assert done.stderr.splitlines()[-1] == (
+            "dfer_cli.errors.UsageError: worker processes import the main script, and this one starts dfer as it "
+            'is imported: put its calls under `if __name__ == "__main__":` (as in the README\'s example), or pass '
+            "workers=0")

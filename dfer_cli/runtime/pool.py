@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import multiprocessing
 import os
 import signal
 import threading
@@ -20,7 +21,7 @@ from typing import TypeVar
 
 import torch
 
-from dfer_cli.errors import DferWarning
+from dfer_cli.errors import DferWarning, UsageError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -119,6 +120,10 @@ class _Workers:
         self._drain()
         exits = {p.pid: p.exitcode for p in processes}
         if not any(pid in self._running for pid in exits):
+            if set(exits.values()) == {_IMPORTING_MAIN}:
+                raise UsageError("worker processes import the main script, and this one starts dfer as it is "
+                                 "imported: put its calls under `if __name__ == \"__main__\":` (as in the "
+                                 "README's example), or pass workers=0")
             raise BrokenProcessPool("the worker processes died before they began a task")
         crashed = {self._running[pid]: code for pid, code in exits.items()
                    if code not in (0, -signal.SIGTERM) and pid in self._running}
@@ -157,6 +162,17 @@ def _exit_reason(code: int | None) -> str:
     if code is not None and code < 0:
         return f"signal {-code}"
     return f"exit status {code}"
+
+
+_IMPORTING_MAIN = 86  # a worker's exit status: it was importing a script that starts dfer at import
+
+
+def leave_if_importing_main() -> None:
+    """In a worker process still importing the main script (spawn runs it again in each worker; one
+    without the `__main__` guard would load a model there and start workers of its own): exit at once,
+    with the status that the parent reports as that."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        os._exit(_IMPORTING_MAIN)
 
 
 _begun_tasks = None  # in a worker: where it says which task it begins
