@@ -83,7 +83,7 @@ def test_to_dataframe(tiny_weights, monkeypatch):
     pd = pytest.importorskip("pandas")
     frame = dfer.to_dataframe(records)
     assert isinstance(frame, pd.DataFrame) and list(frame["status"]) == ["ok", "no_face"]
-    assert frame.loc[0, "happy"] == records[0].probabilities["happy"] and frame.loc[0, "distinct_frames"] > 16
+    assert frame.loc[0, "p_happy"] == records[0].probabilities["happy"] and frame.loc[0, "distinct_frames"] > 16
 
 
 def test_still_image_and_repeated_frames_are_flagged(tiny_weights, tmp_path):

@@ -544,3 +544,49 @@ def test_ctrl_c_on_a_folder_run_is_quick_quiet_and_keeps_valid_jsonl(tiny_weight
     assert run.returncode == 130 and time.monotonic() - start < 4
     assert [json.loads(line)["status"] for line in (first + rest).decode().splitlines()][0] == "ok"
     assert b"Traceback" not in err  # neither the parent nor a worker prints one
+
+
+def test_names_that_differ_in_undecodable_bytes_stay_apart_and_read_back(tiny_weights, tmp_path):
+    import csv
+
+    names = [b"clip\xff.mp4", b"clip\xfe.mp4", b"clip\\xff.mp4", "clipé.mp4".encode()]
+    for name in names:
+        (tmp_path / os.fsdecode(name)).write_text("not a video")
+    paths = {}
+    for fmt in ("--json", "--jsonl", "--csv"):
+        result = CliRunner().invoke(app, ["predict", fmt, "--weights", str(tiny_weights), str(tmp_path)])
+        assert result.exit_code == 1, result.output
+        if fmt == "--json":
+            paths[fmt] = [r["path"] for r in json.loads(result.stdout)]
+        elif fmt == "--jsonl":
+            paths[fmt] = [json.loads(line)["path"] for line in result.stdout.splitlines()]
+        else:
+            paths[fmt] = [r["path"] for r in csv.DictReader(result.stdout.splitlines())]
+    assert paths["--json"] == paths["--jsonl"] == paths["--csv"]
+    shown = {os.path.basename(p) for p in paths["--json"]}
+    assert shown == {"clip\\xff.mp4", "clip\\xfe.mp4", "clip\\\\xff.mp4", "clipé.mp4"}
+    as_bytes = {p.encode().decode("unicode_escape").encode("latin-1") for p in paths["--json"]}  # the README's way
+    assert as_bytes == {os.fsencode(tmp_path) + b"/" + n for n in names}
+
+
+def test_classes_named_like_the_records_own_columns_keep_to_their_own():
+    import csv
+    import io
+
+    from dfer_cli.results.records import FileResult
+    from dfer_cli.results.writers import make_writer
+
+    classes = ["label", "path", "happy"]
+    result = FileResult("a.mp4", label="path", confidence=0.5, probabilities={"label": 0.2, "path": 0.5, "happy": 0.3},
+                        flags={"faces_found": 32, "frames": 32})
+    stream = io.StringIO()
+    writer = make_writer("csv", stream, classes, False)
+    writer.write(result)
+    writer.close()
+    header = stream.getvalue().splitlines()[0].split(",")
+    assert len(header) == len(set(header))
+    (row,) = csv.DictReader(io.StringIO(stream.getvalue()))
+    assert (row["path"], row["label"], row["p_path"], row["p_label"]) == ("a.mp4", "path", "0.500000", "0.200000")
+    pd = pytest.importorskip("pandas")
+    frame = dfer.to_dataframe([result])
+    assert isinstance(frame, pd.DataFrame) and frame.loc[0, "path"] == "a.mp4" and frame.loc[0, "p_path"] == 0.5

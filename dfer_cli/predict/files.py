@@ -12,10 +12,12 @@ from dfer_cli.media import decode
 
 
 def display_path(path: str | os.PathLike | decode.MediaBytes) -> str:
-    """A printable name even for file names that are not valid UTF-8 (a file read from a URI: the URI)."""
+    """The name a record carries (a file read from a URI: the URI): valid UTF-8 as it is, each byte that
+    is not as \\xNN and a backslash as \\\\, so that no two files share a name and each name reads back
+    to its bytes (the README says how)."""
     if isinstance(path, decode.MediaBytes):
         return path.name
-    return os.fsencode(path).decode("utf-8", "replace")
+    return os.fsencode(path).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
 def collect_inputs(args: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool = True,
