@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -37,7 +37,7 @@ class Records(Iterator[FileResult]):
     """The records of a `Model.stream`, one per file as each finishes, in input order. `len()` is how
     many this process will yield: every file's, or none in a torchrun process other than rank 0."""
 
-    def __init__(self, records: Iterator[FileResult], count: int) -> None:
+    def __init__(self, records: Generator[FileResult, None, None], count: int) -> None:
         self._records, self._count = records, count
 
     def __len__(self) -> int:
@@ -45,6 +45,17 @@ class Records(Iterator[FileResult]):
 
     def __next__(self) -> FileResult:
         return next(self._records)
+
+    def close(self) -> None:
+        """Stops the run where it is: its worker processes and threads end now, not when the iterator is
+        garbage-collected. Leaving a `with model.stream(...) as records:` block closes it too."""
+        self._records.close()
+
+    def __enter__(self) -> Records:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass

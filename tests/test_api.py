@@ -269,3 +269,21 @@ def test_a_script_runs_predict_with_workers_under_the_main_guard_and_is_told_wit
             "dfer_cli.errors.UsageError: worker processes import the main script, and this one starts dfer as it "
             'is imported: put its calls under `if __name__ == "__main__":` (as in the README\'s example), or pass '
             "workers=0")
+
+
+def test_closing_a_stream_ends_its_workers_at_once(tiny_weights):
+    import multiprocessing
+    import threading
+
+    model = dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+    threads = threading.active_count()
+    with model.stream([NO_FACE] * 6, workers=2) as records:
+        for record in records:
+            assert record.status == "no_face" and multiprocessing.active_children()
+            break
+    assert not multiprocessing.active_children() and threading.active_count() == threads
+    assert list(records) == []  # closed: the files after the break are not analysed
+    records = model.stream([NO_FACE] * 6, workers=2)
+    next(records)
+    records.close()
+    assert not multiprocessing.active_children() and threading.active_count() == threads
