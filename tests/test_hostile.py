@@ -56,6 +56,14 @@ def test_predict_hears_a_voice_on_any_channel_and_says_which(model, one_channel_
     assert plain.flags["audio_channel"] == "FL"  # ordinary stereo: channel 0, as before
 
 
+def test_unnamed_channels_are_named_by_their_place(model, tmp_path):
+    """PCM in MKV records no layout: FFmpeg names its channels NONE, the record c0, c1, ..."""
+    right = make_voice_on_channel(tmp_path / "right.mkv", GRID, "stereo", "FR", codec="pcm_s16le")
+    assert decode.probe(right).audio_layout == ("c0", "c1")
+    (record,) = model.predict([right], workers=0)
+    assert record.flags["audio_channel"] == "c1" and not record.flags["silent_audio"]
+
+
 def test_predict_gives_the_model_the_voice_channel(model, one_channel_voices, tmp_path):
     """The audio input is the voice's: the voice on the right gets the call of that voice on the left
     (up to AAC's coding of each side, ~1e-4), not that of silence (~1e-2 away with these weights)."""

@@ -107,7 +107,7 @@ def probe(path: Source, list_frames_up_to: float = 0.0) -> VideoInfo:
             audio_channels=audio.channels if audio else 0,
             start_time=start,
             frame_times=frame_times(path, list_frames_up_to) if duration <= list_frames_up_to else None,
-            audio_layout=tuple(c.name for c in audio.layout.channels) if audio else (),
+            audio_layout=_channel_names(audio.layout) if audio else (),
         )
 
 
@@ -413,6 +413,13 @@ def _scanned_end(
         if packet.pts is not None:
             end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
     return end
+
+
+def _channel_names(layout: av.AudioLayout) -> tuple[str, ...]:
+    """The channels' names in order; c0, c1, ... where the layout leaves them unnamed (PCM in MKV:
+    FFmpeg calls them NONE)."""
+    names = tuple(c.name for c in layout.channels)
+    return names if "NONE" not in names else tuple(f"c{i}" for i in range(len(names)))
 
 
 def _rotation(frame: av.VideoFrame) -> int:
