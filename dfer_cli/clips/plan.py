@@ -23,6 +23,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from dfer_cli.errors import check_count
 from dfer_cli.labels import REFERENCE_ORDER, TIME_ORDER
 from dfer_cli.media import decode
 from dfer_cli.media.fbank import HEARD_S
@@ -47,6 +48,10 @@ class ClipConfig:
     audio_window: float = 5.12
     # The order in which a clip's frames reach the model (FRAME_ORDERS); None: the weights' order.
     frame_order: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("frames", "clips"):
+            check_count(name, getattr(self, name), least=1)
 
 
 @dataclass(frozen=True)
