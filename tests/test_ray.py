@@ -349,3 +349,29 @@ def test_the_rows_timer_flushes_a_lone_row(tmp_path):
         assert len(pd.read_parquet(tmp_path / "rows")) == 1  # written by the timer, before close
     finally:
         sink.close()
+
+
+def test_a_files_record_on_ray_is_the_one_plain_predict_gives_it_alone_in_every_precision(tmp_path):
+    import ray
+    from conftest import without_timings
+
+    import dfer_cli as dfer
+    from dfer_cli import PredictConfig, RayConfig, predict_on_ray
+
+    weights = save_tiny_weights(tmp_path / "tiny")
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for src in GRID[:3]:
+        shutil.copy(src, folder / src.name)
+    target = str(folder / GRID[0].name)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for precision in ("fp32", "bf16", "int8"):
+            (alone,) = dfer.load_model(str(weights), "cpu", precision).predict(target, workers=0, batch_size=1)
+            out = tmp_path / precision
+            predict_on_ray([str(folder)], out, str(weights), PredictConfig(), RayConfig(), "cpu", precision)
+            rows = _rows(out)
+            (record,) = rows.record[rows.path == target]
+            assert without_timings(record) == without_timings(json.dumps(alone.to_dict(), ensure_ascii=False))
+    finally:
+        ray.shutdown()
