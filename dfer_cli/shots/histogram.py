@@ -23,7 +23,7 @@ class HistogramConfig:
     # slideshow changes at every frame).
     floor: float = 0.3
     ratio: float = 3.0
-    strong: float = 0.6
+    strong: float = 0.5
     persist: int = 3
     around: int = 8  # frames either side whose change sets the adaptive level
     # A dissolve: frames `gap` apart differ by at least `gradual`, the most within `gap` either side.
@@ -60,7 +60,7 @@ def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def margin(cfg: HistogramConfig) -> int:
     """Frames of context either side that scoring a frame needs."""
-    return max(cfg.persist + cfg.around, 2 * cfg.gap)
+    return max(cfg.persist + cfg.around, 2 * cfg.gap + cfg.persist)
 
 
 def cut_scores(hists: np.ndarray, cfg: HistogramConfig, lo: int, hi: int) -> np.ndarray:
@@ -79,8 +79,11 @@ def cut_scores(hists: np.ndarray, cfg: HistogramConfig, lo: int, hi: int) -> np.
     span = [k for k in range(-cfg.around, cfg.around + 1) if k]
     nearby = np.mean([distance(at(wide + k - 1), at(wide + k)) for k in span], 0)
     is_hard = (hard >= cfg.strong) | ((hard >= cfg.floor) & (hard >= cfg.ratio * nearby))
-    # Frames past the ends repeat, so the ends of a run never look like a dissolve's middle.
-    soft = np.where((wide - g >= 0) & (wide + g < n), distance(at(wide - g), at(wide + g)), 0.0)
+    # Frames `gap` apart, again the smallest change over `persist` frames on each side (a flash is no
+    # dissolve); none near the ends of a run, where frames past the ends would repeat.
+    across = np.min([distance(at(wide - g - a), at(wide + g + b)) for a in range(cfg.persist)
+                     for b in range(cfg.persist)], 0)
+    soft = np.where((wide - g - cfg.persist >= 0) & (wide + g + cfg.persist <= n), across, 0.0)
     window = np.lib.stride_tricks.sliding_window_view(np.pad(soft, g), 2 * g + 1)
     near = np.lib.stride_tricks.sliding_window_view(np.pad(is_hard, g), 2 * g + 1)
     # A dissolve's middle: the largest change across `gap` frames around it, and no hard cut within `gap`.
