@@ -17,6 +17,7 @@ from dfer_cli.shots.detect import HEIGHT, WIDTH, CutConfig, CutDetector, detect_
 
 GOLDEN = Path(__file__).parent / "data" / "transnet_v2_golden.npz"
 HIST = CutConfig(method="histogram")
+NET = CutConfig(method="transnet")
 
 
 def scene(k: int, n: int, start: int = 0) -> np.ndarray:
@@ -75,7 +76,7 @@ def test_the_port_matches_the_recorded_outputs_of_the_original():
 
 
 def test_transnet_finds_the_hard_cut_and_the_dissolve_middle():
-    cuts = detect_cuts(golden_input(), np.arange(170) / 25)
+    cuts = detect_cuts(golden_input(), np.arange(170) / 25, NET)
     assert [round(c.time * 25) for c in cuts][:1] == [60]
     assert len(cuts) == 2 and abs(round(cuts[1].time * 25) - 120) <= 3
 
@@ -119,9 +120,6 @@ def test_a_slideshow_of_stills_is_a_cut_at_every_new_image():
     frames = np.concatenate([scene(k, 1) for k in range(60)])
     cuts = detect_cuts(frames, np.arange(60) / 25, HIST)
     assert len(cuts) >= 53  # 9 in 10: two random gradients may happen to look alike
-    # TransNet sees images that change at every frame as one long transition, not as 59 shots
-    long = detect_cuts(frames, np.arange(60) / 25)
-    assert len(long) <= 2 and max(c.frames for c in long) > 30
 
 
 @pytest.mark.parametrize("method", ["transnet", "histogram"])

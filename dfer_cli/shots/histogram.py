@@ -68,24 +68,35 @@ def cut_scores(hists: np.ndarray, cfg: HistogramConfig, lo: int, hi: int) -> np.
     decision as a score, so that it composes like the network's probabilities); frames past either end of
     `hists` are taken as the end frames repeated."""
     n, g = len(hists), cfg.gap
-
-    def at(i: np.ndarray) -> np.ndarray:
-        return hists[np.clip(i, 0, n - 1)]
-
     wide = np.arange(lo - g, hi + g)  # the frames asked, and `gap` either side
-    # The smallest change between any of `persist` frames before a frame and any of `persist` from it on.
-    hard = np.min([distance(at(wide - 1 - a), at(wide + b)) for a in range(cfg.persist) for b in range(cfg.persist)],
-                  0)
+    hard = _lasting(hists, wide - 1, wide, cfg.persist)
     span = [k for k in range(-cfg.around, cfg.around + 1) if k]
-    nearby = np.mean([distance(at(wide + k - 1), at(wide + k)) for k in span], 0)
+    nearby = np.mean([distance(_at(hists, wide + k - 1), _at(hists, wide + k)) for k in span], 0)
     is_hard = (hard >= cfg.strong) | ((hard >= cfg.floor) & (hard >= cfg.ratio * nearby))
     # Frames `gap` apart, again the smallest change over `persist` frames on each side (a flash is no
     # dissolve); none near the ends of a run, where frames past the ends would repeat.
-    across = np.min([distance(at(wide - g - a), at(wide + g + b)) for a in range(cfg.persist)
-                     for b in range(cfg.persist)], 0)
+    across = _lasting(hists, wide - g, wide + g, cfg.persist)
     soft = np.where((wide - g - cfg.persist >= 0) & (wide + g + cfg.persist <= n), across, 0.0)
     window = np.lib.stride_tricks.sliding_window_view(np.pad(soft, g), 2 * g + 1)
     near = np.lib.stride_tricks.sliding_window_view(np.pad(is_hard, g), 2 * g + 1)
     # A dissolve's middle: the largest change across `gap` frames around it, and no hard cut within `gap`.
     is_soft = (soft >= cfg.gradual) & (soft >= window.max(1)) & ~near.any(1)
     return (is_hard | is_soft)[g : g + hi - lo].astype(np.float32)
+
+
+def lasting_change(hists: np.ndarray, cfg: HistogramConfig, lo: int, hi: int) -> np.ndarray:
+    """For frames lo..hi-1: how much the picture changes there and stays changed, the larger of the change
+    across the frame and the change across `gap` frames either side (a dissolve), each the smallest over
+    `persist` frames on either side. A flash, shorter than `persist`, scores about 0."""
+    i = np.arange(lo, hi)
+    return np.maximum(_lasting(hists, i - 1, i, cfg.persist), _lasting(hists, i - cfg.gap, i + cfg.gap, cfg.persist))
+
+
+def _at(hists: np.ndarray, i: np.ndarray) -> np.ndarray:
+    return hists[np.clip(i, 0, len(hists) - 1)]  # past either end: the end frame repeated
+
+
+def _lasting(hists: np.ndarray, before: np.ndarray, after: np.ndarray, persist: int) -> np.ndarray:
+    """The smallest change between any of `persist` frames up to `before` and any of `persist` from `after`."""
+    return np.min([distance(_at(hists, before - a), _at(hists, after + b)) for a in range(persist)
+                   for b in range(persist)], 0)
