@@ -144,8 +144,8 @@ def test_one_worker_rule_and_one_thread_limiter():
 
 def test_the_cli_calls_only_the_public_api():
     graph = _graph()
-    inside = ("dfer_cli.predict", "dfer_cli.runtime", "dfer_cli.faces", "dfer_cli.media", "dfer_cli.clips",
-              "dfer_cli.model")
+    inside = ("dfer_cli.predict", "dfer_cli.runtime", "dfer_cli.shots", "dfer_cli.faces", "dfer_cli.media",
+              "dfer_cli.clips", "dfer_cli.model")
     assert not [m for m in graph["dfer_cli.cli.predict"] if m.startswith(inside)]
     text = (PACKAGE / "cli" / "predict.py").read_text()
     assert "load_model(" in text and ".stream(inputs, config)" in text and "predict_on_ray(" in text
