@@ -120,7 +120,8 @@ class _Workers:
         self._drain()
         exits = {p.pid: p.exitcode for p in processes}
         if not any(pid in self._running for pid in exits):
-            if set(exits.values()) == {_IMPORTING_MAIN}:
+            # The executor ends the other workers once one has left: theirs may read SIGTERM.
+            if _IMPORTING_MAIN in exits.values() and set(exits.values()) <= {_IMPORTING_MAIN, -signal.SIGTERM}:
                 raise UsageError("worker processes import the main script, and this one starts dfer as it is "
                                  "imported: put its calls under `if __name__ == \"__main__\":` (as in the "
                                  "README's example), or pass workers=0")
