@@ -82,7 +82,7 @@ summary() {
             echo
             echo "## $log.log"
             echo
-            grep -E '^(\||#|\[|FAILED|ERROR|SKIPPED|=+ .* in [0-9.]+s|[0-9.]+ videos/s|mean seconds|[0-9]+ s: |[0-9]+-s two-person| +two people)' "$OUT/$log.log"
+            grep -E '^(\||#|\[|FAILED|ERROR|SKIPPED|=+ .* in [0-9.]+s|[0-9.]+ videos/s|mean seconds|[0-9]+ s: |[0-9]+-s two-person| +two people|TransNet V2 on CUDA)' "$OUT/$log.log"
         done
     } > "$OUT/summary.md.tmp" && mv "$OUT/summary.md.tmp" "$OUT/summary.md"
 }

@@ -336,3 +336,25 @@ def test_int8_is_refused_on_cuda_with_one_clear_line():
 
     with pytest.raises(UsageError, match="int8 runs on CPUs only"):
         dfer.load_model("untrained", device="cuda", precision="int8")
+
+
+def test_the_cut_detector_on_cuda_gives_the_cpus_cuts(exact_fp32):
+    from test_shots import golden_input
+
+    from dfer_cli.shots import transnet
+    from dfer_cli.shots.detect import CutConfig, detect_cuts
+
+    frames = golden_input()
+    times = np.arange(len(frames)) / 25
+    on_cpu, on_gpu = transnet.predict_frames(frames, "cpu"), transnet.predict_frames(frames, CUDA)
+    assert np.abs(on_cpu - on_gpu).max() < 1e-4
+    net = CutConfig(method="transnet")
+    on_gpu_cuts = detect_cuts(frames, times, net, "cuda")
+    assert [c.time for c in on_gpu_cuts] == [c.time for c in detect_cuts(frames, times, net)] and on_gpu_cuts
+    long = np.concatenate([frames] * 12)  # 2,040 frames
+    transnet.predict_frames(long[:200], CUDA)  # warm-up: cuDNN picks its kernels
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    transnet.predict_frames(long, CUDA)
+    torch.cuda.synchronize()
+    print(f"\nTransNet V2 on CUDA: {len(long) / (time.perf_counter() - start):.0f} frames/s")

@@ -191,3 +191,14 @@ def test_fixed_point_taps_keep_or_drop_sources_outside_the_frame():
     _, _, w_low, w_high = axis_taps(fixed, 3, zero_border=True)  # BORDER_ZERO: no weight outside
     assert w_low.tolist() == [0, 0, 32, 16, 1, 0, 0] and w_high.tolist() == [0, 0, 0, 16, 0, 0, 0]
     assert to_levels(torch.tensor([511.0, 512.0, 255 * 1024.0])).tolist() == [0, 1, 255]  # half up
+
+
+def test_a_face_cut_by_the_frame_edge_has_its_box_inside_the_frame(detector):
+    """The detector's box of a face half out of the picture runs past the edge (x0 about -45 here);
+    the person's box, which the record reports, stops at the edge."""
+    frames = np.ascontiguousarray(frames_of(MEDIA / "grid" / "bbaf2n.mpg")[:, :, 130:])
+    height, width = frames.shape[1:3]
+    (person,) = faces_for_clip(frames, detector, FaceConfig(), 48, max_people=2).people
+    box = person.median
+    assert box.x0 == 0.0 and 0 < box.y0 < box.y1 <= height and 0 < box.x1 <= width
+    assert Box(-5, 10, 50, 300).clipped((40, 200)) == Box(0, 10, 40, 200)

@@ -147,11 +147,11 @@ def test_one_worker_rule_and_one_thread_limiter():
 
 def test_the_cli_calls_only_the_public_api():
     graph = _graph()
-    inside = ("dfer_cli.predict", "dfer_cli.runtime", "dfer_cli.faces", "dfer_cli.media", "dfer_cli.clips",
-              "dfer_cli.model")
+    inside = ("dfer_cli.predict", "dfer_cli.runtime", "dfer_cli.shots", "dfer_cli.faces", "dfer_cli.media",
+              "dfer_cli.clips", "dfer_cli.model")
     assert not [m for m in graph["dfer_cli.cli.predict"] if m.startswith(inside)]
     text = (PACKAGE / "cli" / "predict.py").read_text()
-    assert "load_model(" in text and ".stream(inputs, config)" in text and "predict_on_ray(" in text
+    assert "load_model(" in text and ".stream(inputs" in text and "predict_on_ray(" in text
     for path in (PACKAGE / "cli").glob("*.py"):  # no CLI code branches on torchrun's ranks
         source = path.read_text()
         assert not [w for w in ("process_group", "ranks(", "Ranks", ".analyse") if w in source], path.name

@@ -28,9 +28,9 @@ def predict(
     jsonl: Annotated[bool, typer.Option("--jsonl", help="one JSON object per line, streamed")] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV on stdout")] = False,
     window: Annotated[float | None, typer.Option(
-        help="timeline: one prediction per WINDOW seconds", min=0.5)] = None,
+        help="timeline: one prediction per WINDOW seconds (at least 0.5)")] = None,
     plot: Annotated[Path | None, typer.Option(help="with --window: draw the timeline to this PNG")] = None,
-    clips: Annotated[int, typer.Option(help="clips per file, averaged", min=1)] = 2,
+    clips: Annotated[int, typer.Option(help="clips per file, averaged")] = 2,
     explain: Annotated[bool, typer.Option(
         "--explain", help="add why: the voice's and the face's shares of the call, which frames, face "
                           "regions and voice moments drove it (about 5x the model's time)")] = False,
@@ -38,9 +38,9 @@ def predict(
         help="with or without --explain: also draw each file's explanation to DIR/<name>.png")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
-    batch_size: Annotated[int, typer.Option(help="clips per model call", min=1)] = 8,
+    batch_size: Annotated[int, typer.Option(help="clips per model call")] = 8,
     workers: Annotated[int | None, typer.Option(
-        help="decoding processes (default: 0 for 1-2 files, else up to 4, fewer than the cores)", min=0)] = None,
+        help="decoding processes (default: 0 for 1-2 files, else up to 4, fewer than the cores)")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="walk sub-folders")] = True,
     ext: Annotated[str | None, typer.Option(
         help="comma-separated extensions to pick from folders, e.g. mp4,mkv")] = None,
@@ -51,7 +51,7 @@ def predict(
     voice: Annotated[str, typer.Option(
         help="auto: each person hears the speech attributed to them (one face alone hears it all); all: "
              "everyone hears the whole soundtrack, as in the paper")] = "auto",
-    max_people: Annotated[int, typer.Option(help="people analysed at most, the most present and largest", min=1)] = 8,
+    max_people: Annotated[int, typer.Option(help="people analysed at most, the most present and largest")] = 8,
     from_list: Annotated[Path | None, typer.Option(
         help="a text file of more inputs, one per line (# starts a comment line)")] = None,
     ray: Annotated[str | None, typer.Option(
@@ -78,7 +78,7 @@ def predict(
              "analysis", rich_help_panel="Report")] = None,
     time_limit: Annotated[float, typer.Option(
         help="seconds a decoding process may spend on one file (or timeline part) before the file gets an "
-             "error record; 0: no limit", min=0)] = 900.0,
+             "error record; 0: no limit")] = 900.0,
 ) -> None:
     """Recognise the emotion in videos from the face and the voice.
 
@@ -151,7 +151,7 @@ def predict(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words
         model = load_model(weights, device, precision)
-    records = model.stream(inputs, config)
+    records = model.stream(inputs or [], config)  # --from-list alone
     if not len(records):  # a torchrun process other than rank 0: rank 0 writes every record
         list(records)
         return
