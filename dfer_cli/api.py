@@ -70,13 +70,19 @@ class Model:
         A file that cannot be analysed gets a record with status "error" and the reason."""
         return list(self.stream(inputs, config, **options))
 
+    def run_config(self, config: PredictConfig | None = None, **options: object) -> PredictConfig:
+        """The settings a run of these weights goes by, here and on Ray alike: `config` (or the defaults)
+        with `options`, and the weights' own frame order where none is asked for."""
+        config = (config or PredictConfig()).updated(**options)
+        if config.clips.frame_order is None:
+            config = replace(config, clips=replace(config.clips, frame_order=self.frame_order))
+        return config
+
     def stream(self, inputs: Inputs, config: PredictConfig | None = None, **options: object) -> Records:
         """Like `predict`, one record at a time as each file finishes. The inputs are listed at once
         (a usage error is raised here, not on the first record). Under torchrun each process analyses
         its share of the files and rank 0 yields all the records."""
-        config = (config or PredictConfig()).updated(**options)
-        if config.clips.frame_order is None:
-            config = replace(config, clips=replace(config.clips, frame_order=self.frame_order))
+        config = self.run_config(config, **options)
         paths = collect_inputs(inputs, config.recursive, config.extensions, config.from_list)
         return Records(self._records(paths, config), len(paths) if ranks().main else 0)
 

@@ -320,8 +320,8 @@ def test_a_4k_frame_is_decoded_at_720p_and_the_same_face_is_found(model, grid_4k
     assert (big.media["width"], big.media["height"]) == (3840, 2160)
     # The people's boxes are in the file's pixels: near GRID's scaled 7.5x and moved 570 px right (the
     # detector sees each frame letterboxed, so the two frames' boxes differ by a few per cent).
-    expected = np.array(small.people[0]["box"]) * 7.5 + [570, 0, 570, 0]
-    assert np.abs(np.array(big.people[0]["box"]) - expected).max() < 0.1 * (expected[2] - expected[0])
+    expected = np.array(small.people[0].box) * 7.5 + [570, 0, 570, 0]
+    assert np.abs(np.array(big.people[0].box) - expected).max() < 0.1 * (expected[2] - expected[0])
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import torch
 from conftest import MEDIA
 
 from dfer_cli.errors import DferError
-from dfer_cli.people.attribute import INNER_LIP
-from dfer_cli.people.attribute import lip_opening as mouth_opening
+from dfer_cli.people.attribution import INNER_LIP
+from dfer_cli.people.attribution import lip_opening as mouth_opening
 from dfer_cli.people.landmarks import POINTS, FaceLandmarker, roi_from_landmarks
 
 

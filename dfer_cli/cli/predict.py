@@ -139,7 +139,7 @@ def predict(
         err.print("[bold yellow]warning:[/bold yellow] untrained random weights: the pipeline runs, "
                   "the emotions are meaningless. Import real weights with `dfer weights import`.")
     writer = make_writer(formats[0] if formats else "table", sys.stdout, model.class_names, window is not None,
-                         config.explain, config.people.people == "all")
+                         config.explain, config.people.mode == "all")
     results = []
     with progress_bar("analysing", len(records)) as advance:
         try:
@@ -170,7 +170,7 @@ def _plot_first_timeline(results: list, plot: Path) -> None:
     voice = None
     if shown.explanation is not None:  # NaN where a window had no face, or the file no audio
         voice = np.repeat([np.nan if c.voice_share is None else c.voice_share for c in shown.clips], 2)
-    turns = sorted({(t["start"], t["end"], t["person"]) for c in shown.clips for t in c.speech or []},
+    turns = sorted({(t.start, t.end, t.person) for c in shown.clips for t in c.speech or []},
                    key=lambda turn: turn[:2])
     plot_timeline(times, probs, class_names, plot, title=shown.path, voice=voice, speech=turns)
     err.print(f"timeline of {shown.path} -> {plot}", markup=False)

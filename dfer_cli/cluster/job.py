@@ -10,7 +10,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from dfer_cli.cluster.config import RayConfig
@@ -55,8 +55,7 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
         # Loaded once here, then shared by every actor through Ray's object store: all of them hold the
         # same weights (random ones included) without a shared file system.
         model = load_model(weights, "cpu", "fp32")
-    if config.clips.frame_order is None:
-        config = replace(config, clips=replace(config.clips, frame_order=model.frame_order))
+    config = model.run_config(config)
     run = _run_key(model.weights, config)
     done = finished_rows(output, run)
     keys = {i.key for i in todo}
@@ -148,7 +147,7 @@ def _run_key(weights: str, config: PredictConfig) -> dict:
     """What shapes a row beyond its file: a run resumed with other weights or options would mix records."""
     c = config
     return {"weights": weights, "window": c.window, "clips": c.clips.clips, "frame_order": c.clips.frame_order,
-            "people": c.people.people, "voice": c.people.voice, "max_people": c.people.max_people,
+            "people": c.people.mode, "voice": c.people.voice, "max_people": c.people.max_people,
             "explain": c.explain}
 
 

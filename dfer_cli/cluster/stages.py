@@ -79,9 +79,7 @@ class DferPredictor:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UntrainedWeightsWarning)
                 self.model = load_model(weights, device, precision)
-        self.config = config or PredictConfig()
-        if self.config.clips.frame_order is None:
-            self.config = replace(self.config, clips=replace(self.config.clips, frame_order=self.model.frame_order))
+        self.config = self.model.run_config(config)
         if actors_per_node and self.model.device.type == "cpu":  # else Ray's one thread per reserved CPU
             share_cores(actors_per_node)
         self.classifier = Classifier(self.model.network, self.model.device, self.config.batch_size,

@@ -51,7 +51,7 @@ class PredictConfig:
         "main"), `voice` ("auto" or "all") and `max_people` as PeopleConfig's fields."""
         clips, people = self.clips, options.pop("people", self.people)
         if isinstance(people, str):
-            people = replace(self.people, people=people)
+            people = replace(self.people, mode=people)
         people = replace(people, **{k: options.pop(k) for k in ("voice", "max_people") if k in options})
         if isinstance(options.get("clips"), int):
             clips = replace(clips, clips=options.pop("clips"))

@@ -15,12 +15,19 @@ from dfer_cli.errors import DferError
 from dfer_cli.faces import detect
 from dfer_cli.media import decode
 from dfer_cli.media.channels import VOICE
-from dfer_cli.people.inputs import person_rows
-from dfer_cli.people.speaking import clip_turns
+from dfer_cli.people import stage as people
 from dfer_cli.predict.config import PredictConfig
 from dfer_cli.predict.files import display_path
 from dfer_cli.predict.tasks import FilePart
 from dfer_cli.results.records import ClipResult, FileResult
+
+
+@dataclass(frozen=True)
+class RowOwner:
+    """Whose a model row is: a clip (an index into the record's clips) and its person (None: its main face)."""
+
+    clip: int
+    person: int | None
 
 
 @dataclass
@@ -30,8 +37,7 @@ class PreparedFile:
     result: FileResult
     videos: np.ndarray | None = None  # (K, T, S, S, 3) uint8
     audios: np.ndarray | None = None  # (K, frames, mels) float32
-    clip_ids: list[int] = field(default_factory=list)  # each row's clip
-    row_people: list[int | None] = field(default_factory=list)  # each row's person in its clip; None: main face
+    rows: list[RowOwner] = field(default_factory=list)  # whose each row of videos and audios is
     frame_times: np.ndarray | None = None  # (K, T) s: the crops' own times in the video
     audio_starts: np.ndarray | None = None  # (K,) s: where each clip's audio window starts
     has_audio: bool = False  # a track was heard (the explanation measures the voice only then)
@@ -65,29 +71,23 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     prepared = PreparedFile(result, part=part)
     plans = part.plans if part and part.info else plan_file(info, config.clips, config.window)
     audio_errors: list[str] = []  # an unreadable track is heard as none, and flagged
-    people = config.people
-    every = people.people == "all"
     clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap,
-                            every_face=every, channels=VOICE))
-    turns = clip_turns(path, info, clips, people) if every else [[] for _ in clips]
+                            every_face=people.every_face(config.people), channels=VOICE))
+    seen = people.before_model(path, info, clips, config.people)
     clock.lap("speakers")
     videos, audios, times, starts = [], [], [], []
-    for c, said in zip(clips, turns, strict=True):
+    for c, mine in zip(clips, seen, strict=True):
         p = c.plan
-        record = ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
-                            round(p.audio_end, 3), c.track.found, c.track.total, faces_seen=c.track.faces_seen)
-        rows = [(None, c.track.crops, c.fbank)] if c.track.crops is not None else []
-        if every and c.track.crops is not None:
-            rows = person_rows(c, said, record, people.voice, people.max_people)
-        for person, video, audio in rows:
-            prepared.clip_ids.append(len(result.clips))
-            prepared.row_people.append(person)
+        for person, video, audio in mine.rows:
+            prepared.rows.append(RowOwner(len(result.clips), person))
             videos.append(video)
             audios.append(audio)
             times.append(c.frame_times)
             starts.append(p.audio_start)
-        result.clips.append(record)
-    result.flags = file_flags(info, clips, audio_errors, people=every)
+        result.clips.append(ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
+                                       round(p.audio_end, 3), c.track.found, c.track.total,
+                                       faces_seen=c.track.faces_seen, people=mine.people, speech=mine.speech))
+    result.flags = file_flags(info, clips, audio_errors, people=people.every_face(config.people))
     if part and part.count > 1:
         prepared.seen_times = np.unique(np.concatenate([c.frame_times for c in clips]))
     if videos:

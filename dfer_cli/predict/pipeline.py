@@ -10,12 +10,13 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from dfer_cli.people import stage as people
+from dfer_cli.people.persons import file_person
 from dfer_cli.predict.classifier import Classifier, classify
 from dfer_cli.predict.config import PredictConfig
 from dfer_cli.predict.frontend import PreparedFile, guarded_prepare, timed_out
 from dfer_cli.predict.tasks import file_tasks
 from dfer_cli.predict.timeline import TimelineJoiner
-from dfer_cli.results.people import file_person, finish_people
 from dfer_cli.results.records import FileResult
 from dfer_cli.runtime.device import frontend_device
 from dfer_cli.runtime.distributed import Ranks, gather
@@ -54,7 +55,7 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
         waiting.append(prepared)
         # A record that needs no model (an error, no face) goes out now, with the partial batch before
         # it: held back, a folder of junk would show nothing for minutes, and an interrupt lose it all.
-        if prepared.videos is None or sum(len(p.clip_ids) for p in waiting) >= config.batch_size:
+        if prepared.videos is None or sum(len(p.rows) for p in waiting) >= config.batch_size:
             yield from flush()
     yield from flush()
 
@@ -63,10 +64,8 @@ def complete(p: PreparedFile, classifier: Classifier | None, class_names: list[s
              note: str = "") -> FileResult:
     """A classified file (a timeline joined whole) to its finished record: its label from its clips, or
     from its people's, and with `config.explain` the explanation (which needs the classifier)."""
-    if p.result.status != "error" and any(c.people for c in p.result.clips):
-        finish_people(p.result, class_names)
-    elif p.result.status != "error":
-        p.result.finish(class_names)
+    if p.result.status != "error":
+        people.after_model(p.result, class_names)
     if p.result.label is not None and config.explain:
         _explain(p, classifier, class_names, note)
     p.result.timings["total"] = round(sum(p.result.timings.values()), 4)
@@ -97,25 +96,25 @@ def _explain(p: PreparedFile, classifier: Classifier, class_names: list[str], no
 
     start = time.perf_counter()
     result = p.result
-    owners = [None if k is None else result.clips[c].people[k]["person"]
-              for c, k in zip(p.clip_ids, p.row_people, strict=True)]
+    owners = [None if o.person is None else result.clips[o.clip].people[o.person].person for o in p.rows]
     shown = file_person(result)
     for person in dict.fromkeys(owners):
         rows = [i for i, owner in enumerate(owners) if owner == person]
-        entry = next((e for e in result.people or [] if e["person"] == person), None)
-        label = entry["label"] if entry else result.label
+        index = next((i for i, e in enumerate(result.people or []) if e.person == person), None)
+        entry = None if index is None else result.people[index]
+        label = entry.label if entry else result.label
         if label is None:
             continue
         clips = FileClips(p.videos[rows], p.audios[rows], p.frame_times[rows], p.audio_starts[rows], p.has_audio)
         record = explain(classifier.model, clips, class_names.index(label), class_names, classifier.device,
                          classifier.precision)
         if entry is not None:
-            entry["explanation"] = record
+            result.people[index] = replace(entry, explanation=record)
         if entry is None or person == shown:
             result.explanation = record
             for i, clip in zip(rows, record["clips"], strict=True):
-                result.clips[p.clip_ids[i]].voice_share = clip["voice_share"]
-                result.clips[p.clip_ids[i]].face_share = clip["face_share"]
+                result.clips[p.rows[i].clip].voice_share = clip["voice_share"]
+                result.clips[p.rows[i].clip].face_share = clip["face_share"]
             if p.picture is not None:
                 from dfer_cli.explain.plot import plot_explanation
 
