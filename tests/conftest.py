@@ -28,3 +28,13 @@ def save_tiny_weights(folder: Path, image_size: int = 32) -> Path:
     model = MMADFER(ModelDims.tiny(image_size=image_size)).eval()
     save_dfer(folder, model, WeightsConfig(model.dims, list(DFEW_CLASSES), provenance={"source": "test: random tiny"}))
     return folder
+
+
+def without_timings(line: str) -> str:
+    """A record as `dfer predict --json` or `--jsonl` prints it, less its timings (which vary run to
+    run): the rest byte for byte."""
+    import re
+
+    stripped, count = re.subn(r'"timings": \{[^{}]*\}, ?', "", line.strip().rstrip(","))
+    assert count == 1, line
+    return stripped

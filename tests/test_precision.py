@@ -63,8 +63,9 @@ def test_int8_and_bf16_keep_the_fp32_calls_on_every_clip(trained):
 def test_int8_quantizes_the_encoders_and_fusion_and_leaves_the_head(trained):
     model = dfer.load_model(trained, "cpu", "int8")
     assert model.precision == "int8"
-    quantized = int8_copy(model.network)
-    assert int8_copy(model.network) is quantized  # made once
+    copy = int8_copy(model.network)
+    assert int8_copy(model.network) is copy  # made once
+    quantized = copy.network
     kinds = {name.split(".")[0]: type(m) for name, m in quantized.named_modules() if "Linear" in type(m).__name__}
     assert kinds["image"] is kinds["audio"] is kinds["fusion"] is Int8Linear
     assert kinds["classifier"] is kinds["temporal"] is torch.nn.Linear
@@ -95,5 +96,23 @@ def test_int8_copy_soon_makes_the_copy_in_the_background_and_int8_copy_returns_i
             thread.join(30)
     assert net in quantize._copies  # made by the thread, before any model call asked
     copy = int8_copy(net)
-    assert type(copy["image"]) is Int8Linear and type(copy["classifier"]) is torch.nn.Linear
+    assert type(copy.network["image"]) is Int8Linear and type(copy.network["classifier"]) is torch.nn.Linear
     assert int8_copy(net) is copy
+
+
+def test_int8_gives_a_clip_its_own_numbers_whatever_is_batched_with_it():
+    """Dynamic int8 scales by the input's range: over a batch, louder neighbours would coarsen a clip."""
+    from dfer_cli.model import MMADFER, ModelDims
+
+    torch.manual_seed(0)
+    net = MMADFER(ModelDims.tiny()).eval()
+    d = net.dims
+    video = torch.rand(3, d.num_frames, 3, d.image_size, d.image_size) * torch.tensor([1.0, 4.0, 0.2])[:, None, None,
+                                                                                                      None, None]
+    audio = torch.randn(3, 1, d.audio_frames, d.mel_bins) * torch.tensor([1.0, 6.0, 0.5])[:, None, None, None]
+    with torch.inference_mode():
+        copy = int8_copy(net)
+        batched, alone = copy(video, audio), copy(video[:1], audio[:1])
+        assert torch.equal(batched[0], alone[0])
+        per_batch = copy.network  # the same layers over the whole batch at once
+        assert not torch.equal(per_batch(video, audio)[0], per_batch(video[:1], audio[:1])[0])

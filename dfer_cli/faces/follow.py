@@ -29,7 +29,7 @@ class PersonTrack:
     crops: np.ndarray  # (N, S, S, 3) uint8
     boxes: list[Box]  # the square region cropped from each frame, in pixels
     found: int  # frames where the face was detected (the rest were filled in)
-    median: Box  # the median of its detected boxes: where the person is
+    median: Box  # the median of its detected boxes, inside the frame: where the person is
     detected: dict[int, Box]  # frame index -> the box detected there (the clip's frames, in their order)
     main: bool  # the clip's main face
 
@@ -137,7 +137,7 @@ def faces_for_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfi
         is_main = track is main
         boxes = squares if is_main else _squares(track, len(frames), (w, h), config)
         people.append(PersonTrack(crops if is_main else crop_faces(frames, boxes, size), boxes, len(track),
-                                  _median(track), track, is_main))
+                                  _median(track).clipped((w, h)), track, is_main))
     return FaceTrack(crops, squares, found, len(frames), len(tracks), tuple(people))
 
 

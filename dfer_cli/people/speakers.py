@@ -12,10 +12,10 @@ import numpy as np
 
 from dfer_cli.clips.load import ClipInputs
 from dfer_cli.faces.box import Box
+from dfer_cli.faces.landmarks import FaceLandmarker
 from dfer_cli.media import decode
 from dfer_cli.people.attribution import attribute_segments, lip_opening, loudness_track
 from dfer_cli.people.config import PeopleConfig
-from dfer_cli.people.landmarks import FaceLandmarker
 from dfer_cli.people.persons import link
 from dfer_cli.people.vad import speech_segments
 from dfer_cli.runtime.pool import single_thread

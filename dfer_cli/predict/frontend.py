@@ -110,3 +110,8 @@ def timed_out(part: FilePart, limit: float) -> PreparedFile:
     """The record of a file whose worker gave no result within `limit` seconds and was killed."""
     return PreparedFile(FileResult.failed(display_path(part.path), f"no result after {limit:g} s (the file stopped "
                                           f"delivering data?); --time-limit sets the limit"), part=part)
+
+
+def lost(part: FilePart, reason: str) -> PreparedFile:
+    """The record of a file whose worker died on it (a crash in a decoder, out of memory, killed)."""
+    return PreparedFile(FileResult.failed(display_path(part.path), reason), part=part)
