@@ -20,7 +20,7 @@ from dfer_cli.api import UntrainedWeightsWarning
 from dfer_cli.cli.app import app
 from dfer_cli.errors import DferError, UsageError
 from dfer_cli.media import decode, fbank
-from dfer_cli.predict import frontend
+from dfer_cli.predict.pipeline import guarded_prepare
 from dfer_cli.runtime.pool import bounded_map
 from dfer_cli.train.datasets import Sample
 from dfer_cli.train.prepare import PrepareConfig, prepare_clip
@@ -84,7 +84,7 @@ def _prepare_or_crash(part, **kw):
     """The front end, with a decoder crash on files named crash*: what a worker dying on a file looks like."""
     if os.path.basename(part.path).startswith("crash"):
         os.kill(os.getpid(), signal.SIGSEGV)
-    return frontend.guarded_prepare(part, **kw)
+    return guarded_prepare(part, **kw)
 
 
 def test_a_folder_with_eight_channel_audio_and_a_crashing_file_keeps_every_record(model, tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ through a writer as they come."""
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -108,7 +107,7 @@ def predict(
     """
     with heavy_imports():
         from dfer_cli import PredictConfig, load_model
-        from dfer_cli.api import UNTRAINED, UntrainedWeightsWarning
+        from dfer_cli.api import UNTRAINED
         from dfer_cli.results.writers import make_writer
 
     if sys.stdout is None:  # started with stdout closed (>&-): Python has no stream to write to
@@ -148,9 +147,7 @@ def predict(
         settings = RayConfig(ray, actors=ray_actors, cpus_per_task=ray_cpus_per_task)
         _predict_on_ray(inputs or [], output, weights, config, settings, device, precision)
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words
-        model = load_model(weights, device, precision)
+    model = load_model(weights, device, precision, warn=False)  # untrained: said below, in the CLI's words
     records = model.stream(inputs or [], config)  # --from-list alone
     if not len(records):  # a torchrun process other than rank 0: rank 0 writes every record
         list(records)

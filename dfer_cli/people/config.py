@@ -37,3 +37,10 @@ class PeopleConfig:
             raise UsageError(f"--voice {self.voice!r}: expected one of {', '.join(VOICE_MODES)}")
         if self.max_people < 1:
             raise UsageError(f"--max-people {self.max_people}: at least 1")
+        if self.mode == "main" and self.max_people not in (1, PeopleConfig.max_people):
+            raise UsageError(f"--max-people {self.max_people} with --people main: main analyses one "
+                             "face; leave out --max-people, or use --people all")
+
+    def record_options(self) -> dict:
+        """The options that shape a record (a run resumed with others would mix records)."""
+        return {"people": self.mode, "voice": self.voice, "max_people": self.max_people}
