@@ -187,6 +187,19 @@ def _clip(start: float, boxes: list[list[float]], speech: list[dict]) -> ClipRes
                       speech=[SpeechTurn(**turn) for turn in speech])
 
 
+def test_a_track_is_the_person_last_seen_where_it_is_and_each_person_is_one_track_of_a_clip():
+    from dfer_cli.faces.box import Box
+    from dfer_cli.people.persons import link_tracks
+
+    left, right, moved = Box(0, 0, 50, 50), Box(200, 0, 250, 50), Box(10, 0, 60, 50)
+    clips = [[left, right], [right], [moved, left], [Box(400, 0, 450, 50)]]
+    # The right person stays while the left is away; then `left` is the left person's latest box exactly
+    # and takes them, so `moved`, which overlaps them too (IoU 0.67), is a new person, as is a track
+    # where nobody was.
+    assert link_tracks(clips) == [[0, 1], [1], [2, 0], [3]]
+    assert link_tracks([]) == [] and link_tracks([[], [left]]) == [[], [0]]
+
+
 def test_who_leaves_and_comes_back_where_they_were_is_the_same_person():
     from dfer_cli.people.persons import finish_people
     from dfer_cli.results.records import FileResult

@@ -1,4 +1,4 @@
-"""Persons: the face tracks of a file linked into persons (`link`, the one rule), and a file's persons from its
+"""Persons: the face tracks of a file linked into persons (`link_tracks`, the one rule), and a file's persons from its
 clips' records, numbered left to right, with their time on screen, their share of the speech, their voice
 and their emotion."""
 
@@ -16,27 +16,29 @@ from dfer_cli.results.records import ClipPerson, FileResult, PersonResult, mean_
 _SAME_PERSON_IOU = 0.3  # a box overlapping a known person's this much is that person (one box per person)
 
 
-def link(tracks: Sequence[Box], known: Sequence[Box]) -> dict[int, int]:
-    """Which known person each face track of one clip is (track index -> person index; a track left out is
-    a new person): where a person was last seen (`known`: their latest box) against where the track is
-    (its median box), each person at most one track. Faces are placed, not recognised: someone who
-    comes back where they were is the same person, one who comes back elsewhere a new one."""
-    return pair_by_overlap(tracks, known, _SAME_PERSON_IOU)
+def link_tracks(clips: Sequence[Sequence[Box]]) -> list[list[int]]:
+    """The person each face track is, clip by clip: for each clip, a person index per track (its median
+    box), persons numbered as first seen. A track is the person last seen (their latest box) where it
+    is, each person at most one track of a clip; a track that overlaps nobody is a new person. Faces are
+    placed, not recognised: someone who comes back where they were is the same person, one who comes
+    back elsewhere a new one. The one rule: the speakers of a stretch and the persons of a file alike."""
+    known: list[Box] = []  # each person's latest box
+    persons = []
+    for boxes in clips:
+        linked = pair_by_overlap(boxes, known, _SAME_PERSON_IOU)
+        for k, box in enumerate(boxes):
+            if k not in linked:
+                linked[k] = len(known)
+                known.append(box)
+            known[linked[k]] = box
+        persons.append([linked[k] for k in range(len(boxes))])
+    return persons
 
 
 def _match_people(result: FileResult) -> dict[tuple[int, int], int]:
-    """(clip, person in clip) -> the file's person, clip by clip (`link`)."""
-    known: list[Box] = []  # each person's latest box
-    keys = {}
-    for ci, clip in enumerate(result.clips):
-        boxes = [Box(*entry.box) for entry in clip.people or []]
-        keys |= {(ci, k): pi for k, pi in link(boxes, known).items()}
-        for k, box in enumerate(boxes):
-            if (ci, k) not in keys:
-                keys[ci, k] = len(known)
-                known.append(box)
-            known[keys[ci, k]] = box
-    return keys
+    """(clip, person in clip) -> the file's person (`link_tracks` on the records' boxes)."""
+    persons = link_tracks([[Box(*entry.box) for entry in clip.people or []] for clip in result.clips])
+    return {(ci, k): pi for ci, mine in enumerate(persons) for k, pi in enumerate(mine)}
 
 
 def file_person(result: FileResult) -> int | None:
