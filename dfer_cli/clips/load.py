@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dfer_cli.clips.plan import ClipPlan
+from dfer_cli.clips.plan import ClipConfig, ClipPlan, fit_to_shots
 from dfer_cli.errors import MediaError
 from dfer_cli.faces import detect, follow
 from dfer_cli.faces.config import FaceConfig
 from dfer_cli.media import decode, fbank
 from dfer_cli.media.channels import FIRST, VOICE, voice_channel
+from dfer_cli.shots.detect import CutConfig, CutWatch
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ClipInputs:
     rate: int = 0
     channel: str | None = None  # with channels=VOICE: which channel the model heard (media.channels)
     scale: float = 1.0  # the file's pixels per decoded pixel (decode.MAX_FRAME_PIXELS): boxes to the file's
+    cuts: tuple[float, ...] = ()  # with shots: the cuts found since the clip before (s, new shots' first frames)
 
 
 _HELD_CLIPS = 2
@@ -40,12 +42,15 @@ _HELD_CLIPS = 2
 
 def read_clip_media(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], frames_per_clip: int,
                     audio_errors: list[str] | None = None, every_channel: bool = False,
+                    watch: CutWatch | None = None,
                     ) -> Iterator[tuple[ClipPlan, np.ndarray, np.ndarray, np.ndarray | None, int]]:
     """Each clip's frames, their own times, and the audio of its window (None without a track; every
     channel, (channels, samples), with `every_channel`), in the plans' order.
     The frames come from one pass through the file, and only a few clips are held at a time (groups of
     eight clips held 350 MB of 720p frames). With `audio_errors`, a track that fails to decode is reported there
-    and heard as no track (the faces are still worth classifying); without it the MediaError propagates."""
+    and heard as no track (the faces are still worth classifying); without it the MediaError propagates.
+    With `watch`, every frame decoded on the way goes to the cut detector, and a clip is yielded once the
+    cuts of its span are decided (those in the frames after it, up to the detector's margin, may come later)."""
     if not plans:
         return
     errors = audio_errors if audio_errors is not None else []
@@ -57,7 +62,7 @@ def read_clip_media(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan]
         waiting = [frames_per_clip] * len(plans)
         held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         done, left = 0, len(plans) * frames_per_clip
-        decoding = decode.iter_frames(path, np.concatenate([p.frame_times for p in plans]))
+        decoding = decode.iter_frames(path, np.concatenate([p.frame_times for p in plans]), walked=watch)
         for k, image, stamp in decoding:
             clip, slot = divmod(k, frames_per_clip)
             if clip not in held:
@@ -67,11 +72,15 @@ def read_clip_media(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan]
             left -= 1
             if not left:
                 decoding.close()  # the decoder's full-size frames go before the last clips are worked on
+                if watch is not None:
+                    watch.finish()
             # A clip waits while at most _HELD_CLIPS are held, so that a file's two clips are worked on
             # once the decoder is closed (its 8K frames beside the detector's cost 40 MB more).
             while done < len(plans) and not waiting[done] and (not left or len(held) > _HELD_CLIPS):
                 frames, times = held.pop(done)
                 p = plans[done]
+                if watch is not None:
+                    watch.flush()
                 done += 1
                 wave, rate = None, 0
                 # After one failure the track is heard as missing: every later read would fail the same way.
@@ -105,15 +114,26 @@ def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], fac
                size: int, detector: detect.FaceDetector, audio_errors: list[str] | None = None,
                lap: Callable[[str], None] = lambda stage: None,
                keep_frames: Callable[[np.ndarray], None] | None = None, every_face: bool = False,
-               channels: str = FIRST) -> Iterator[ClipInputs]:
+               channels: str = FIRST, shots: Shots | None = None) -> Iterator[ClipInputs]:
     """The model inputs of each planned clip (see read_clip_media for `audio_errors`). `lap(stage)`
     times the stages; `keep_frames` receives each clip's full-size frames, which are otherwise
     dropped as soon as the face is cropped. With `every_face`, every person too (faces_for_clip).
-    `channels`: FIRST hears channel 0 (the benchmarks), VOICE the channel carrying the voice."""
+    `channels`: FIRST hears channel 0 (the benchmarks), VOICE the channel carrying the voice. With `shots`
+    (predict), the cuts are found in the frames decoded, and a clip whose span holds one is fitted into one
+    shot (clips.plan.fit_to_shots) and its frames read again."""
     frames_per_clip = len(plans[0].frame_times) if plans else 0
     every_channel = every_face or channels == VOICE
-    for plan, frames, times, wave, rate in read_clip_media(path, info, plans, frames_per_clip,
-                                                           audio_errors=audio_errors, every_channel=every_channel):
+    watch = CutWatch(shots.cuts) if shots is not None else None
+    told = 0
+    media = read_clip_media(path, info, plans, frames_per_clip, audio_errors=audio_errors,
+                            every_channel=every_channel, watch=watch)
+    for plan, frames, times, wave, rate in media:
+        cuts: tuple[float, ...] = ()
+        if watch is not None:
+            cuts, told = tuple(c.time for c in watch.cuts[told:]), len(watch.cuts)
+            if any(plan.start < c.time < plan.end for c in watch.cuts):
+                plan = _fitted(plan, plans, [c.time for c in watch.cuts], shots.clips, info)
+                frames, times = decode.read_frames(path, plan.frame_times)
         lap("decode")
         if keep_frames is not None:
             keep_frames(frames)
@@ -128,4 +148,20 @@ def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], fac
         lap("fbank")
         every = wave if track.people else None
         yield ClipInputs(plan, track, features, heard is not None and fbank.is_silent(heard), times, every, rate,
-                         channel, info.width / frames.shape[2])
+                         channel, info.width / frames.shape[2], cuts)
+
+
+@dataclass(frozen=True)
+class Shots:
+    """Predict's shots: how cuts are found, and the clip settings a clip fitted into one shot is picked by."""
+
+    cuts: CutConfig
+    clips: ClipConfig
+
+
+def _fitted(plan: ClipPlan, plans: Sequence[ClipPlan], cuts: list[float], cfg: ClipConfig,
+            info: decode.VideoInfo) -> ClipPlan:
+    """`plan` kept inside one shot (fit_to_shots among the clips over its span, which pick at their positions)."""
+    same = [p for p in plans if (p.start, p.end) == (plan.start, plan.end)]
+    fitted = fit_to_shots(same, cuts, cfg, info.frame_rate or 0.0, info.frame_times)
+    return fitted[next(i for i, p in enumerate(same) if p is plan)]

@@ -154,17 +154,19 @@ def read_frames(path: Source, times: Sequence[float],
     return images, stamps
 
 
-def iter_frames(path: Source, times: Sequence[float],
-                max_pixels: int | None = MAX_FRAME_PIXELS) -> Iterator[tuple[int, np.ndarray, float]]:
+def iter_frames(path: Source, times: Sequence[float], max_pixels: int | None = MAX_FRAME_PIXELS,
+                walked: Callable[[av.VideoFrame, float], None] | None = None,
+                ) -> Iterator[tuple[int, np.ndarray, float]]:
     """`read_frames` one frame at a time, in time order: (index into ``times``, the frame, its own time).
     A frame on screen at several times is the same array each time. The file stays open between frames,
-    so a caller can use each frame and let it go while the decoding walks on."""
+    so a caller can use each frame and let it go while the decoding walks on. `walked` sees every frame
+    decoded on the way, as stored, with its time (the cut detector's input)."""
     path = _source(path)
     targets = np.asarray(times, dtype=np.float64)
     if targets.ndim != 1 or not len(targets) or not np.all(np.isfinite(targets)):
         raise ValueError("read_frames needs a non-empty list of finite times (seconds)")
     with _open(path) as container:
-        cursor = _Cursor(container, _video_stream(container, path), path, max_pixels)
+        cursor = _Cursor(container, _video_stream(container, path), path, max_pixels, walked)
         shown, image = None, None
         for k in np.argsort(targets, kind="stable"):
             frame = cursor.frame_at(float(targets[k]))
@@ -253,8 +255,9 @@ class _Cursor:
     """A position in a video stream that moves forward to each asked time, seeking over long gaps."""
 
     def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, path: Path | MediaBytes,
-                 max_pixels: int | None = None) -> None:
-        self._container, self._stream, self._path = container, stream, path
+                 max_pixels: int | None = None, walked: Callable[[av.VideoFrame, float], None] | None = None,
+                 ) -> None:
+        self._container, self._stream, self._path, self._walked = container, stream, path, walked
         # A fixed size keeps frames stackable when a stream changes resolution midway.
         self._size = frame_size(stream.codec_context.width, stream.codec_context.height, max_pixels)
         self._origin = _origin(container)
@@ -277,6 +280,8 @@ class _Cursor:
             # One at a time: a tuple assignment would hold the frame before too while the next is decoded
             # (three full-size frames, 50 MB more at 8K).
             self._shown = self._next
+            if self._walked is not None:
+                self._walked(self._shown, self.time(self._shown))
             self._next = next(self._frames, None)
         return self._shown if self._shown is not None else self._next
 

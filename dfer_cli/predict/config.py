@@ -13,6 +13,7 @@ from dfer_cli.errors import UsageError, check_count
 from dfer_cli.faces.config import FaceConfig
 from dfer_cli.labels import parse_frame_order
 from dfer_cli.people.config import PeopleConfig
+from dfer_cli.shots.detect import CutConfig
 
 MIN_WINDOW_S = 0.5  # a timeline window: shorter ones hold a few frames, each sampled as a whole clip
 
@@ -22,6 +23,7 @@ class PredictConfig:
     clips: ClipConfig = field(default_factory=ClipConfig)  # how many clips, of which frames and audio
     face: FaceConfig = field(default_factory=FaceConfig)
     people: PeopleConfig = field(default_factory=PeopleConfig)  # every person and whose voice, or the main face
+    cuts: CutConfig = field(default_factory=CutConfig)  # the cuts found in what is decoded: no clip crosses one
     window: float | None = None  # seconds per timeline window; None: `clips.clips` clips per file
     batch_size: int = 8
     workers: int | None = None  # decoding processes; 0: in this one; None: by the number of files

@@ -105,6 +105,7 @@ def model_inputs(opened: OpenedFile, clips: Sequence[ClipInputs], seen: Sequence
                                        round(p.audio_end, 3), c.track.found, c.track.total,
                                        faces_seen=c.track.faces_seen, people=mine.people, speech=mine.speech))
     result.flags = file_flags(opened.info, clips, opened.audio_errors, people=people)
+    result.cuts = sorted(round(t, 3) for c in clips for t in c.cuts)
     if part and part.count > 1:
         prepared.seen_times = np.unique(np.concatenate([c.frame_times for c in clips]))
     if videos:

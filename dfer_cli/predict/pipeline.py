@@ -12,7 +12,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from dfer_cli.clips.load import load_clips
+from dfer_cli.clips.load import Shots, load_clips
 from dfer_cli.faces import detect
 from dfer_cli.media.channels import VOICE
 from dfer_cli.people import stage as people
@@ -36,7 +36,8 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     opened = open_file(path, config, part)
     every = people.every_face(config.people)
     clips = list(load_clips(path, opened.info, opened.plans, config.face, size, detector, opened.audio_errors,
-                            lap=opened.clock.lap, every_face=every, channels=VOICE))
+                            lap=opened.clock.lap, every_face=every, channels=VOICE,
+                            shots=Shots(config.cuts, config.clips)))
     seen = people.before_model(path, opened.info, clips, config.people)
     opened.clock.lap("speakers")
     return model_inputs(opened, clips, seen, people=every)

@@ -34,6 +34,7 @@ class TimelineJoiner:
             self.seen.append(p.seen_times)
             if p is not self.file:
                 whole.clips += p.result.clips
+                whole.cuts = sorted({*whole.cuts, *p.result.cuts})
                 whole.timings = {k: round(whole.timings.get(k, 0) + p.result.timings.get(k, 0), 4)
                                  for k in whole.timings | p.result.timings}
         if p.part.index < p.part.count - 1:

@@ -111,6 +111,7 @@ class FileResult:
     timings: dict[str, float] = field(default_factory=dict)
     weights: str | None = None  # which weights classified it, so a record never hides random ones
     explanation: dict | None = None  # with --explain (explain/): why the label, in voice, face, time
+    cuts: list[float] = field(default_factory=list)  # the cuts found in what was read: new shots' first frames (s)
     # With people (people/persons.py): one record per person, the one who speaks most (None: nobody
     # visible speaks), all the speech found and the part of it no visible person made.
     people: list[PersonResult] | None = None

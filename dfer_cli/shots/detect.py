@@ -213,3 +213,36 @@ def detect_cuts(frames: np.ndarray, times: np.ndarray, cfg: CutConfig = CutConfi
     """The cuts in one run of frames (see `CutDetector`)."""
     detector = CutDetector(cfg, device)
     return detector.push(frames, times) + detector.finish()
+
+
+class CutWatch:
+    """The cuts in the frames a decoder walks over: given to `decode.iter_frames` as its `walked`, it makes
+    each frame small and feeds the detector in batches. `cuts` holds the cuts found so far; `flush` decides
+    what the frames pushed allow, `finish` the rest (the next frame starts a new stretch)."""
+
+    _BATCH = 64
+
+    def __init__(self, cfg: CutConfig = CutConfig(), device: str = "cpu") -> None:
+        self._detector = CutDetector(cfg, device)
+        self._frames: list[np.ndarray] = []
+        self._times: list[float] = []
+        self._last = -np.inf
+        self.cuts: list[Cut] = []
+
+    def __call__(self, frame: av.VideoFrame, time: float) -> None:
+        if time <= self._last:  # a seek landed before frames already seen: they were looked at once
+            return
+        self._last = time
+        self._frames.append(small_frame(frame))
+        self._times.append(time)
+        if len(self._frames) >= self._BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._frames:
+            self.cuts += self._detector.push(np.stack(self._frames), np.array(self._times))
+            self._frames, self._times = [], []
+
+    def finish(self) -> None:
+        self.flush()
+        self.cuts += self._detector.finish()
