@@ -12,11 +12,11 @@ import numpy as np
 
 from dfer_cli.clips.plan import ClipConfig, ClipPlan, fit_to_shots
 from dfer_cli.errors import MediaError
-from dfer_cli.faces import detect, follow
+from dfer_cli.faces import detect, follow, identify
 from dfer_cli.faces.config import FaceConfig
 from dfer_cli.media import decode, fbank
 from dfer_cli.media.channels import FIRST, VOICE, voice_channel
-from dfer_cli.shots.detect import CutConfig, CutWatch
+from dfer_cli.shots.detect import CutConfig, CutWatch, new_shot
 
 
 @dataclass
@@ -35,6 +35,9 @@ class ClipInputs:
     channel: str | None = None  # with channels=VOICE: which channel the model heard (media.channels)
     scale: float = 1.0  # the file's pixels per decoded pixel (decode.MAX_FRAME_PIXELS): boxes to the file's
     cuts: tuple[float, ...] = ()  # with shots: the cuts found since the clip before (s, new shots' first frames)
+    # With shots and every face: each person's identity (faces/identify.py), None where the face continues
+    # a stretch already identified.
+    identities: tuple[identify.Identity | None, ...] = ()
 
 
 _HELD_CLIPS = 2
@@ -124,7 +127,8 @@ def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], fac
     frames_per_clip = len(plans[0].frame_times) if plans else 0
     every_channel = every_face or channels == VOICE
     watch = CutWatch(shots.cuts) if shots is not None else None
-    told = 0
+    told, before = 0, None
+    identities = identify.StretchIdentities(shots.device) if shots is not None and every_face else None
     media = read_clip_media(path, info, plans, frames_per_clip, audio_errors=audio_errors,
                             every_channel=every_channel, watch=watch)
     for plan, frames, times, wave, rate in media:
@@ -139,6 +143,13 @@ def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], fac
             keep_frames(frames)
         track = follow.faces_for_clip(frames, detector, face_config, size, every_face)
         lap("faces")
+        known: tuple[identify.Identity | None, ...] = ()
+        if identities is not None:
+            times_cut = [c.time for c in watch.cuts]
+            known = identities.identify(frames, track.people,
+                                        before is None or new_shot(before, plan.start, times_cut, shots.cuts.max_gap))
+            before = (plan.start, plan.end)
+            lap("identities")
         heard, channel = wave, None
         if wave is not None and channels == VOICE:
             heard, channel = voice_channel(wave, info.audio_layout)
@@ -148,15 +159,17 @@ def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], fac
         lap("fbank")
         every = wave if track.people else None
         yield ClipInputs(plan, track, features, heard is not None and fbank.is_silent(heard), times, every, rate,
-                         channel, info.width / frames.shape[2], cuts)
+                         channel, info.width / frames.shape[2], cuts, known)
 
 
 @dataclass(frozen=True)
 class Shots:
-    """Predict's shots: how cuts are found, and the clip settings a clip fitted into one shot is picked by."""
+    """Predict's shots: how cuts are found, the clip settings a clip fitted into one shot is picked by, and
+    where the faces' identities are computed (with every face)."""
 
     cuts: CutConfig
     clips: ClipConfig
+    device: str = "cpu"
 
 
 def _fitted(plan: ClipPlan, plans: Sequence[ClipPlan], cuts: list[float], cfg: ClipConfig,

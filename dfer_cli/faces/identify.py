@@ -4,13 +4,18 @@ people/identity.py links across shots."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from dfer_cli.faces.align import SIZE, face_chip, is_frontal
+from dfer_cli.faces.box import Box, pair_by_overlap
 from dfer_cli.faces.embedding import FaceEmbedder
-from dfer_cli.faces.landmarks import PRESENCE_THRESHOLD, FaceLandmarker
+from dfer_cli.faces.follow import PersonTrack
+from dfer_cli.faces.landmarks import PRESENCE_THRESHOLD, FaceLandmarker, process_landmarker
+from dfer_cli.runtime.pool import single_thread
 
 # Frames embedded per stretch. The embedding costs 17 ms a face on one CPU thread (the mesh 2-5 ms more),
 # and five frames' mean already separates the GRID speakers with room to spare (one person 0.17-0.18 across
@@ -55,3 +60,57 @@ def mean_embedding(chips: np.ndarray, embedder: FaceEmbedder) -> np.ndarray | No
     if not len(chips):
         return None
     return embedder.embed(chips).mean(0)
+
+
+# Frames tried per track where its stretch begins: the mesh says which are frontal, those are embedded.
+TRIED = 3
+_SAME_FACE_IOU = 0.3  # as people/persons.py links a shot's tracks from clip to clip
+
+
+@functools.cache
+def process_embedder(device: str) -> FaceEmbedder:
+    """One embedding network per process and device, kept for its lifetime (as the landmark model is)."""
+    return FaceEmbedder(device)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A face track's identity in one clip: the mean embedding of its frontal chips (None: none was frontal)
+    and how many chips that mean is of."""
+
+    embedding: np.ndarray | None
+    chips: int
+
+
+def track_identity(frames: np.ndarray, detected: dict[int, Box], device: str) -> Identity:
+    """The identity of a track from `TRIED` of the frames it was detected in (spread over them)."""
+    order = sorted(detected)
+    picks = [order[i] for i in spread(len(order), TRIED)]
+    boxes = [(b.x0, b.y0, b.x1, b.y1) for b in (detected[i] for i in picks)]
+    landmarker = process_landmarker(device)
+    with single_thread(landmarker.device):  # as the lips are read: 2 threads on 2 busy cores ran far slower
+        chips = face_chips(frames, boxes, landmarker, sources=picks)
+        return Identity(mean_embedding(chips, process_embedder(device)), len(chips))
+
+
+class StretchIdentities:
+    """A file's clips' face tracks identified once per stretch: a track is embedded where its stretch
+    begins (after a new shot, or where no face of the clip before stood) or where the face it continues
+    had no frontal frame yet; a track continuing an embedded face gets None (its stretch has one)."""
+
+    def __init__(self, device: str) -> None:
+        self._device = device
+        self._last: list[tuple[Box, bool]] = []  # the clip before's faces: median box, embedded in its stretch
+
+    def identify(self, frames: np.ndarray, tracks: Sequence[PersonTrack],
+                 new_shot: bool) -> tuple[Identity | None, ...]:
+        before = [] if new_shot else self._last
+        linked = pair_by_overlap([t.median for t in tracks], [box for box, _ in before], _SAME_FACE_IOU)
+        out, last = [], []
+        for k, track in enumerate(tracks):
+            known = k in linked and before[linked[k]][1]
+            identity = None if known else track_identity(frames, track.detected, self._device)
+            out.append(identity)
+            last.append((track.median, known or (identity is not None and identity.embedding is not None)))
+        self._last = last
+        return tuple(out)

@@ -3,6 +3,7 @@ the face mesh network (faces/face_mesh.py), and the network's points back in fra
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Sequence
@@ -206,3 +207,9 @@ class FaceLandmarker:
             return crop(pixels, rois, sources)
         needed, where = np.unique(sources, return_inverse=True)
         return crop(pixels[torch.from_numpy(needed)].to(self.device), rois, where)
+
+
+@functools.cache
+def process_landmarker(device: str) -> FaceLandmarker:
+    """One landmark model per process and device, kept for its lifetime (as the face detector is)."""
+    return FaceLandmarker(device)

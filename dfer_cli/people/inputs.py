@@ -39,8 +39,12 @@ def person_rows(clip: ClipInputs, turns: Sequence[Turn], voice: str, kept: Seque
     for k, person in enumerate(seen[k] for k in kept):
         kind = voice_kind(k, len(seen), turns, voice)
         b = person.median
+        identity = clip.identities[kept[k]] if clip.identities else None
+        embedding = None if identity is None or identity.embedding is None else tuple(map(float, identity.embedding))
+        times = clip.frame_times[sorted(person.detected)]
         people.append(ClipPerson(k, [round(v * clip.scale, 1) for v in (b.x0, b.y0, b.x1, b.y1)], person.found,
                                  clip.track.total, kind, round(sum(t.seconds for t in turns if t.person == k), 3),
-                                 person.main))
+                                 person.main, embedding=embedding, chips=identity.chips if identity else 0,
+                                 shown=(float(times.min()), float(times.max()))))
         rows.append((k, person.crops, person_audio(clip.fbank, clip.plan.audio_start, turns, k, kind)))
     return ClipPeople(rows, people, [SpeechTurn(round(t.start, 3), round(t.end, 3), t.person) for t in turns])

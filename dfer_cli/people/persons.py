@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from dfer_cli.faces.box import Box, pair_by_overlap
+from dfer_cli.people.identity import Stretch, link
 from dfer_cli.results.records import ClipPerson, FileResult, PersonResult, mean_probabilities
+from dfer_cli.shots.detect import new_shot
 
 _SAME_PERSON_IOU = 0.3  # a box overlapping a known person's this much is that person (one box per person)
 
@@ -35,10 +37,89 @@ def link_tracks(clips: Sequence[Sequence[Box]]) -> list[list[int]]:
     return persons
 
 
+@dataclass(frozen=True)
+class SeenClip:
+    """A clip's faces as persons are linked from them: its span, and for each face its median box, when it
+    was detected (its first and last frame's times), and its identity (the mean embedding of `chips` frontal
+    chips; None where the face continues an identified stretch)."""
+
+    start: float
+    end: float
+    boxes: list[Box]
+    shown: list[tuple[float, float]]
+    embeddings: list[np.ndarray | None]
+    chips: list[int]
+
+
+def link_persons(clips: Sequence[SeenClip], cuts: Sequence[float]) -> list[list[int]]:
+    """The person each face of each clip is, numbered by first appearance, ties left to right. Within a
+    shot (shots.new_shot: clips in time order, a cut or an undecoded gap between two starts a new one) the
+    tracks are linked by place (`link_tracks`) into stretches; the stretches, by their faces
+    (people/identity.py), wherever and whenever they appear. Two stretches detected at once are never one
+    person (a split screen of one face stays two); one never embedded (no frontal frame) is a person of
+    its own. A cut the detector missed still parts two faces: their tracks are never seen together."""
+    order = sorted(range(len(clips)), key=lambda ci: (clips[ci].start, ci))
+    shots: list[list[int]] = []
+    for ci in order:
+        if not shots or new_shot((clips[shots[-1][-1]].start, clips[shots[-1][-1]].end), clips[ci].start, cuts):
+            shots.append([])
+        shots[-1].append(ci)
+    stretch_of: dict[tuple[int, int], int] = {}
+    spans: list[list[float]] = []  # each stretch's first and last detection, and its first box's left edge
+    sums: list[np.ndarray | None] = []
+    weights: list[int] = []
+    for shot in shots:
+        first = len(spans)
+        for ci, mine in zip(shot, link_tracks([clips[ci].boxes for ci in shot]), strict=True):
+            c = clips[ci]
+            for k, local in enumerate(mine):
+                s, (a, b) = first + local, c.shown[k]
+                if s == len(spans):
+                    spans.append([a, b, c.boxes[k].x0])
+                    sums.append(None)
+                    weights.append(0)
+                spans[s][0], spans[s][1] = min(spans[s][0], a), max(spans[s][1], b)
+                stretch_of[ci, k] = s
+                if c.embeddings[k] is not None:
+                    n = max(c.chips[k], 1)
+                    add = np.asarray(c.embeddings[k], np.float64) * n
+                    sums[s] = add if sums[s] is None else sums[s] + add
+                    weights[s] += n
+    stretches = [Stretch(a, b, None if total is None else total / n, x, max(n, 1))
+                 for (a, b, x), total, n in zip(spans, sums, weights, strict=True)]
+    persons = link(stretches).of_stretch
+    return [[persons[stretch_of[ci, k]] for k in range(len(c.boxes))] for ci, c in enumerate(clips)]
+
+
 def _match_people(result: FileResult) -> dict[tuple[int, int], int]:
-    """(clip, person in clip) -> the file's person (`link_tracks` on the records' boxes)."""
-    persons = link_tracks([[Box(*entry.box) for entry in clip.people or []] for clip in result.clips])
+    """(clip, person in clip) -> the file's person (`link_persons` on the records)."""
+    seen = [SeenClip(clip.start, clip.end, [Box(*e.box) for e in clip.people or []],
+                     [e.shown or (clip.start, clip.end) for e in clip.people or []],
+                     [None if e.embedding is None else np.asarray(e.embedding) for e in clip.people or []],
+                     [e.chips for e in clip.people or []]) for clip in result.clips]
+    persons = link_persons(seen, result.cuts)
     return {(ci, k): pi for ci, mine in enumerate(persons) for k, pi in enumerate(mine)}
+
+
+def _appearances(result: FileResult, clips: Sequence[int]) -> list[list[float]]:
+    """[start, end] of each time a person is on screen: the spans of the clips showing them, joined where
+    one follows the other in the same shot with no clip between that does not show them."""
+    order = sorted(range(len(result.clips)), key=lambda ci: (result.clips[ci].start, ci))
+    mine = set(clips)
+    out: list[list[float]] = []
+    joined = False  # the clip before showed them, in the same shot
+    for n, ci in enumerate(order):
+        c = result.clips[ci]
+        if ci not in mine:
+            joined = False
+            continue
+        before = result.clips[order[n - 1]] if n else None
+        if joined and before is not None and not new_shot((before.start, before.end), c.start, result.cuts):
+            out[-1][1] = max(out[-1][1], c.end)
+        else:
+            out.append([c.start, c.end])
+        joined = True
+    return [[round(a, 3), round(b, 3)] for a, b in out]
 
 
 def file_person(result: FileResult) -> int | None:
@@ -63,7 +144,7 @@ def finish_people(result: FileResult, class_names: list[str]) -> None:
     spans: dict[tuple[float, float], list[int]] = defaultdict(list)  # the two clips of a short file share one
     for ci, clip in enumerate(result.clips):
         spans[clip.start, clip.end].append(ci)
-    order = sorted(entries, key=lambda key: np.median([(e.box[0] + e.box[2]) / 2 for _, e in entries[key]]))
+    order = sorted(entries)  # numbered by first appearance already (link_persons)
     number = {key: n for n, key in enumerate(order)}
     total = unattributed = 0.0
     own: dict[int, float] = defaultdict(float)
@@ -104,7 +185,8 @@ def finish_people(result: FileResult, class_names: list[str]) -> None:
         people.append(PersonResult(number[key], [round(float(v), 1) for v in box], round(seen[key], 3),
                                    round(own[key] / total, 3) if total else 0.0, round(own[key], 3), voice, label,
                                    confidence, named, {"faces_found": sum(e.faces_found for e in mine),
-                                                       "frames": sum(e.frames for e in mine)}))
+                                                       "frames": sum(e.frames for e in mine)},
+                                   appearances=_appearances(result, [ci for ci, _ in entries[key]])))
     result.people = people
     result.speech_seconds, result.unattributed_speech_seconds = round(total, 3), round(unattributed, 3)
     speakers = [p for p in people if p.speech_seconds > 0]

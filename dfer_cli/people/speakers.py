@@ -4,14 +4,13 @@ people are seen, their lips read at the video's own rate over the segment's midd
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from dfer_cli.clips.load import ClipInputs
-from dfer_cli.faces.landmarks import FaceLandmarker
+from dfer_cli.faces.landmarks import process_landmarker
 from dfer_cli.media import decode
 from dfer_cli.people.attribution import attribute_segments, lip_opening, loudness_track
 from dfer_cli.people.config import PeopleConfig
@@ -36,12 +35,6 @@ class Turn:
     @property
     def seconds(self) -> float:
         return self.end - self.start
-
-
-@functools.cache
-def process_landmarker(device: str) -> FaceLandmarker:
-    """One landmark model per process and device, kept for its lifetime (as the face detector is)."""
-    return FaceLandmarker(device)
 
 
 @dataclass

@@ -34,10 +34,15 @@ class ClipPerson:
     main: bool  # the clip's main face (kept out of the record)
     probabilities: dict[str, float] | None = None
     label: str | None = None
+    # Who the face is (faces/identify.py), kept out of the record: the mean embedding of its frontal chips
+    # and how many; None where the face continues a stretch identified in a clip before.
+    embedding: tuple[float, ...] | None = None
+    chips: int = 0
+    shown: tuple[float, float] | None = None  # the times of the first and last frame it was detected in (s)
 
     def to_dict(self) -> dict:
         record = asdict(self)
-        del record["main"]
+        del record["main"], record["embedding"], record["chips"], record["shown"]
         return record
 
 
@@ -57,6 +62,7 @@ class PersonResult:
     probabilities: dict[str, float] | None
     flags: dict[str, int]
     explanation: dict | None = None
+    appearances: list[list[float]] = field(default_factory=list)  # [start, end] of each time on screen (s)
 
     def to_dict(self) -> dict:
         record = asdict(self)

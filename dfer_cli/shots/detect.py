@@ -11,6 +11,7 @@ shots.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -246,3 +247,11 @@ class CutWatch:
     def finish(self) -> None:
         self.flush()
         self.cuts += self._detector.finish()
+
+
+def new_shot(before: tuple[float, float], start: float, cuts: Sequence[float],
+             max_gap: float = CutConfig.max_gap) -> bool:
+    """Whether a clip starting at `start` shows another shot than the clip before it, over `before` (start, end):
+    a cut between their starts, or a gap of more than `max_gap` after it, where nothing was decoded and a cut
+    would go unseen. The one rule for where a face track's stretch ends."""
+    return start - before[1] > max_gap or any(before[0] < c <= start for c in cuts)
