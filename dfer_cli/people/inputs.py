@@ -28,16 +28,18 @@ class ClipPeople:
     speech: list[SpeechTurn] | None = None
 
 
-def person_rows(clip: ClipInputs, turns: Sequence[Turn], voice: str, kept: Sequence[int]) -> ClipPeople:
+def person_rows(clip: ClipInputs, turns: Sequence[Turn], voice: str, kept: Sequence[int],
+                alone: bool = True) -> ClipPeople:
     """A row for each person of the clip analysed (`kept`: indices into its people, most present first),
     with the clip's people (numbered within the clip until the file numbers them) and speech. Speech by a
-    person not analysed is nobody's in the record."""
+    person not analysed is nobody's in the record. `alone`: the clip's faces are the only person of what
+    was read (a single face then hears the whole soundtrack)."""
     seen = clip.track.people
     local = {k: n for n, k in enumerate(kept)}
     turns = [replace(t, person=local.get(t.person)) for t in turns]
     people, rows = [], []
     for k, person in enumerate(seen[k] for k in kept):
-        kind = voice_kind(k, len(seen), turns, voice)
+        kind = voice_kind(k, len(seen) if alone else max(len(seen), 2), turns, voice)
         b = person.median
         identity = clip.identities[kept[k]] if clip.identities else None
         embedding = None if identity is None or identity.embedding is None else tuple(map(float, identity.embedding))

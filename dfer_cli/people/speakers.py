@@ -17,6 +17,7 @@ from dfer_cli.people.config import PeopleConfig
 from dfer_cli.people.persons import link_tracks
 from dfer_cli.people.vad import speech_segments
 from dfer_cli.runtime.pool import single_thread
+from dfer_cli.shots.detect import new_shot
 
 # Full-size frames decoded at once: 32, or as many as fit in this many bytes (77 at 720x288); each read opens the file
 # and decodes from the keyframe before it, so smaller frames go in larger reads.
@@ -54,15 +55,19 @@ class _Face:
 
 
 def _stretches(clips: Sequence[ClipInputs]) -> list[list[int]]:
-    """Runs of consecutive clips with people and audio whose spans touch or overlap: each is heard once and
-    its segments attributed whole, so a sentence across two windows is one segment, not two fragments."""
+    """Runs of consecutive clips with people and audio whose spans touch or overlap, within one shot: each is
+    heard once and its segments attributed whole, so a sentence across two windows is one segment, not two
+    fragments; a cut ends a run (speech is attributed per segment within each shot)."""
     runs: list[list[int]] = []
     end = -np.inf
+    cuts = [t for c in clips for t in c.cuts]
     for i, c in enumerate(clips):
         if not c.track.people or c.wave is None:
             end = -np.inf
             continue
-        if runs and runs[-1][-1] == i - 1 and c.plan.start <= end + 1e-6:
+        before = clips[i - 1].plan if i else None
+        if (runs and runs[-1][-1] == i - 1 and c.plan.start <= end + 1e-6
+                and not new_shot((before.start, before.end), c.plan.start, cuts)):
             runs[-1].append(i)
             end = max(end, c.plan.end)
         else:
@@ -153,11 +158,11 @@ def _openings(path: str, info: decode.VideoInfo, times: np.ndarray, faces: Seque
 
 
 def _stretch_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs], run: Sequence[int],
-                   config: PeopleConfig) -> dict[int, list[Turn]]:
+                   config: PeopleConfig, alone: Sequence[bool]) -> dict[int, list[Turn]]:
     """Each clip of one stretch with its turns: the speech within its span, each segment with its speaker.
-    One person alone in a clip is given all of its speech unchecked (the model was trained on the whole
-    soundtrack of one face); with two or more, the lips decide, and a voice no visible face moves with
-    belongs to nobody."""
+    A clip whose faces are the only person read (`alone`) gives them all of its speech unchecked (the model
+    was trained on the whole soundtrack of one face); elsewhere the lips decide, even of a single face, and
+    a voice no visible face moves with belongs to nobody."""
     span = (min(clips[i].plan.start for i in run), max(clips[i].plan.end for i in run))
     # The stretch's own span (and a little either side, for silero's context) is listened to, once: a
     # timeline window's audio input is 5.12 s for 2 s of video.
@@ -169,7 +174,7 @@ def _stretch_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs
     def showing(s: float, e: float) -> list[int]:
         return [ci for ci in run if clips[ci].plan.start < e and s < clips[ci].plan.end]
 
-    read = [k for k, (s, e) in enumerate(segments) if any(len(clips[ci].track.people) > 1 for ci in showing(s, e))]
+    read = [k for k, (s, e) in enumerate(segments) if any(not alone[ci] for ci in showing(s, e))]
     speaker: dict[int, int | None] = {}
     if read:
         times = _lip_frames(info, span, [segments[k] for k in read], config.max_frames)
@@ -186,21 +191,23 @@ def _stretch_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs
         speaker = {k: found.get(r) for k, r in zip(read, relative, strict=True)}
     turns: dict[int, list[Turn]] = {}
     for ci in run:
-        plan, alone = clips[ci].plan, len(clips[ci].track.people) == 1
+        plan, lone = clips[ci].plan, alone[ci]
         turns[ci] = []
         for k, (s, e) in enumerate(segments):
             s, e = max(s, plan.start), min(e, plan.end)
             if e > s:
                 face = speaker.get(k)
-                turns[ci].append(Turn(s, e, 0 if alone else None if face is None else faces[face].local.get(ci)))
+                turns[ci].append(Turn(s, e, 0 if lone else None if face is None else faces[face].local.get(ci)))
     return turns
 
 
 def clip_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs],
-               config: PeopleConfig) -> list[list[Turn]]:
+               config: PeopleConfig, alone: Sequence[bool] | None = None) -> list[list[Turn]]:
     """Each clip's turns; a clip without people or audio has none. Clips whose spans touch or overlap are
-    heard and attributed together (_stretches), their people matched by box."""
+    heard and attributed together (_stretches), their people matched by box. `alone` (by default: one face)
+    says of each clip whether its faces are the only person read."""
+    alone = [len(c.track.people) == 1 for c in clips] if alone is None else alone
     turns: dict[int, list[Turn]] = {}
     for run in _stretches(clips):
-        turns |= _stretch_turns(path, info, clips, run, config)
+        turns |= _stretch_turns(path, info, clips, run, config, alone)
     return [turns.get(i, []) for i in range(len(clips))]

@@ -9,7 +9,7 @@ from dfer_cli.clips.load import ClipInputs
 from dfer_cli.media import decode
 from dfer_cli.people.config import PeopleConfig
 from dfer_cli.people.inputs import ClipPeople, person_rows
-from dfer_cli.people.persons import finish_people
+from dfer_cli.people.persons import SeenClip, finish_people, link_persons
 from dfer_cli.people.speakers import Turn, clip_turns
 from dfer_cli.results.records import FileResult
 
@@ -28,9 +28,31 @@ def before_model(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs],
     frame of a pass at full size would cost a 64-s timeline part 1 GB at 720x288."""
     if not every_face(config):
         return [ClipPeople([(None, c.track.crops, c.fbank)] if c.track.crops is not None else []) for c in clips]
-    turns = clip_turns(path, info, clips, config)
-    return [person_rows(c, said, config.voice, _analysed(len(c.track.people), said, config.max_people))
-            if c.track.crops is not None else ClipPeople([]) for c, said in zip(clips, turns, strict=True)]
+    alone = _alone(clips)
+    turns = clip_turns(path, info, clips, config, alone)
+    return [person_rows(c, said, config.voice, _analysed(len(c.track.people), said, config.max_people), lone)
+            if c.track.crops is not None else ClipPeople([])
+            for c, said, lone in zip(clips, turns, alone, strict=True)]
+
+
+def _alone(clips: Sequence[ClipInputs]) -> list[bool]:
+    """For each clip, whether its faces are the only person seen in the clips read (persons.link_persons):
+    then that person hears the whole soundtrack unchecked. Where two persons appear, even apart (a listener
+    on screen, the speaker in another shot), the lips are read in every clip, however many faces it shows."""
+    cuts = [t for c in clips for t in c.cuts]
+    seen = [SeenClip(c.plan.start, c.plan.end, [p.median for p in c.track.people],
+                     [_shown(c, p.detected) for p in c.track.people],
+                     [None if i is None else i.embedding for i in (c.identities or (None,) * len(c.track.people))],
+                     [0 if i is None else i.chips for i in (c.identities or (None,) * len(c.track.people))])
+            for c in clips]
+    persons = link_persons(seen, cuts)
+    one = len({p for mine in persons for p in mine}) == 1
+    return [one and bool(mine) for mine in persons]
+
+
+def _shown(clip: ClipInputs, detected: dict) -> tuple[float, float]:
+    times = clip.frame_times[sorted(detected)]
+    return float(times.min()), float(times.max())
 
 
 def _analysed(people: int, turns: Sequence[Turn], max_people: int) -> list[int]:
