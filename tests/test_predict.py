@@ -131,8 +131,8 @@ def test_a_timeline_holds_few_clips_and_opens_the_file_a_few_times(tmp_path, mon
     decoded, opened = [0], [0]
     iter_frames, open_file = decode.iter_frames, decode._open
 
-    def counted(path, times):
-        for item in iter_frames(path, times):
+    def counted(path, times, **options):
+        for item in iter_frames(path, times, **options):
             decoded[0] += 1
             yield item
 

@@ -22,45 +22,59 @@ def every_face(config: PeopleConfig) -> bool:
 def before_model(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs],
                  config: PeopleConfig) -> list[ClipPeople]:
     """Each clip's model rows, and with every person who is there and who speaks. Who speaks
-    is decided among everyone seen; then at most `max_people` are analysed, those who speak first.
+    is decided among everyone seen; then at most `max_people` persons are analysed (persons across the
+    clips read, not a clip's tracks), those who speak first, then the most present.
     The lips are read on the video's own frames over each speech segment, read again from the file
     (speakers.py): which frames are needed is known only once the speech is heard, and holding every
     frame of a pass at full size would cost a 64-s timeline part 1 GB at 720x288."""
     if not every_face(config):
         return [ClipPeople([(None, c.track.crops, c.fbank)] if c.track.crops is not None else []) for c in clips]
-    alone = _alone(clips)
+    persons = _persons(clips)
+    # A clip's faces alone hear its whole soundtrack unchecked only where they are the one person of what
+    # was read: where two persons appear, even apart (a listener on screen, the speaker in another shot),
+    # the lips are read in every clip, however many faces it shows.
+    one = len({p for mine in persons for p in mine}) == 1
+    alone = [one and bool(mine) for mine in persons]
     turns = clip_turns(path, info, clips, config, alone)
-    return [person_rows(c, said, config.voice, _analysed(len(c.track.people), said, config.max_people), lone)
-            if c.track.crops is not None else ClipPeople([])
-            for c, said, lone in zip(clips, turns, alone, strict=True)]
+    chosen = _analysed(clips, persons, turns, config.max_people)
+    return [person_rows(c, said, config.voice, kept, lone) if c.track.crops is not None else ClipPeople([])
+            for c, said, kept, lone in zip(clips, turns, chosen, alone, strict=True)]
 
 
-def _alone(clips: Sequence[ClipInputs]) -> list[bool]:
-    """For each clip, whether its faces are the only person seen in the clips read (persons.link_persons):
-    then that person hears the whole soundtrack unchecked. Where two persons appear, even apart (a listener
-    on screen, the speaker in another shot), the lips are read in every clip, however many faces it shows."""
+def _persons(clips: Sequence[ClipInputs]) -> list[list[int]]:
+    """The person of each face of each clip, over the clips read (persons.link_persons)."""
     cuts = [t for c in clips for t in c.cuts]
     seen = [SeenClip(c.plan.start, c.plan.end, [p.median for p in c.track.people],
                      [_shown(c, p.detected) for p in c.track.people],
                      [None if i is None else i.embedding for i in (c.identities or (None,) * len(c.track.people))],
                      [0 if i is None else i.chips for i in (c.identities or (None,) * len(c.track.people))])
             for c in clips]
-    persons = link_persons(seen, cuts)
-    one = len({p for mine in persons for p in mine}) == 1
-    return [one and bool(mine) for mine in persons]
+    return link_persons(seen, cuts)
+
+
+def _analysed(clips: Sequence[ClipInputs], persons: Sequence[Sequence[int]], turns: Sequence[Sequence[Turn]],
+              max_people: int) -> list[list[int]]:
+    """Which of each clip's people (indices, most present and largest first) are analysed: the faces of the
+    `max_people` persons ranked first over the clips read (those who speak, then the most present), at
+    most `max_people` of a clip, in their order."""
+    speaks: set[int] = set()
+    presence: dict[int, int] = {}
+    for c, mine, said in zip(clips, persons, turns, strict=True):
+        speaks |= {mine[t.person] for t in said if t.person is not None}
+        for p, track in zip(mine, c.track.people, strict=True):
+            presence[p] = presence.get(p, 0) + track.found
+    top = set(sorted(presence, key=lambda p: (p not in speaks, -presence[p], p))[:max_people])
+    chosen = []
+    for mine, said in zip(persons, turns, strict=True):
+        own = {t.person for t in said}
+        ranked = sorted(range(len(mine)), key=lambda k: (mine[k] not in top, k not in own, k))
+        chosen.append(sorted(k for k in ranked[:max_people] if mine[k] in top))
+    return chosen
 
 
 def _shown(clip: ClipInputs, detected: dict) -> tuple[float, float]:
     times = clip.frame_times[sorted(detected)]
     return float(times.min()), float(times.max())
-
-
-def _analysed(people: int, turns: Sequence[Turn], max_people: int) -> list[int]:
-    """Which of a clip's people (indices, most present and largest first) are analysed: those who speak
-    in it first, then the most present, `max_people` at most, in their order."""
-    speaks = {t.person for t in turns}
-    ranked = sorted(range(people), key=lambda k: (k not in speaks, k))
-    return sorted(ranked[:max_people])
 
 
 def after_model(result: FileResult, class_names: list[str]) -> None:
