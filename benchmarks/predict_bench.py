@@ -64,10 +64,11 @@ class Runner:
     def run(self, paths: list[Path], workers: int = 0, window: float | None = None) -> tuple[list, float]:
         from dfer_cli.predict.config import PredictConfig
         from dfer_cli.predict.pipeline import iter_predict
+        from dfer_cli.predict.setup import RunSetup
 
         start = time.perf_counter()
         config = PredictConfig(workers=workers, window=window, batch_size=self.classifier.batch_size)
-        results = list(iter_predict([str(p) for p in paths], self.classifier, self.names, config, self.size))
+        results = list(iter_predict([str(p) for p in paths], self.classifier, self.names, RunSetup(config), self.size))
         self.errors += sum(r.status == "error" for r in results)
         return results, time.perf_counter() - start
 

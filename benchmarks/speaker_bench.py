@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = ROOT.parent / "shared" / "media" / "grid"
 sys.path[:0] = [str(ROOT)]
 
-from dfer_cli.people import attribute, speech  # noqa: E402
+from dfer_cli.people import attribution as attribute  # noqa: E402
+from dfer_cli.people import vad as speech  # noqa: E402
 
 FPS = 25
 RATE = 44100

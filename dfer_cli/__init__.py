@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 # Where each public name lives; imported on first use, so that `dfer --help` starts without torch.
 _EXPORTS = {
     "load_model": "api", "Model": "api", "PredictConfig": "predict.config", "to_dataframe": "results.records",
-    "FileResult": "results.records", "ClipResult": "results.records",
+    "FileResult": "results.records", "ClipResult": "results.records", "PersonResult": "results.records",
     "predict_on_ray": "cluster.job", "RayConfig": "cluster.config", "RaySummary": "cluster.job",
     "train_run": "train.job", "TrainJob": "train.job", "RunConfig": "train.loop", "TrainRecipe": "train.loop",
     "evaluate_run": "train.evaluate", "EvalConfig": "train.evaluate",

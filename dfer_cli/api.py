@@ -18,6 +18,7 @@ from dfer_cli.predict.classifier import Classifier
 from dfer_cli.predict.config import PredictConfig
 from dfer_cli.predict.files import collect_inputs
 from dfer_cli.predict.pipeline import iter_predict, sharded
+from dfer_cli.predict.setup import RunSetup
 from dfer_cli.results.records import FileResult
 from dfer_cli.runtime.device import pick_device, resolve_precision
 from dfer_cli.runtime.distributed import local_device, process_group, ranks
@@ -82,30 +83,36 @@ class Model:
         A file that cannot be analysed gets a record with status "error" and the reason."""
         return list(self.stream(inputs, config, **options))
 
+    def setup(self, config: PredictConfig | None = None, **options: object) -> RunSetup:
+        """What a run of these weights goes by, here and on Ray alike: `config` (or the defaults) with
+        `options`, the weights' own frame order where none is asked for; the weights' name for every
+        record, and on the explanation pictures the notice of untrained weights."""
+        config = (config or PredictConfig()).updated(**options)
+        if config.clips.frame_order is None:
+            config = replace(config, clips=replace(config.clips, frame_order=self.frame_order))
+        return RunSetup(config, self.weights, self.weights if self.untrained else "")
+
     def stream(self, inputs: Inputs, config: PredictConfig | None = None, **options: object) -> Records:
         """Like `predict`, one record at a time as each file finishes. The inputs are listed at once
         (a usage error is raised here, not on the first record). Under torchrun each process analyses
         its share of the files and rank 0 yields all the records."""
         leave_if_importing_main()
-        config = (config or PredictConfig()).updated(**options)
-        if config.clips.frame_order is None:
-            config = replace(config, clips=replace(config.clips, frame_order=self.frame_order))
+        setup = self.setup(config, **options)
+        config = setup.config
         paths = collect_inputs(inputs, config.recursive, config.extensions, config.from_list)
-        return Records(self._records(paths, config), len(paths) if ranks().main else 0)
+        return Records(self._records(paths, setup), len(paths) if ranks().main else 0)
 
-    def _records(self, paths: list[str], config: PredictConfig) -> Iterator[FileResult]:
-        classifier = Classifier(self.network, self.device, config.batch_size, self.precision)
-        note = self.weights if self.untrained else ""
+    def _records(self, paths: list[str], setup: RunSetup) -> Iterator[FileResult]:
+        classifier = Classifier(self.network, self.device, setup.config.batch_size, self.precision)
         with process_group(str(self.device)) as (here, _):
-            records = (iter_predict(paths, classifier, self.class_names, config, self.image_size, note)
-                       if here.world == 1 else sharded(paths, classifier, self.class_names, config,
-                                                       self.image_size, note, here))
-            for result in records:
-                result.weights = self.weights
-                yield result
+            if here.world == 1:
+                yield from iter_predict(paths, classifier, self.class_names, setup, self.image_size)
+            else:
+                yield from sharded(paths, classifier, self.class_names, setup, self.image_size, here)
 
 
-def load_model(weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto") -> Model:
+def load_model(weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto",
+               warn: bool = True) -> Model:
     """The model to analyse videos with.
 
     weights: an installed entry name (`dfer weights list`), a path to a dfer folder or an official
@@ -115,6 +122,8 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
     device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
     precision: "auto" (bf16 on CUDA; on a CPU the fastest of fp32, bf16 and int8 on a probe), "fp32",
     "bf16" or "int8" (CPU only: the encoders' and fusion's Linear layers in int8).
+    warn: False leaves out the UntrainedWeightsWarning, for a caller that says it in its own words
+    (the CLI) or where every record names the weights anyway (Ray's driver and actors).
     """
     from dfer_cli.labels import default_class_names
     from dfer_cli.model import MMADFER, ModelDims
@@ -133,8 +142,9 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
             network = MMADFER(dims).eval()
         loaded = LoadedWeights(network, WeightsConfig(
             dims, list(default_class_names(dims.num_classes)), provenance={"source": UNTRAINED}))
-        warnings.warn("untrained random weights: the pipeline runs, the emotions are meaningless",
-                      UntrainedWeightsWarning, stacklevel=2)
+        if warn:
+            warnings.warn("untrained random weights: the pipeline runs, the emotions are meaningless",
+                          UntrainedWeightsWarning, stacklevel=2)
         label = "untrained (random weights: the emotions are meaningless)"
     else:
         spec = os.fspath(weights) if weights is not None else None

@@ -22,7 +22,7 @@ from dfer_cli.faces.detect import FaceDetector
 from dfer_cli.labels import DFEW_CLASSES
 from dfer_cli.media import decode
 from dfer_cli.predict.files import collect_inputs
-from dfer_cli.predict.frontend import prepare_file
+from dfer_cli.predict.pipeline import prepare_file
 from dfer_cli.runtime import device as runtime_device
 from dfer_cli.runtime.inference import softmax_batches
 from dfer_cli.weights.store import load_any

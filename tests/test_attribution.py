@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import MEDIA
 
-from dfer_cli.people import attribute, speech
-from dfer_cli.people.attribute import AttributionConfig, attribute_segments
+from dfer_cli.people import attribution, vad
+from dfer_cli.people.attribution import AttributionConfig, attribute_segments
 
 GRID = MEDIA / "grid"
 FPS = 25
@@ -24,10 +24,10 @@ def _syllables(rng: np.random.Generator, frames: int) -> np.ndarray:
 def test_highpass_keeps_nan_and_runs_apart():
     x = np.array([1.0, 2, 3, np.nan, 5, 100, 101, 102])
     runs = np.array([0, 0, 0, 0, 0, 1, 1, 1])
-    out = attribute.highpass(x, runs, 3)
+    out = attribution.highpass(x, runs, 3)
     assert np.isnan(out[3]) and np.isfinite(out[[0, 1, 2, 4]]).all()
     assert out[6] == pytest.approx(0.0) and out[1] == pytest.approx(0.0)  # 100 never meets 5
-    assert attribute.frame_runs(np.array([0, 0.04, 0.08, 1.0, 1.04])).tolist() == [0, 0, 0, 1, 1]
+    assert attribution.frame_runs(np.array([0, 0.04, 0.08, 1.0, 1.04])).tolist() == [0, 0, 0, 1, 1]
 
 
 def test_loudness_track_follows_the_band():
@@ -35,7 +35,7 @@ def test_loudness_track_follows_the_band():
     t = np.arange(2 * rate) / rate
     inside = np.sin(2 * np.pi * 1500 * t) * (t >= 1)  # in band, second half only
     below = np.sin(2 * np.pi * 200 * t)  # a loud pitch below the band throughout
-    track = attribute.loudness_track(np.stack([inside, below]), rate, np.arange(50) / FPS)
+    track = attribution.loudness_track(np.stack([inside, below]), rate, np.arange(50) / FPS)
     assert track[30:45].min() > track[5:20].max() + 3  # e^3: the band tone stands out
     assert np.ptp(track[5:20]) < 1.0  # the 200 Hz tone does not leak in
 
@@ -77,17 +77,17 @@ def test_frames_in_several_runs_and_short_segments_pool():
 
 
 def test_speaking_time():
-    a = attribute.SegmentAttribution(0.0, 1.5, 0, np.array([0.8]), 37)
-    b = attribute.SegmentAttribution(2.0, 2.5, None, np.array([0.1]), 12)
-    assert attribute.speaking_time([a, b]) == {0: 1.5, None: 0.5}
+    a = attribution.SegmentAttribution(0.0, 1.5, 0, np.array([0.8]), 37)
+    b = attribution.SegmentAttribution(2.0, 2.5, None, np.array([0.1]), 12)
+    assert attribution.speaking_time([a, b]) == {0: 1.5, None: 0.5}
 
 
 def test_resample_keeps_the_band_and_drops_aliases():
     rate = 44100
     t = np.arange(rate) / rate
-    assert np.abs(speech.resample(np.sin(2 * np.pi * 1000 * t), rate)[500:-500]).max() == pytest.approx(1, abs=1e-3)
-    assert np.abs(speech.resample(np.sin(2 * np.pi * 12000 * t), rate)[500:-500]).max() < 1e-3
-    assert speech.resample(np.zeros((2, 48000)), 48000).shape == (2, 16000)
+    assert np.abs(vad.resample(np.sin(2 * np.pi * 1000 * t), rate)[500:-500]).max() == pytest.approx(1, abs=1e-3)
+    assert np.abs(vad.resample(np.sin(2 * np.pi * 12000 * t), rate)[500:-500]).max() < 1e-3
+    assert vad.resample(np.zeros((2, 48000)), 48000).shape == (2, 16000)
 
 
 # ---- GRID composites: silero-vad and mediapipe's FaceMesh as the landmark source -------------------------------
@@ -133,14 +133,14 @@ def _openings(frames: np.ndarray, slots: int) -> np.ndarray:
         for i, frame in enumerate(frames):
             for face in mesh.process(frame).multi_face_landmarks or []:
                 xy = np.array([(p.x * width, p.y * height) for p in face.landmark])
-                out[min(slots - 1, int(xy[1, 0] // (width / slots))), i] = attribute.lip_opening(xy)
+                out[min(slots - 1, int(xy[1, 0] // (width / slots))), i] = attribution.lip_opening(xy)
     return out
 
 
-def _who(openings: np.ndarray, wave: np.ndarray, rate: int) -> list[attribute.SegmentAttribution]:
+def _who(openings: np.ndarray, wave: np.ndarray, rate: int) -> list[attribution.SegmentAttribution]:
     times = np.arange(openings.shape[1]) / FPS
-    segments = speech.speech_segments(wave, rate)
-    return attribute_segments(times, openings, attribute.loudness_track(wave, rate, times), segments)
+    segments = vad.speech_segments(wave, rate)
+    return attribute_segments(times, openings, attribution.loudness_track(wave, rate, times), segments)
 
 
 @pytest.fixture(scope="module")
@@ -153,34 +153,34 @@ def pair(tmp_path_factory) -> np.ndarray:
 def test_the_speaker_side_by_side_is_named(pair, tmp_path, slot):
     wave, rate = _wave(tmp_path, ((LEFT, RIGHT)[slot],))
     got = _who(pair, wave, rate)
-    assert got and max(attribute.speaking_time(got).items(), key=lambda kv: kv[1])[0] == slot
+    assert got and max(attribution.speaking_time(got).items(), key=lambda kv: kv[1])[0] == slot
 
 
 def test_a_voice_off_screen_is_nobody_visible(pair, tmp_path):
     wave, rate = _wave(tmp_path, (THIRD,))
     got = _who(pair, wave, rate)
-    assert got and attribute.speaking_time(got).get(None, 0) > 0.5 * speech.speech_seconds(
+    assert got and attribution.speaking_time(got).get(None, 0) > 0.5 * vad.speech_seconds(
         [(a.start, a.end) for a in got]
     )
 
 
 def test_silence_under_two_faces_is_no_speech():
     rng = np.random.default_rng(0)
-    assert speech.speech_seconds(speech.speech_segments(np.zeros((2, 3 * 44100), np.float32), 44100)) < 0.3
+    assert vad.speech_seconds(vad.speech_segments(np.zeros((2, 3 * 44100), np.float32), 44100)) < 0.3
     hiss = (rng.standard_normal((2, 3 * 44100)) * 1e-3).astype(np.float32)  # -60 dBFS
-    assert speech.speech_seconds(speech.speech_segments(hiss, 44100)) < 0.3
+    assert vad.speech_seconds(vad.speech_segments(hiss, 44100)) < 0.3
 
 
 def test_a_voice_on_one_stereo_channel_is_found(tmp_path):
     wave, rate = _wave(tmp_path, (LEFT,), "[0:a]pan=stereo|c0=c0|c1=0*c0[a]")
     assert np.abs(wave[1]).max() == 0 and np.abs(wave[0]).max() > 0.01
-    both = speech.speech_seconds(speech.speech_segments(wave[[0, 0]], rate))
+    both = vad.speech_seconds(vad.speech_segments(wave[[0, 0]], rate))
     assert both > 1.0
-    assert speech.speech_seconds(speech.speech_segments(wave, rate)) == pytest.approx(both, abs=0.1)
+    assert vad.speech_seconds(vad.speech_segments(wave, rate)) == pytest.approx(both, abs=0.1)
     # Two voices, one per channel, at different times: both are found.
     other, _ = _wave(tmp_path, (RIGHT,))
     two = np.stack([np.r_[wave[0], np.zeros(wave.shape[1])], np.r_[np.zeros(wave.shape[1]), other[1]]])
-    found = speech.speech_segments(two, rate)
+    found = vad.speech_segments(two, rate)
     assert any(e < 3.0 for _, e in found) and any(s > 3.0 for s, _ in found)
 
 
@@ -200,6 +200,6 @@ def test_a_conversation_is_split_between_its_speakers(tmp_path):
 def test_highpass_of_a_run_shorter_than_its_window():
     """A 4-frame run (a short speech segment at a window's edge) against a 9-frame high-pass."""
     series = np.array([[1.0, 2.0, 3.0, 4.0, 10.0, 10.0]])
-    out = attribute.highpass(series, np.array([0, 0, 0, 0, 1, 1]), 9)
+    out = attribution.highpass(series, np.array([0, 0, 0, 0, 1, 1]), 9)
     np.testing.assert_allclose(out[0, :4], [1 - 2.5, 2 - 2.5, 3 - 2.5, 4 - 2.5])
     np.testing.assert_allclose(out[0, 4:], [0.0, 0.0])

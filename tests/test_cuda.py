@@ -284,7 +284,7 @@ def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path
 
     import dfer_cli as dfer
     from dfer_cli.faces import landmarks
-    from dfer_cli.people import speaking
+    from dfer_cli.people import speakers
 
     frames = np.stack([frames_of(MEDIA / "grid" / "bbaf2n.mpg", 1)[0]] * 3)
     rois = [landmarks.face_roi((121.0, 110.0, 259.0, 248.0)), landmarks.Roi(5.3, 3.7, 400.0),
@@ -297,13 +297,13 @@ def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path
     weights = save_tiny_weights(tmp_path / "tiny")
     cpu, gpu = (dfer.load_model(weights, device=d, precision="fp32").predict(path, workers=0)[0]
                 for d in ("cpu", "cuda"))
-    used = speaking.process_landmarker("cuda")  # the run's own, or a new one whose weights never loaded
+    used = speakers.process_landmarker("cuda")  # the run's own, or a new one whose weights never loaded
     assert used._net is not None and used.net.stem.weight.device.type == "cuda"
     assert gpu.speaker == cpu.speaker == 0
-    assert [p["voice"] for p in gpu.people] == [p["voice"] for p in cpu.people] == ["own", "none"]
-    assert [p["label"] for p in gpu.people] == [p["label"] for p in cpu.people]
+    assert [p.voice for p in gpu.people] == [p.voice for p in cpu.people] == ["own", "none"]
+    assert [p.label for p in gpu.people] == [p.label for p in cpu.people]
     for a, b in zip(gpu.people, cpu.people, strict=True):
-        assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 1e-3
+        assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) < 1e-3
 
 
 def test_ray_with_one_gpu_actor_gives_the_plain_records(exact_fp32, tmp_path):

@@ -20,7 +20,7 @@ from dfer_cli.api import UntrainedWeightsWarning
 from dfer_cli.cli.app import app
 from dfer_cli.errors import DferError, UsageError
 from dfer_cli.media import decode, fbank
-from dfer_cli.predict import frontend
+from dfer_cli.predict.pipeline import guarded_prepare
 from dfer_cli.runtime.pool import bounded_map
 from dfer_cli.train.datasets import Sample
 from dfer_cli.train.prepare import PrepareConfig, prepare_clip
@@ -84,7 +84,7 @@ def _prepare_or_crash(part, **kw):
     """The front end, with a decoder crash on files named crash*: what a worker dying on a file looks like."""
     if os.path.basename(part.path).startswith("crash"):
         os.kill(os.getpid(), signal.SIGSEGV)
-    return frontend.guarded_prepare(part, **kw)
+    return guarded_prepare(part, **kw)
 
 
 def test_a_folder_with_eight_channel_audio_and_a_crashing_file_keeps_every_record(model, tmp_path, monkeypatch):
@@ -396,8 +396,8 @@ def test_a_4k_frame_is_decoded_at_720p_and_the_same_face_is_found(model, grid_4k
     assert (big.media["width"], big.media["height"]) == (3840, 2160)
     # The people's boxes are in the file's pixels: near GRID's scaled 7.5x and moved 570 px right (the
     # detector sees each frame letterboxed, so the two frames' boxes differ by a few per cent).
-    expected = np.array(small.people[0]["box"]) * 7.5 + [570, 0, 570, 0]
-    assert np.abs(np.array(big.people[0]["box"]) - expected).max() < 0.1 * (expected[2] - expected[0])
+    expected = np.array(small.people[0].box) * 7.5 + [570, 0, 570, 0]
+    assert np.abs(np.array(big.people[0].box) - expected).max() < 0.1 * (expected[2] - expected[0])
 
 
 @pytest.fixture(scope="module")

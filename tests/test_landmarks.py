@@ -11,8 +11,8 @@ from conftest import MEDIA
 
 from dfer_cli.errors import DferError
 from dfer_cli.faces.landmarks import POINTS, FaceLandmarker, roi_from_landmarks
-from dfer_cli.people.attribute import INNER_LIP
-from dfer_cli.people.attribute import lip_opening as mouth_opening
+from dfer_cli.people.attribution import INNER_LIP
+from dfer_cli.people.attribution import lip_opening as mouth_opening
 
 
 def lip_opening(points: np.ndarray) -> np.ndarray:

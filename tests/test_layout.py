@@ -145,6 +145,13 @@ def test_one_worker_rule_and_one_thread_limiter():
     assert "single_thread(" in sources["dfer_cli.faces.detect"]
 
 
+def test_max_people_is_applied_by_the_people_stage_alone():
+    """The people stage decides who is analysed: the other stages never see how many may be."""
+    allowed = {"dfer_cli.people.config", "dfer_cli.people.stage", "dfer_cli.predict.config", "dfer_cli.cli.predict"}
+    named = {name for name, text in _sources().items() if "max_people" in text}
+    assert named <= allowed and "dfer_cli.people.stage" in named, sorted(named - allowed)
+
+
 def test_the_cli_calls_only_the_public_api():
     graph = _graph()
     inside = ("dfer_cli.predict", "dfer_cli.runtime", "dfer_cli.shots", "dfer_cli.faces", "dfer_cli.media",

@@ -9,7 +9,7 @@ from conftest import MEDIA, save_tiny_weights
 from mediagen import ffmpeg
 
 import dfer_cli as dfer
-from dfer_cli.results.records import ClipResult
+from dfer_cli.results.records import ClipPerson, ClipResult, SpeechTurn
 
 GRID = sorted((MEDIA / "grid").glob("*.mpg"))
 SINGLE = MEDIA / "grid" / "bbaf2n.mpg"
@@ -182,13 +182,26 @@ def test_explain_explains_each_person(model, tmp_path):
 
 
 def _clip(start: float, boxes: list[list[float]], speech: list[dict]) -> ClipResult:
-    people = [{"person": k, "box": b, "faces_found": 16, "frames": 16, "voice": "own", "speech_seconds": 0.0,
-               "main": k == 0, "probabilities": {"a": 0.6, "b": 0.4}} for k, b in enumerate(boxes)]
-    return ClipResult(0, start, start + 2, start, start + 2, 16, 16, people=people, speech=speech)
+    people = [ClipPerson(k, b, 16, 16, "own", 0.0, k == 0, {"a": 0.6, "b": 0.4}) for k, b in enumerate(boxes)]
+    return ClipResult(0, start, start + 2, start, start + 2, 16, 16, people=people,
+                      speech=[SpeechTurn(**turn) for turn in speech])
+
+
+def test_a_track_is_the_person_last_seen_where_it_is_and_each_person_is_one_track_of_a_clip():
+    from dfer_cli.faces.box import Box
+    from dfer_cli.people.persons import link_tracks
+
+    left, right, moved = Box(0, 0, 50, 50), Box(200, 0, 250, 50), Box(10, 0, 60, 50)
+    clips = [[left, right], [right], [moved, left], [Box(400, 0, 450, 50)]]
+    # The right person stays while the left is away; then `left` is the left person's latest box exactly
+    # and takes them, so `moved`, which overlaps them too (IoU 0.67), is a new person, as is a track
+    # where nobody was.
+    assert link_tracks(clips) == [[0, 1], [1], [2, 0], [3]]
+    assert link_tracks([]) == [] and link_tracks([[], [left]]) == [[], [0]]
 
 
 def test_who_leaves_and_comes_back_where_they_were_is_the_same_person():
-    from dfer_cli.results.people import finish_people
+    from dfer_cli.people.persons import finish_people
     from dfer_cli.results.records import FileResult
 
     left, right, elsewhere = [0, 0, 50, 50], [200, 0, 250, 50], [100, 100, 150, 150]
@@ -199,10 +212,10 @@ def test_who_leaves_and_comes_back_where_they_were_is_the_same_person():
         _clip(6, [elsewhere], []),  # someone at a new place: a new person
     ])
     finish_people(result, ["a", "b"])
-    assert [p["person"] for p in result.people] == [0, 1, 2]  # left to right: left, elsewhere (x 125), right
-    by_place = {tuple(p["box"]): p for p in result.people}
-    assert by_place[tuple(left)]["seen"] == pytest.approx(4.0) and by_place[tuple(right)]["seen"] == pytest.approx(6.0)
-    assert by_place[tuple(right)]["speech_seconds"] == pytest.approx(1.0) and result.speaker == 2
+    assert [p.person for p in result.people] == [0, 1, 2]  # left to right: left, elsewhere (x 125), right
+    by_place = {tuple(p.box): p for p in result.people}
+    assert by_place[tuple(left)].seen == pytest.approx(4.0) and by_place[tuple(right)].seen == pytest.approx(6.0)
+    assert by_place[tuple(right)].speech_seconds == pytest.approx(1.0) and result.speaker == 2
     assert [c.speaker for c in result.clips] == [2, None, 0, None]
     assert result.speech_seconds == pytest.approx(1.5) and result.unattributed_speech_seconds == 0
 
@@ -222,14 +235,14 @@ def test_the_landmark_model_runs_where_the_pipeline_puts_it(model, tmp_path, mon
     """In one process the front end's landmark model goes to the model's device; workers keep the CPU."""
     import torch
 
-    from dfer_cli.people import speaking
+    from dfer_cli.people import speakers
     from dfer_cli.predict import pipeline
     from dfer_cli.runtime.device import frontend_device
 
     cuda = torch.device("cuda")
     assert frontend_device(cuda, 0) == cuda and frontend_device(cuda, 2) == torch.device("cpu")
-    asked, real = [], speaking.process_landmarker
-    monkeypatch.setattr(speaking, "process_landmarker", lambda device: asked.append(device) or real("cpu"))
+    asked, real = [], speakers.process_landmarker
+    monkeypatch.setattr(speakers, "process_landmarker", lambda device: asked.append(device) or real("cpu"))
     monkeypatch.setattr(pipeline, "frontend_device", lambda device, workers: torch.device("meta"))
     r = predict(model, side_by_side(tmp_path / "pair.mp4", GRID[:2], GRID[0]))
     assert asked == ["meta"] and r["speaker"] == 0
@@ -339,7 +352,7 @@ def test_a_smaller_speaker_beside_a_larger_listener_is_found_and_keeps_the_voice
 def test_the_file_counts_the_speech_of_every_clip_of_a_span():
     """A short file's two clips share a span: one sees two people and gives the speech to nobody, the
     other sees one, who is given all of it. The file counts each clip's share, so it agrees with both."""
-    from dfer_cli.results.people import finish_people
+    from dfer_cli.people.persons import finish_people
     from dfer_cli.results.records import FileResult
 
     left, right = [0, 0, 50, 50], [200, 0, 250, 50]
@@ -348,4 +361,4 @@ def test_the_file_counts_the_speech_of_every_clip_of_a_span():
     finish_people(result, ["a", "b"])
     assert result.clips[1].speaker == 0 and result.speaker == 0
     assert result.speech_seconds == pytest.approx(1.0) and result.unattributed_speech_seconds == pytest.approx(0.5)
-    assert result.people[0]["speech_seconds"] == pytest.approx(0.5)
+    assert result.people[0].speech_seconds == pytest.approx(0.5)

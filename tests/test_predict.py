@@ -28,6 +28,7 @@ from dfer_cli.model import MMADFER, ModelDims
 from dfer_cli.predict.classifier import Classifier
 from dfer_cli.predict.config import PredictConfig
 from dfer_cli.predict.pipeline import iter_predict
+from dfer_cli.predict.setup import RunSetup
 from dfer_cli.results.records import ClipResult, FileResult
 from dfer_cli.results.timeline_plot import timeline_arrays
 from dfer_cli.weights.format import WeightsConfig, save_dfer
@@ -56,7 +57,7 @@ def tiny_weights(tmp_path_factory, tiny):
 def run_pipeline(tiny, paths, **config):
     model, names = tiny
     return list(iter_predict([str(p) for p in paths], Classifier(model, torch.device("cpu"), 8), names,
-                             PredictConfig(**config), model.dims.image_size))
+                             RunSetup(PredictConfig(**config)), model.dims.image_size))
 
 
 def test_real_clips_faces_everywhere_and_record_shape(tiny):
@@ -296,9 +297,9 @@ def test_a_timeline_in_parts_gives_the_records_of_a_whole_one(tiny, monkeypatch)
 
 
 def test_a_timeline_part_that_fails_fails_its_file_only(tiny, monkeypatch):
-    import dfer_cli.predict.frontend as frontend
+    import dfer_cli.predict.pipeline as pipeline
 
-    prepare = frontend.prepare_file
+    prepare = pipeline.prepare_file
 
     def second_part_fails(path, config, size, detector, part=None):
         if part is not None and part.index == 1 and path == str(GRID[0]):
@@ -306,7 +307,7 @@ def test_a_timeline_part_that_fails_fails_its_file_only(tiny, monkeypatch):
         return prepare(path, config, size, detector, part)
 
     monkeypatch.setattr("dfer_cli.predict.tasks.TIMELINE_PART", 2)
-    monkeypatch.setattr(frontend, "prepare_file", second_part_fails)
+    monkeypatch.setattr(pipeline, "prepare_file", second_part_fails)
     first, second = run_pipeline(tiny, [GRID[0], GRID[1]], window=0.9)
     assert first.status == "error" and "decoding stopped" in first.error and not first.clips
     assert second.status == "ok" and len(second.clips) == 3

@@ -108,7 +108,7 @@ def predict(
     """
     with heavy_imports():
         from dfer_cli import PredictConfig, load_model
-        from dfer_cli.api import UNTRAINED, UntrainedWeightsWarning
+        from dfer_cli.api import UNTRAINED
         from dfer_cli.results.writers import make_writer
 
     if sys.stdout is None:  # started with stdout closed (>&-): Python has no stream to write to
@@ -148,9 +148,11 @@ def predict(
         settings = RayConfig(ray, actors=ray_actors, cpus_per_task=ray_cpus_per_task)
         _predict_on_ray(inputs or [], output, weights, config, settings, device, precision)
         return
+    # Untrained weights are said below, in the CLI's words. The block restores the warning filters once the
+    # model is loaded: the int8 copy's thread (runtime/quantize.py) silences UserWarnings process-wide while
+    # it converts, which hid dfer's own warnings (workers lowered, a folder unreadable) from this run.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words
-        model = load_model(weights, device, precision)
+        model = load_model(weights, device, precision, warn=False)
     records = model.stream(inputs or [], config)  # --from-list alone
     if not len(records):  # a torchrun process other than rank 0: rank 0 writes every record
         list(records)
@@ -159,7 +161,7 @@ def predict(
         err.print("[bold yellow]warning:[/bold yellow] untrained random weights: the pipeline runs, "
                   "the emotions are meaningless. Import real weights with `dfer weights import`.")
     writer = make_writer(formats[0] if formats else "table", sys.stdout, model.class_names, window is not None,
-                         config.explain, config.people.people == "all")
+                         config.explain, config.people.mode == "all")
     results = []
     with progress_bar("analysing", len(records)) as advance:
         try:
@@ -193,7 +195,7 @@ def _plot_first_timeline(results: list, plot: Path) -> None:
     voice = None
     if shown.explanation is not None:  # NaN where a window had no face, or the file no audio
         voice = np.repeat([np.nan if c.voice_share is None else c.voice_share for c in shown.clips], 2)
-    turns = sorted({(t["start"], t["end"], t["person"]) for c in shown.clips for t in c.speech or []},
+    turns = sorted({(t.start, t.end, t.person) for c in shown.clips for t in c.speech or []},
                    key=lambda turn: turn[:2])
     plot_timeline(times, probs, class_names, plot, title=shown.path, voice=voice, speech=turns)
     err.print(f"timeline of {shown.path} -> {plot}", markup=False)

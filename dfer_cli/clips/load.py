@@ -1,5 +1,5 @@
-"""The CPU front end that predict and prepare share: decode each planned clip's frames and audio, crop
-the face, compute the fbank."""
+"""Each planned clip's media as model inputs, for predict's front end and prepare alike: decode the clip's
+frames and audio, crop the face, compute the fbank."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from dfer_cli.media.channels import FIRST, VOICE, voice_channel
 
 @dataclass
 class ClipInputs:
-    """One clip after the front end: the model's inputs and what was seen on the way."""
+    """One clip read: the model's inputs and what was seen on the way."""
 
     plan: ClipPlan
     track: follow.FaceTrack  # crops (T, S, S, 3) uint8, or None when the clip has no face

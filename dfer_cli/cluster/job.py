@@ -7,10 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from dfer_cli.cluster.config import RayConfig
@@ -19,6 +18,7 @@ from dfer_cli.cluster.reaper import descendants, start_reaper, stop_reaper
 from dfer_cli.cluster.sink import RowSink, finished_rows
 from dfer_cli.errors import DferError, UsageError
 from dfer_cli.predict.config import PredictConfig
+from dfer_cli.predict.setup import RunSetup
 
 INSTALL = "pip install 'dfer[ray]'"
 
@@ -49,15 +49,13 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
     config = config or PredictConfig()
     output = Path(output)
     todo = list_inputs(inputs, config.recursive, config.extensions, config.from_list)
-    with warnings.catch_warnings():
-        from dfer_cli.api import UntrainedWeightsWarning, load_model
+    from dfer_cli.api import load_model
 
-        warnings.simplefilter("ignore", UntrainedWeightsWarning)
-        # Loaded once here, then shared by every actor through Ray's object store: all of them hold the
-        # same weights (random ones included) without a shared file system.
-        model = load_model(weights, "cpu", "fp32")
-    if config.clips.frame_order is None:
-        config = replace(config, clips=replace(config.clips, frame_order=model.frame_order))
+    # Loaded once here, then shared by every actor through Ray's object store: all of them hold the
+    # same weights (random ones included) without a shared file system.
+    model = load_model(weights, "cpu", "fp32", warn=False)
+    setup = model.setup(config)
+    config = setup.config
     run = _run_key(model.weights, config)
     done = finished_rows(output, run)
     keys = {i.key for i in todo}
@@ -82,7 +80,7 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
         del model
         sink = RowSink(output, run, ray.flush_files, ray.flush_seconds)
         try:
-            stages = _Stages(shared, size, class_names, config, ray, gpus, actor_device, settled)
+            stages = _Stages(shared, size, class_names, setup, ray, gpus, actor_device, settled)
             for row in _rows(ray_lib, todo_now, stages):
                 sink.add(row)
                 failed += row["status"] == "error"
@@ -103,7 +101,7 @@ class _Stages:
     weights: object  # the Model, in Ray's object store
     image_size: int
     class_names: list[str]
-    config: PredictConfig
+    setup: RunSetup
     ray: RayConfig
     gpus: int
     device: str
@@ -116,13 +114,10 @@ def _rows(ray_lib, todo: list, s: _Stages) -> Iterator[dict]:
 
     from dfer_cli.cluster.stages import DferPredictor, PartJoiner, prepare
 
-    config = s.config
-    pictures = [None] * len(todo)
-    if config.explain_dir is not None:
-        from dfer_cli.explain.plot import picture_paths
-
-        pictures = [str(p) for p in picture_paths(config.explain_dir, [i.source for i in todo])]
-    items = [{"input": i.key, "source": i.source, "picture": pic} for i, pic in zip(todo, pictures, strict=True)]
+    config = s.setup.config
+    pictures = s.setup.pictures([i.source for i in todo]) or [None] * len(todo)
+    items = [{"input": i.key, "source": i.source, "picture": None if pic is None else str(pic)}
+             for i, pic in zip(todo, pictures, strict=True)]
     actors = s.ray.actors or max(1, s.gpus)
     files_per_call = s.ray.files_per_call or max(1, config.batch_size // max(1, config.clips.clips))
     ds = ray_lib.data.from_items(items, override_num_blocks=len(items))  # a task per file
@@ -134,7 +129,7 @@ def _rows(ray_lib, todo: list, s: _Stages) -> Iterator[dict]:
     ds = ds.map_batches(DferPredictor, fn_constructor_kwargs=shared,
                         batch_size=files_per_call, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
                         num_gpus=1 if s.gpus and s.device != "cpu" else 0, num_cpus=1)
-    joiner = PartJoiner(s.class_names, config)
+    joiner = PartJoiner(s.class_names, s.setup)
     try:
         for row in ds.iter_rows():
             finished = joiner.add(row)
@@ -149,8 +144,7 @@ def _run_key(weights: str, config: PredictConfig) -> dict:
     """What shapes a row beyond its file: a run resumed with other weights or options would mix records."""
     c = config
     return {"weights": weights, "window": c.window, "clips": c.clips.clips, "frame_order": c.clips.frame_order,
-            "people": c.people.people, "voice": c.people.voice, "max_people": c.people.max_people,
-            "explain": c.explain}
+            **c.people.record_options(), "explain": c.explain}
 
 
 def _import_ray():

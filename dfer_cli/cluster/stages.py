@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import pickle
-import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,18 +18,17 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from dfer_cli.api import Model, UntrainedWeightsWarning, load_model
+from dfer_cli.api import Model, load_model
 from dfer_cli.cluster.inputs import read_source
 from dfer_cli.cluster.rows import STAGE_SCHEMA, to_row
 from dfer_cli.errors import DferError
 from dfer_cli.predict.classifier import Classifier, classify
 from dfer_cli.predict.config import PredictConfig
-from dfer_cli.predict.files import display_path
-from dfer_cli.predict.frontend import PreparedFile, guarded_prepare
-from dfer_cli.predict.pipeline import complete
+from dfer_cli.predict.frontend import PreparedFile, failed
+from dfer_cli.predict.pipeline import complete, guarded_prepare
+from dfer_cli.predict.setup import RunSetup
 from dfer_cli.predict.tasks import file_tasks
 from dfer_cli.predict.timeline import TimelineJoiner
-from dfer_cli.results.records import FileResult
 from dfer_cli.runtime.pool import share_cores
 
 
@@ -43,8 +41,7 @@ def prepare(row: dict, config: PredictConfig, size: int, parts: bool = False) ->
     try:
         source = read_source(row["source"])
     except DferError as e:
-        failed = PreparedFile(FileResult.failed(display_path(row["source"]), getattr(e, "reason", str(e))))
-        yield _prepared_row(row, failed, node)
+        yield _prepared_row(row, failed(row["source"], e), node)
         return
     window = config.window if parts and not config.explain else None
     for part in file_tasks([source], config.clips, window):
@@ -76,15 +73,11 @@ class DferPredictor:
             self.model = replace(weights, network=weights.network.to(target).eval(), device=target,
                                  precision=resolve_precision(precision, target))
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UntrainedWeightsWarning)
-                self.model = load_model(weights, device, precision)
-        self.config = config or PredictConfig()
-        if self.config.clips.frame_order is None:
-            self.config = replace(self.config, clips=replace(self.config.clips, frame_order=self.model.frame_order))
+            self.model = load_model(weights, device, precision, warn=False)
+        self.setup = self.model.setup(config)
         if actors_per_node and self.model.device.type == "cpu":  # else Ray's one thread per reserved CPU
             share_cores(actors_per_node)
-        self.classifier = Classifier(self.model.network, self.model.device, self.config.batch_size,
+        self.classifier = Classifier(self.model.network, self.model.device, self.setup.config.batch_size,
                                      self.model.precision)
         self.node = _node()
         torch.set_grad_enabled(False)
@@ -102,8 +95,7 @@ class DferPredictor:
                              "precision": where[0], "device": where[1], "decode_node": where[2],
                              "model_node": where[3], "payload": pickle.dumps(p)})
                 continue
-            result = complete(p, self.classifier, names, self.config, model.weights if model.untrained else "")
-            result.weights = model.weights
+            result = complete(p, self.classifier, names, self.setup)
             rows.append(to_row(result, str(key), *where))
         return pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
 
@@ -112,8 +104,8 @@ class PartJoiner:
     """On the driver: the model stage's rows to finished rows, a timeline's parts (which may come in any
     order, from several actors) held until the last is in, then joined and finished as plain predict does."""
 
-    def __init__(self, class_names: list[str], config: PredictConfig) -> None:
-        self.class_names, self.config = class_names, config
+    def __init__(self, class_names: list[str], setup: RunSetup) -> None:
+        self.class_names, self.setup = class_names, setup
         self.parts: dict[str, dict[int, dict]] = {}
 
     def add(self, row: dict) -> dict | None:
@@ -130,8 +122,7 @@ class PartJoiner:
         for index in sorted(held):
             whole = joiner.add(held[index]["payload"]) or whole
         first = held[0]
-        result = complete(whole, None, self.class_names, self.config)
-        result.weights = first["weights"]
+        result = complete(whole, None, self.class_names, self.setup)
         return to_row(result, first["input"], first["precision"], first["device"], first["decode_node"],
                       first["model_node"])
 

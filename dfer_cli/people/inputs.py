@@ -4,42 +4,43 @@ is there and who speaks."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from dfer_cli.clips.load import ClipInputs
-from dfer_cli.people.speaking import Turn
+from dfer_cli.people.speakers import Turn
 from dfer_cli.people.voices import person_audio, voice_kind
-from dfer_cli.results.records import ClipResult
+from dfer_cli.results.records import ClipPerson, SpeechTurn
+
+# One model input: the person it is (an index into the clip's people; None: the clip's main face alone),
+# their crops (T, S, S, 3) uint8 and the audio they hear (frames, mels) float32.
+Row = tuple[int | None, np.ndarray, np.ndarray]
 
 
-def analysed(people: int, turns: Sequence[Turn], max_people: int) -> list[int]:
-    """Which of a clip's people (indices, most present and largest first) are analysed: those who speak
-    in it first, then the most present, `max_people` at most, in their order."""
-    speaks = {t.person for t in turns}
-    ranked = sorted(range(people), key=lambda k: (k not in speaks, k))
-    return sorted(ranked[:max_people])
+@dataclass(frozen=True)
+class ClipPeople:
+    """A clip through the people stage: its model rows, and with every person who is there and who speaks
+    (None: the main face alone, --people main)."""
+
+    rows: list[Row]
+    people: list[ClipPerson] | None = None
+    speech: list[SpeechTurn] | None = None
 
 
-def person_rows(clip: ClipInputs, turns: Sequence[Turn], record: ClipResult, voice: str,
-                max_people: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(person, crops, audio input) for each person of the clip analysed (`analysed`), most present
-    first; fills in the clip's record: its people (numbered within the clip until the file numbers
-    them), speech and speaker. Speech by a person not analysed is nobody's in the record."""
+def person_rows(clip: ClipInputs, turns: Sequence[Turn], voice: str, kept: Sequence[int]) -> ClipPeople:
+    """A row for each person of the clip analysed (`kept`: indices into its people, most present first),
+    with the clip's people (numbered within the clip until the file numbers them) and speech. Speech by a
+    person not analysed is nobody's in the record."""
     seen = clip.track.people
-    kept = analysed(len(seen), turns, max_people)
     local = {k: n for n, k in enumerate(kept)}
     turns = [replace(t, person=local.get(t.person)) for t in turns]
-    people = [seen[k] for k in kept]
-    record.people, rows = [], []
-    for k, person in enumerate(people):
+    people, rows = [], []
+    for k, person in enumerate(seen[k] for k in kept):
         kind = voice_kind(k, len(seen), turns, voice)
         b = person.median
-        record.people.append({"person": k, "box": [round(v * clip.scale, 1) for v in (b.x0, b.y0, b.x1, b.y1)],
-                              "faces_found": person.found, "frames": clip.track.total, "voice": kind,
-                              "speech_seconds": round(sum(t.seconds for t in turns if t.person == k), 3),
-                              "main": person.main})
+        people.append(ClipPerson(k, [round(v * clip.scale, 1) for v in (b.x0, b.y0, b.x1, b.y1)], person.found,
+                                 clip.track.total, kind, round(sum(t.seconds for t in turns if t.person == k), 3),
+                                 person.main))
         rows.append((k, person.crops, person_audio(clip.fbank, clip.plan.audio_start, turns, k, kind)))
-    record.speech = [{"start": round(t.start, 3), "end": round(t.end, 3), "person": t.person} for t in turns]
-    return rows
+    return ClipPeople(rows, people, [SpeechTurn(round(t.start, 3), round(t.end, 3), t.person) for t in turns])

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dfer_cli.media.fbank import FRAME_MS, SHIFT_MS, model_input
-from dfer_cli.people.speaking import Turn
+from dfer_cli.people.speakers import Turn
 
 
 def voice_kind(person: int, people: int, turns: Sequence[Turn], mode: str) -> str:

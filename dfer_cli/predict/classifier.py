@@ -35,12 +35,8 @@ def classify(batch: list[PreparedFile], classifier: Classifier, class_names: lis
     share = (time.perf_counter() - start) / len(probs)
     row = 0
     for p in batch:
-        for clip_id, person in zip(p.clip_ids, p.row_people, strict=True):
+        for owner in p.rows:
             named = {n: round(float(v), 6) for n, v in zip(class_names, probs[row], strict=True)}
-            clip = p.result.clips[clip_id]
-            if person is None:
-                clip.probabilities = named
-            else:  # the file chooses whose probabilities the clip shows once its people are known
-                clip.people[person]["probabilities"] = named
+            p.result.clips[owner.clip].classified(owner.person, named)
             row += 1
-        p.result.timings["model"] = round(share * len(p.clip_ids), 4)
+        p.result.timings["model"] = round(share * len(p.rows), 4)

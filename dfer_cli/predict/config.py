@@ -48,9 +48,6 @@ class PredictConfig:
         check_count("batch_size", self.batch_size, least=1)
         if self.workers is not None:
             check_count("workers", self.workers, least=0)
-        if self.people.people == "main" and self.people.max_people not in (1, PeopleConfig.max_people):
-            raise UsageError(f"--max-people {self.people.max_people} with --people main: main analyses one "
-                             "face; leave out --max-people, or use --people all")
         if self.explain_dir is not None:
             object.__setattr__(self, "explain_dir", Path(self.explain_dir))
             object.__setattr__(self, "explain", True)
@@ -64,9 +61,10 @@ class PredictConfig:
         name ("time" or "reference"), the two clip settings a user sets most, and `people` ("all" or
         "main"), `voice` ("auto" or "all") and `max_people` as PeopleConfig's fields."""
         clips, people = self.clips, options.pop("people", self.people)
-        if isinstance(people, str):
-            people = replace(self.people, people=people)
-        people = replace(people, **{k: options.pop(k) for k in ("voice", "max_people") if k in options})
+        changes = {k: options.pop(k) for k in ("voice", "max_people") if k in options}
+        if isinstance(people, str):  # one replace: the mode and max_people are checked together
+            people, changes["mode"] = self.people, people
+        people = replace(people, **changes)
         if "clips" in options and not isinstance(options["clips"], ClipConfig):
             clips = replace(clips, clips=options.pop("clips"))  # a count: ClipConfig checks it
         if "frame_order" in options:

@@ -1,26 +1,33 @@
-"""One file (or one part of a timeline) to model inputs: probe, decode, crop faces, fbank; its record so far."""
+"""What the stages before the model share: a file (or one part of a timeline) opened (`open_file`: probe,
+plans, its record begun), its model rows stacked (`model_inputs`), and the records of a file that failed."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dfer_cli.clips.flags import file_flags
-from dfer_cli.clips.load import load_clips
-from dfer_cli.clips.plan import plan_file
+from dfer_cli.clips.load import ClipInputs
+from dfer_cli.clips.plan import ClipPlan, plan_file
 from dfer_cli.errors import DferError
-from dfer_cli.faces import detect
 from dfer_cli.media import decode
-from dfer_cli.media.channels import VOICE
-from dfer_cli.people.inputs import person_rows
-from dfer_cli.people.speaking import clip_turns
+from dfer_cli.people.inputs import ClipPeople
 from dfer_cli.predict.config import PredictConfig
 from dfer_cli.predict.files import display_path
 from dfer_cli.predict.tasks import FilePart
 from dfer_cli.results.records import ClipResult, FileResult
+
+
+@dataclass(frozen=True)
+class RowOwner:
+    """Whose a model row is: a clip (an index into the record's clips) and its person (None: its main face)."""
+
+    clip: int
+    person: int | None
 
 
 @dataclass
@@ -30,8 +37,7 @@ class PreparedFile:
     result: FileResult
     videos: np.ndarray | None = None  # (K, T, S, S, 3) uint8
     audios: np.ndarray | None = None  # (K, frames, mels) float32
-    clip_ids: list[int] = field(default_factory=list)  # each row's clip
-    row_people: list[int | None] = field(default_factory=list)  # each row's person in its clip; None: main face
+    rows: list[RowOwner] = field(default_factory=list)  # whose each row of videos and audios is
     frame_times: np.ndarray | None = None  # (K, T) s: the crops' own times in the video
     audio_starts: np.ndarray | None = None  # (K,) s: where each clip's audio window starts
     has_audio: bool = False  # a track was heard (the explanation measures the voice only then)
@@ -40,7 +46,9 @@ class PreparedFile:
     seen_times: np.ndarray | None = None  # a timeline part's decoded frame times (merge_flags)
 
 
-class _Clock:
+class Clock:
+    """Adds each stage's seconds to a record's timings, stage after stage."""
+
     def __init__(self, timings: dict[str, float]) -> None:
         self.timings, self.last = timings, time.perf_counter()
 
@@ -50,44 +58,53 @@ class _Clock:
         self.last = now
 
 
-def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.FaceDetector,
-                 part: FilePart | None = None) -> PreparedFile:
-    """Probe (unless `part` brings the probe and the plans), then the front end: decode the clips'
-    frames and audio spans, crop the face, fbank."""
+@dataclass
+class OpenedFile:
+    """A file probed: its record begun (its media), what the probe found, the plans of its clips, and the
+    clock of its stages. `audio_errors` collects an unreadable track's reason (heard as none, and flagged)."""
+
+    path: str
+    result: FileResult
+    info: decode.VideoInfo
+    plans: Sequence[ClipPlan]
+    clock: Clock
+    part: FilePart | None = None
+    audio_errors: list[str] = field(default_factory=list)
+
+
+def open_file(path: str, config: PredictConfig, part: FilePart | None = None) -> OpenedFile:
+    """The media stage: probe the file (unless `part` brings the probe and the plans) and plan its clips."""
     result = FileResult(path=display_path(path))
-    clock = _Clock(result.timings)
+    clock = Clock(result.timings)
     info = part.info if part and part.info else decode.probe(
         path, list_frames_up_to=0.0 if config.window else config.clips.whole_up_to)
     result.media = {"duration": round(info.duration, 3), "width": info.width, "height": info.height,
                     "rotation": info.rotation, "frame_rate": round(info.frame_rate or 0.0, 3),
                     "audio_rate": info.audio_rate}
     clock.lap("probe")
-    prepared = PreparedFile(result, part=part)
     plans = part.plans if part and part.info else plan_file(info, config.clips, config.window)
-    audio_errors: list[str] = []  # an unreadable track is heard as none, and flagged
-    people = config.people
-    every = people.people == "all"
-    clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap,
-                            every_face=every, channels=VOICE))
-    turns = clip_turns(path, info, clips, people) if every else [[] for _ in clips]
-    clock.lap("speakers")
+    return OpenedFile(path, result, info, plans, clock, part)
+
+
+def model_inputs(opened: OpenedFile, clips: Sequence[ClipInputs], seen: Sequence[ClipPeople],
+                 people: bool) -> PreparedFile:
+    """The model's rows of a file (each clip's, from the people stage: `seen`) stacked, and its clips'
+    records; `people`: the clips were read for every person (the record's people_seen flag)."""
+    result, part = opened.result, opened.part
+    prepared = PreparedFile(result, part=part)
     videos, audios, times, starts = [], [], [], []
-    for c, said in zip(clips, turns, strict=True):
+    for c, mine in zip(clips, seen, strict=True):
         p = c.plan
-        record = ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
-                            round(p.audio_end, 3), c.track.found, c.track.total, faces_seen=c.track.faces_seen)
-        rows = [(None, c.track.crops, c.fbank)] if c.track.crops is not None else []
-        if every and c.track.crops is not None:
-            rows = person_rows(c, said, record, people.voice, people.max_people)
-        for person, video, audio in rows:
-            prepared.clip_ids.append(len(result.clips))
-            prepared.row_people.append(person)
+        for person, video, audio in mine.rows:
+            prepared.rows.append(RowOwner(len(result.clips), person))
             videos.append(video)
             audios.append(audio)
             times.append(c.frame_times)
             starts.append(p.audio_start)
-        result.clips.append(record)
-    result.flags = file_flags(info, clips, audio_errors, people=every)
+        result.clips.append(ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
+                                       round(p.audio_end, 3), c.track.found, c.track.total,
+                                       faces_seen=c.track.faces_seen, people=mine.people, speech=mine.speech))
+    result.flags = file_flags(opened.info, clips, opened.audio_errors, people=people)
     if part and part.count > 1:
         prepared.seen_times = np.unique(np.concatenate([c.frame_times for c in clips]))
     if videos:
@@ -97,13 +114,13 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     return prepared
 
 
-def guarded_prepare(part: FilePart, config: PredictConfig, size: int) -> PreparedFile:
-    try:
-        return prepare_file(part.path, config, size, detect.process_detector(config.face), part)
-    except DferError as e:
-        return PreparedFile(FileResult.failed(display_path(part.path), getattr(e, "reason", str(e))), part=part)
-    except Exception as e:  # one bad file never sinks the batch; its record carries the reason
-        return PreparedFile(FileResult.failed(display_path(part.path), f"{type(e).__name__}: {e}"), part=part)
+def failed(path: str, error: Exception, part: FilePart | None = None) -> PreparedFile:
+    """The record of a file whose stages raised: a DferError's reason, else the exception named."""
+    if isinstance(error, DferError):
+        reason = getattr(error, "reason", str(error))
+    else:
+        reason = f"{type(error).__name__}: {error}"
+    return PreparedFile(FileResult.failed(display_path(path), reason), part=part)
 
 
 def timed_out(part: FilePart, limit: float) -> PreparedFile:

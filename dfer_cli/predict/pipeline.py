@@ -1,6 +1,8 @@
-"""The predict pipeline composed in one place: input files -> front end (decode, faces, fbank; in worker
-processes) -> batches of clips across files -> classifier -> timeline join -> finished records; under
-torchrun, sharded over the processes and gathered on rank 0."""
+"""The predict pipeline composed in one place. A file (or a timeline's part) goes through the stages
+before the model in a worker process (`prepare_file`: media, clips, people, the model's rows); files are
+batched for the classifier; a timeline's parts are joined; then `complete` finishes each record (people,
+explanation, the weights' name). Under torchrun, sharded over the processes and gathered on rank 0;
+on Ray (cluster/), the same functions in the same order."""
 
 from __future__ import annotations
 
@@ -10,36 +12,58 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from dfer_cli.clips.load import load_clips
+from dfer_cli.faces import detect
+from dfer_cli.media.channels import VOICE
+from dfer_cli.people import stage as people
+from dfer_cli.people.persons import file_person
 from dfer_cli.predict.classifier import Classifier, classify
 from dfer_cli.predict.config import PredictConfig
-from dfer_cli.predict.frontend import PreparedFile, guarded_prepare, lost, timed_out
-from dfer_cli.predict.tasks import file_tasks
+from dfer_cli.predict.frontend import PreparedFile, failed, lost, model_inputs, open_file, timed_out
+from dfer_cli.predict.setup import RunSetup
+from dfer_cli.predict.tasks import FilePart, file_tasks
 from dfer_cli.predict.timeline import TimelineJoiner
-from dfer_cli.results.people import file_person, finish_people
 from dfer_cli.results.records import FileResult
 from dfer_cli.runtime.device import frontend_device
 from dfer_cli.runtime.distributed import Ranks, gather
 from dfer_cli.runtime.pool import bounded_map, clamp_workers, worker_count
 
 
-def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str], config: PredictConfig,
-                 size: int, note: str = "", pictures: Sequence[Path] | None = None) -> Iterator[FileResult]:
-    """Every file through the pipeline, each finished record yielded in input order. `note` goes on
-    the explanation pictures (e.g. that the weights are untrained); `pictures` names them, one per
-    path (by default `picture_paths`)."""
-    waiting: list[PreparedFile] = []
-    if pictures is None and config.explain_dir is not None:
-        from dfer_cli.explain.plot import picture_paths  # matplotlib: only for pictures
+def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.FaceDetector,
+                 part: FilePart | None = None) -> PreparedFile:
+    """A file's stages before the model: media (probe, plans), clips (frames, faces, crops, fbank),
+    people (who is there, who speaks, who is analysed with which voice), and the model's rows."""
+    opened = open_file(path, config, part)
+    every = people.every_face(config.people)
+    clips = list(load_clips(path, opened.info, opened.plans, config.face, size, detector, opened.audio_errors,
+                            lap=opened.clock.lap, every_face=every, channels=VOICE))
+    seen = people.before_model(path, opened.info, clips, config.people)
+    opened.clock.lap("speakers")
+    return model_inputs(opened, clips, seen, people=every)
 
-        pictures = picture_paths(config.explain_dir, paths)
-    joiner, names = TimelineJoiner(), iter(pictures or [])
+
+def guarded_prepare(part: FilePart, config: PredictConfig, size: int) -> PreparedFile:
+    """`prepare_file` in a worker: one bad file never sinks the batch; its record carries the reason."""
+    try:
+        return prepare_file(part.path, config, size, detect.process_detector(config.face), part)
+    except Exception as e:
+        return failed(part.path, e, part)
+
+
+def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str], setup: RunSetup,
+                 size: int, pictures: Sequence[Path] | None = None) -> Iterator[FileResult]:
+    """Every file through the pipeline, each finished record yielded in input order. `pictures` names
+    the explanation pictures, one per path (by default `setup.pictures`)."""
+    waiting: list[PreparedFile] = []
+    joiner, names = TimelineJoiner(), iter(pictures or setup.pictures(paths) or [])
 
     def flush() -> list[FileResult]:
         classify([p for p in waiting if p.videos is not None], classifier, class_names)
-        done = [complete(p, classifier, class_names, config, note) for p in filter(None, map(joiner.add, waiting))]
+        done = [complete(p, classifier, class_names, setup) for p in filter(None, map(joiner.add, waiting))]
         waiting.clear()
         return done
 
+    config = setup.config
     # Workers pay a start-up of a few seconds (imports, the face detector): worth it from 3 files.
     workers = worker_count(len(paths), per_worker=3, cap=4) if config.workers is None else clamp_workers(config.workers)
     # With workers, up to 2 files per worker are decoded ahead of the model.
@@ -54,36 +78,31 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
         waiting.append(prepared)
         # A record that needs no model (an error, no face) goes out now, with the partial batch before
         # it: held back, a folder of junk would show nothing for minutes, and an interrupt lose it all.
-        if prepared.videos is None or sum(len(p.clip_ids) for p in waiting) >= config.batch_size:
+        if prepared.videos is None or sum(len(p.rows) for p in waiting) >= config.batch_size:
             yield from flush()
     yield from flush()
 
 
-def complete(p: PreparedFile, classifier: Classifier | None, class_names: list[str], config: PredictConfig,
-             note: str = "") -> FileResult:
-    """A classified file (a timeline joined whole) to its finished record: its label from its clips, or
-    from its people's, and with `config.explain` the explanation (which needs the classifier)."""
-    if p.result.status != "error" and any(c.people for c in p.result.clips):
-        finish_people(p.result, class_names)
-    elif p.result.status != "error":
-        p.result.finish(class_names)
-    if p.result.label is not None and config.explain:
-        _explain(p, classifier, class_names, note)
+def complete(p: PreparedFile, classifier: Classifier | None, class_names: list[str], setup: RunSetup) -> FileResult:
+    """A classified file (a timeline joined whole) to its finished record: the people stage's after-model
+    step (its label from its clips, or from its people's), with `explain` the explanation (which needs
+    the classifier), its total time and the weights' name."""
+    if p.result.status != "error":
+        people.after_model(p.result, class_names)
+    if p.result.label is not None and setup.config.explain:
+        _explain(p, classifier, class_names, setup.note)
     p.result.timings["total"] = round(sum(p.result.timings.values()), 4)
+    p.result.weights = setup.weights
     return p.result
 
 
-def sharded(paths: list[str], classifier: Classifier, class_names: list[str], config: PredictConfig, size: int,
-            note: str, ranks: Ranks) -> Iterator[FileResult]:
+def sharded(paths: list[str], classifier: Classifier, class_names: list[str], setup: RunSetup, size: int,
+            ranks: Ranks) -> Iterator[FileResult]:
     """Under torchrun: this process analyses every `world`-th file, then rank 0 yields all the records in
     input order (a file that failed on any rank keeps its error record); the other ranks yield none.
     Explanation pictures are named over all the files first, so that two ranks never draw one name."""
-    pictures = None
-    if config.explain_dir is not None:
-        from dfer_cli.explain.plot import picture_paths
-
-        pictures = picture_paths(config.explain_dir, paths)
-    mine = list(iter_predict(paths[ranks.rank::ranks.world], classifier, class_names, config, size, note,
+    pictures = setup.pictures(paths)
+    mine = list(iter_predict(paths[ranks.rank::ranks.world], classifier, class_names, setup, size,
                              pictures[ranks.rank::ranks.world] if pictures else None))
     shards = gather(mine, ranks)
     if ranks.main:
@@ -97,25 +116,25 @@ def _explain(p: PreparedFile, classifier: Classifier, class_names: list[str], no
 
     start = time.perf_counter()
     result = p.result
-    owners = [None if k is None else result.clips[c].people[k]["person"]
-              for c, k in zip(p.clip_ids, p.row_people, strict=True)]
+    owners = [None if o.person is None else result.clips[o.clip].people[o.person].person for o in p.rows]
     shown = file_person(result)
     for person in dict.fromkeys(owners):
         rows = [i for i, owner in enumerate(owners) if owner == person]
-        entry = next((e for e in result.people or [] if e["person"] == person), None)
-        label = entry["label"] if entry else result.label
+        index = next((i for i, e in enumerate(result.people or []) if e.person == person), None)
+        entry = None if index is None else result.people[index]
+        label = entry.label if entry else result.label
         if label is None:
             continue
         clips = FileClips(p.videos[rows], p.audios[rows], p.frame_times[rows], p.audio_starts[rows], p.has_audio)
         record = explain(classifier.model, clips, class_names.index(label), class_names, classifier.device,
                          classifier.precision)
         if entry is not None:
-            entry["explanation"] = record
+            result.people[index] = replace(entry, explanation=record)
         if entry is None or person == shown:
             result.explanation = record
             for i, clip in zip(rows, record["clips"], strict=True):
-                result.clips[p.clip_ids[i]].voice_share = clip["voice_share"]
-                result.clips[p.clip_ids[i]].face_share = clip["face_share"]
+                result.clips[p.rows[i].clip].voice_share = clip["voice_share"]
+                result.clips[p.rows[i].clip].face_share = clip["face_share"]
             if p.picture is not None:
                 from dfer_cli.explain.plot import plot_explanation
 

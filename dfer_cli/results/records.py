@@ -3,11 +3,66 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from dfer_cli.errors import DferError, one_line
+
+
+@dataclass(frozen=True)
+class SpeechTurn:
+    """A stretch of speech and who speaks it: a person of the clip's (of the file's once numbered), or
+    None: nobody visible."""
+
+    start: float
+    end: float
+    person: int | None
+
+
+@dataclass(frozen=True)
+class ClipPerson:
+    """One person in one clip: where (the median box, the file's pixels), how often seen, whose voice
+    they heard, how long they spoke, and their call (once classified)."""
+
+    person: int  # within the clip until the file numbers its persons, then the file's number
+    box: list[float]
+    faces_found: int
+    frames: int
+    voice: str  # "all", "own" or "none" (people/voices.py)
+    speech_seconds: float
+    main: bool  # the clip's main face (kept out of the record)
+    probabilities: dict[str, float] | None = None
+    label: str | None = None
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        del record["main"]
+        return record
+
+
+@dataclass(frozen=True)
+class PersonResult:
+    """One person of a file: where, how long on screen, their share of the speech and whose voice they
+    heard, their emotion, and with --explain why."""
+
+    person: int
+    box: list[float]
+    seen: float  # seconds on screen
+    speaking: float  # their share of the file's speech
+    speech_seconds: float
+    voice: str  # "all", "own" or "none": "own" where any of their clips heard their own speech
+    label: str | None
+    confidence: float | None
+    probabilities: dict[str, float] | None
+    flags: dict[str, int]
+    explanation: dict | None = None
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        if self.explanation is None:
+            del record["explanation"]
+        return record
 
 
 @dataclass
@@ -24,10 +79,18 @@ class ClipResult:
     voice_share: float | None = None
     face_share: float | None = None
     faces_seen: int = 0  # distinct faces (tracks) in the clip; the main one is cropped
-    # With people (results/people.py): each person of the clip, the speech with its speakers, the speaker.
-    people: list[dict] | None = None
-    speech: list[dict] | None = None
+    # With people (people/persons.py): each person of the clip, the speech with its speakers, the speaker.
+    people: list[ClipPerson] | None = None
+    speech: list[SpeechTurn] | None = None
     speaker: int | None = None
+
+    def classified(self, person: int | None, probabilities: dict[str, float]) -> None:
+        """The model's call for the clip's main face (`person` None), or for one of its people: whose the
+        clip shows is the file's choice once its persons are known."""
+        if person is None:
+            self.probabilities = probabilities
+        else:
+            self.people[person] = replace(self.people[person], probabilities=probabilities)
 
     @property
     def label(self) -> str | None:
@@ -48,9 +111,9 @@ class FileResult:
     timings: dict[str, float] = field(default_factory=dict)
     weights: str | None = None  # which weights classified it, so a record never hides random ones
     explanation: dict | None = None  # with --explain (explain/): why the label, in voice, face, time
-    # With people (results/people.py): one record per person, the one who speaks most (None: nobody
+    # With people (people/persons.py): one record per person, the one who speaks most (None: nobody
     # visible speaks), all the speech found and the part of it no visible person made.
-    people: list[dict] | None = None
+    people: list[PersonResult] | None = None
     speaker: int | None = None
     speech_seconds: float | None = None
     unattributed_speech_seconds: float | None = None
@@ -61,7 +124,7 @@ class FileResult:
 
     def finish(self, class_names: list[str]) -> None:
         """Averages the classified clips' probabilities into the file's label (with people, see
-        results/people.py: finish_people)."""
+        people/persons.py: finish_people)."""
         probs = [[c.probabilities[n] for n in class_names] for c in self.clips if c.probabilities]
         if not probs:
             self.status = "no_face"
@@ -77,14 +140,16 @@ class FileResult:
         if not people:  # --people main: the single-person record
             for key in ("people", "speaker", "speech_seconds", "unattributed_speech_seconds"):
                 del record[key]
+        elif self.people is not None:
+            record["people"] = [p.to_dict() for p in self.people]
         for clip, raw in zip(self.clips, record["clips"], strict=True):
             raw["label"] = clip.label
             if self.explanation is None:
                 del raw["voice_share"], raw["face_share"]
             if not people:
                 del raw["people"], raw["speech"], raw["speaker"]
-            for entry in raw.get("people") or []:
-                entry.pop("main", None)
+            elif clip.people is not None:
+                raw["people"] = [p.to_dict() for p in clip.people]
         return record
 
 
@@ -119,10 +184,10 @@ def to_dataframe(results: Iterable[FileResult]):
             rows.append(file | {"label": r.label, "confidence": r.confidence} | _probabilities(r.probabilities)
                         | flags | tail)
         for p in r.people or []:
-            rows.append(file | {"person": p["person"], "speaker": p["person"] == r.speaker, "voice": p["voice"],
-                                "seen": p["seen"], "speaking": p["speaking"], "speech_seconds": p["speech_seconds"],
-                                "label": p["label"], "confidence": p["confidence"]}
-                        | _probabilities(p["probabilities"]) | flags | tail)
+            rows.append(file | {"person": p.person, "speaker": p.person == r.speaker, "voice": p.voice,
+                                "seen": p.seen, "speaking": p.speaking, "speech_seconds": p.speech_seconds,
+                                "label": p.label, "confidence": p.confidence}
+                        | _probabilities(p.probabilities) | flags | tail)
     return pd.DataFrame(rows)
 
 

@@ -13,7 +13,7 @@ from rich.measure import Measurement
 from rich.table import Column, Table
 from rich.text import Text
 
-from dfer_cli.results.records import FileResult, probability_column
+from dfer_cli.results.records import ClipPerson, FileResult, PersonResult, probability_column
 
 
 class Writer:
@@ -86,12 +86,12 @@ class CsvWriter(Writer):
                 if not c.people:
                     self._writerow(self._row(r, c.label, c.probabilities, span, shares))
                 for e in c.people or []:
-                    self._writerow(self._row(r, e.get("label"), e.get("probabilities"), span, shares,
+                    self._writerow(self._row(r, e.label, e.probabilities, span, shares,
                                                 _person(e, c.speaker)))
         elif r.people:
             for p in r.people:
-                e = p.get("explanation") or {}
-                self._writerow(self._row(r, p["label"], p["probabilities"], ["", ""] if self.timeline else [],
+                e = p.explanation or {}
+                self._writerow(self._row(r, p.label, p.probabilities, ["", ""] if self.timeline else [],
                                             (e.get("voice_share"), e.get("face_share")), _person(p, r.speaker)))
         else:
             e = r.explanation or {}
@@ -111,8 +111,8 @@ def _inert(value: object) -> object:
     return value
 
 
-def _person(entry: dict, speaker: int | None) -> list:
-    return [entry["person"], entry["person"] == speaker, entry["voice"], f"{entry['speech_seconds']:.3f}"]
+def _person(entry: ClipPerson | PersonResult, speaker: int | None) -> list:
+    return [entry.person, entry.person == speaker, entry.voice, f"{entry.speech_seconds:.3f}"]
 
 
 class TableWriter(Writer):
@@ -170,15 +170,14 @@ class TableWriter(Writer):
         rows = []
         audio = "none" if r.flags.get("no_audio") else "silent" if r.flags.get("silent_audio") else None
         for k, p in enumerate(r.people):
-            mark = f"{p['person']} [bold]speaks[/bold]" if p["person"] == r.speaker else str(p["person"])
-            voice = audio or {"own": f"own {p['speech_seconds']:.1f} s", "none": "not theirs",
-                              "all": "all"}[p["voice"]]
-            shares = [_shares(p.get("explanation"))] if self.explain else []
-            faces = f"{p['flags']['faces_found']}/{p['flags']['frames']}"
-            emotion = f"[bold]{p['label']}[/bold]" if p["label"] else "[yellow]no face[/yellow]"
+            mark = f"{p.person} [bold]speaks[/bold]" if p.person == r.speaker else str(p.person)
+            voice = audio or {"own": f"own {p.speech_seconds:.1f} s", "none": "not theirs", "all": "all"}[p.voice]
+            shares = [_shares(p.explanation)] if self.explain else []
+            faces = f"{p.flags['faces_found']}/{p.flags['frames']}"
+            emotion = f"[bold]{p.label}[/bold]" if p.label else "[yellow]no face[/yellow]"
             rows.append([_Path(r.path) if k == 0 else "", mark, emotion,
-                         f"{p['confidence']:.0%}" if p["confidence"] is not None else "",
-                         self._top3(p["probabilities"]), faces, voice, *shares])
+                         f"{p.confidence:.0%}" if p.confidence is not None else "",
+                         self._top3(p.probabilities), faces, voice, *shares])
         return rows
 
     def _windows(self, r: FileResult) -> Table:

@@ -11,18 +11,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dfer_cli.clips.load import ClipInputs
-from dfer_cli.faces.box import Box, pair_by_overlap
 from dfer_cli.faces.landmarks import FaceLandmarker
 from dfer_cli.media import decode
-from dfer_cli.people.attribute import attribute_segments, lip_opening, loudness_track
+from dfer_cli.people.attribution import attribute_segments, lip_opening, loudness_track
 from dfer_cli.people.config import PeopleConfig
-from dfer_cli.people.speech import speech_segments
+from dfer_cli.people.persons import link_tracks
+from dfer_cli.people.vad import speech_segments
 from dfer_cli.runtime.pool import single_thread
 
 # Full-size frames decoded at once: 32, or as many as fit in this many bytes (77 at 720x288); each read opens the file
 # and decodes from the keyframe before it, so smaller frames go in larger reads.
 _CHUNK_BYTES = 48 << 20
-_MATCH_IOU = 0.3  # a person whose median box overlaps another clip's person's this much is that person
 _CONTEXT_S = 0.2  # frames kept either side of a segment: the high-pass needs its neighbours
 
 
@@ -50,7 +49,6 @@ class _Face:
     """One face through a stretch, linked across its clips by box: where it was detected (file clock),
     and which person it is in each clip that shows it."""
 
-    latest: Box
     times: list[float] = field(default_factory=list)
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
     local: dict[int, int] = field(default_factory=dict)  # clip (index into clips) -> its person index
@@ -95,17 +93,15 @@ def _heard(clips: Sequence[ClipInputs], lo: float, hi: float) -> tuple[np.ndarra
 
 
 def _faces(clips: Sequence[ClipInputs], run: Sequence[int]) -> list[_Face]:
-    """The stretch's faces: each clip's people linked to the faces of the clips before by median box."""
+    """The stretch's faces: each clip's people linked to the faces of the clips before (`link_tracks`)."""
     faces: list[_Face] = []
-    for ci in run:
-        people = clips[ci].track.people
-        linked = pair_by_overlap([p.median for p in people], [f.latest for f in faces], _MATCH_IOU)
-        for k, person in enumerate(people):
-            if k not in linked:
-                linked[k] = len(faces)
-                faces.append(_Face(person.median))
-            face = faces[linked[k]]
-            face.latest, face.local[ci] = person.median, k
+    linked = link_tracks([[p.median for p in clips[ci].track.people] for ci in run])
+    for ci, persons in zip(run, linked, strict=True):
+        for k, (person, face_index) in enumerate(zip(clips[ci].track.people, persons, strict=True)):
+            if face_index == len(faces):  # first seen here
+                faces.append(_Face())
+            face = faces[face_index]
+            face.local[ci] = k
             for i, b in person.detected.items():
                 face.times.append(float(clips[ci].frame_times[i]))
                 face.boxes.append((b.x0, b.y0, b.x1, b.y1))

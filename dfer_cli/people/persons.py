@@ -1,0 +1,126 @@
+"""Persons: the face tracks of a file linked into persons (`link_tracks`, the one rule), and a file's persons from its
+clips' records, numbered left to right, with their time on screen, their share of the speech, their voice
+and their emotion."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from dfer_cli.faces.box import Box, pair_by_overlap
+from dfer_cli.results.records import ClipPerson, FileResult, PersonResult, mean_probabilities
+
+_SAME_PERSON_IOU = 0.3  # a box overlapping a known person's this much is that person (one box per person)
+
+
+def link_tracks(clips: Sequence[Sequence[Box]]) -> list[list[int]]:
+    """The person each face track is, clip by clip: for each clip, a person index per track (its median
+    box), persons numbered as first seen. A track is the person last seen (their latest box) where it
+    is, each person at most one track of a clip; a track that overlaps nobody is a new person. Faces are
+    placed, not recognised: someone who comes back where they were is the same person, one who comes
+    back elsewhere a new one. The one rule: the speakers of a stretch and the persons of a file alike."""
+    known: list[Box] = []  # each person's latest box
+    persons = []
+    for boxes in clips:
+        linked = pair_by_overlap(boxes, known, _SAME_PERSON_IOU)
+        for k, box in enumerate(boxes):
+            if k not in linked:
+                linked[k] = len(known)
+                known.append(box)
+            known[linked[k]] = box
+        persons.append([linked[k] for k in range(len(boxes))])
+    return persons
+
+
+def _match_people(result: FileResult) -> dict[tuple[int, int], int]:
+    """(clip, person in clip) -> the file's person (`link_tracks` on the records' boxes)."""
+    persons = link_tracks([[Box(*entry.box) for entry in clip.people or []] for clip in result.clips])
+    return {(ci, k): pi for ci, mine in enumerate(persons) for k, pi in enumerate(mine)}
+
+
+def file_person(result: FileResult) -> int | None:
+    """Whose call the file's label is: its speaker, else the person most often the clips' main face (the
+    leftmost of a tie); None without people. The clips' people must be numbered (finish_people)."""
+    if result.speaker is not None:
+        return result.speaker
+    main = dict.fromkeys(sorted(p.person for p in result.people or []), 0)
+    for clip in result.clips:
+        for entry in clip.people or []:
+            main[entry.person] += entry.main
+    return max(main, key=main.get) if main else None
+
+
+def finish_people(result: FileResult, class_names: list[str]) -> None:
+    """Fills in the file's people, speaker and speech, and each clip's person numbers and speaker; the
+    file's label is its speaker's, or its main face's when nobody visible speaks."""
+    keys = _match_people(result)
+    entries: dict[int, list[tuple[int, ClipPerson]]] = defaultdict(list)
+    for (ci, k), key in keys.items():
+        entries[key].append((ci, result.clips[ci].people[k]))
+    spans: dict[tuple[float, float], list[int]] = defaultdict(list)  # the two clips of a short file share one
+    for ci, clip in enumerate(result.clips):
+        spans[clip.start, clip.end].append(ci)
+    order = sorted(entries, key=lambda key: np.median([(e.box[0] + e.box[2]) / 2 for _, e in entries[key]]))
+    number = {key: n for n, key in enumerate(order)}
+    total = unattributed = 0.0
+    own: dict[int, float] = defaultdict(float)
+    seen: dict[int, float] = defaultdict(float)
+    for (start, end), members in spans.items():
+        # The clips of one span hear the same speech, and may see other people: each counts for its share.
+        for ci in members:
+            for turn in result.clips[ci].speech or []:
+                seconds = (turn.end - turn.start) / len(members)
+                total += seconds
+                if turn.person is None:
+                    unattributed += seconds
+                else:
+                    own[keys[ci, turn.person]] += seconds
+        for key in entries:
+            present = [e.faces_found / e.frames for ci, e in entries[key] if ci in members]
+            seen[key] += (end - start) * sum(present) / len(members)
+    for ci, clip in enumerate(result.clips):  # the clips' people, numbered as the file's
+        if clip.people is not None:
+            clip.people = [replace(e, person=number[keys[ci, k]], label=_top(e.probabilities))
+                           for k, e in enumerate(clip.people)]
+        if clip.speech is not None:
+            clip.speech = [t if t.person is None else replace(t, person=number[keys[ci, t.person]])
+                           for t in clip.speech]
+        spoken = defaultdict(float)
+        for turn in clip.speech or []:
+            if turn.person is not None:
+                spoken[turn.person] += turn.end - turn.start
+        clip.speaker = max(spoken, key=spoken.get) if spoken else None
+    people = []
+    for key in order:
+        mine = [e for _, e in entries[key]]
+        probs = [[e.probabilities[n] for n in class_names] for e in mine if e.probabilities]
+        named, label, confidence = mean_probabilities(probs, class_names) if probs else (None, None, None)
+        voices = {e.voice for e in mine}
+        voice = "all" if voices == {"all"} else "own" if "own" in voices else "none"
+        box = np.median([e.box for e in mine], axis=0)
+        people.append(PersonResult(number[key], [round(float(v), 1) for v in box], round(seen[key], 3),
+                                   round(own[key] / total, 3) if total else 0.0, round(own[key], 3), voice, label,
+                                   confidence, named, {"faces_found": sum(e.faces_found for e in mine),
+                                                       "frames": sum(e.frames for e in mine)}))
+    result.people = people
+    result.speech_seconds, result.unattributed_speech_seconds = round(total, 3), round(unattributed, 3)
+    speakers = [p for p in people if p.speech_seconds > 0]
+    result.speaker = max(speakers, key=lambda p: p.speech_seconds).person if speakers else None
+    chosen = file_person(result)
+    for clip in result.clips:  # a clip shows its own speaker's call, else the file's person's, else its main face's
+        by_number = {e.person: e for e in clip.people or []}
+        shown = by_number.get(clip.speaker) or by_number.get(chosen)
+        shown = shown or next((e for e in clip.people or [] if e.main), None)
+        clip.probabilities = shown.probabilities if shown else None
+    mine = next((p for p in people if p.person == chosen), None)
+    if mine is None or mine.probabilities is None:
+        result.status = "no_face"
+        return
+    result.probabilities, result.label, result.confidence = mine.probabilities, mine.label, mine.confidence
+
+
+def _top(probabilities: dict[str, float] | None) -> str | None:
+    return max(probabilities, key=probabilities.get) if probabilities else None
