@@ -199,7 +199,7 @@ def bad_corpus(tmp_path_factory):
     bad_name = os.fsencode(d) + b"/caf\xe9.mp4"
     with open(good, "rb") as src, open(bad_name, "wb") as dst:
         dst.write(src.read())
-    add("caf\ufffd.mp4", SYNTHETIC)
+    add("caf\\xe9.mp4", SYNTHETIC)  # an undecodable byte prints as \xNN
     os.link(SINGLE, d / "face.mp4")
     add("face.mp4", "ok")
     good.unlink()
