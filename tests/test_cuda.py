@@ -283,7 +283,7 @@ def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path
     from test_people import side_by_side
 
     import dfer_cli as dfer
-    from dfer_cli.faces import landmarks
+    from dfer_cli.faces import identify, landmarks
     from dfer_cli.people import speakers
 
     frames = np.stack([frames_of(MEDIA / "grid" / "bbaf2n.mpg", 1)[0]] * 3)
@@ -299,6 +299,10 @@ def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path
                 for d in ("cpu", "cuda"))
     used = speakers.process_landmarker("cuda")  # the run's own, or a new one whose weights never loaded
     assert used._net is not None and used.net.stem.weight.device.type == "cuda"
+    embedder = identify.process_embedder("cuda")  # the faces' identities, on the model's device too
+    assert embedder._net is not None and embedder.net.fc.weight.device.type == "cuda"
+    assert [(p.person, p.appearances) for p in gpu.people] == [(p.person, p.appearances) for p in cpu.people]
+    assert gpu.cuts == cpu.cuts == []
     assert gpu.speaker == cpu.speaker == 0
     assert [p.voice for p in gpu.people] == [p.voice for p in cpu.people] == ["own", "none"]
     assert [p.label for p in gpu.people] == [p.label for p in cpu.people]
