@@ -100,3 +100,17 @@ def test_persons_are_linked_by_face_across_shots_and_never_when_seen_together():
     assert link_persons(clips, cuts=[2.5, 5.5]) == [[0, 1], [2], [0]]
     # Without a cut between them, tracks in one place are one stretch, whatever their faces.
     assert link_persons(clips[1:2] + [SeenClip(5.2, 6, [right], [(5.2, 6)], [me], [3])], cuts=[]) == [[0], [0]]
+
+
+def test_a_slideshow_and_strobe_light_keep_going_and_strobe_is_no_cut(model, tmp_path):
+    import cutmedia
+
+    clips = [cutmedia.decode(p, limit=60) for p in cutmedia.sources(MEDIA)[:4]]
+    rng = np.random.default_rng(0)
+    slides = cutmedia.slideshow(clips, tmp_path / "slides.mp4", rng, hold=5).path
+    strobe = cutmedia.strobe(clips[0], tmp_path / "strobe.mp4", rng).path
+    for window in (None, 1.0):
+        shown = predict(model, slides, window=window)
+        assert shown["cuts"] and all(c["end"] > c["start"] for c in shown["clips"])
+        lit = predict(model, strobe, window=window)
+        assert lit["cuts"] == [] and len(lit["people"]) == 1

@@ -1,6 +1,6 @@
-"""Persons: the face tracks of a file linked into persons (`link_tracks`, the one rule), and a file's persons from its
-clips' records, numbered left to right, with their time on screen, their share of the speech, their voice
-and their emotion."""
+"""Persons: the face tracks of a file linked into persons (`link_tracks` by place within a shot, `link_persons` by
+face across shots), and a file's persons from its clips' records, numbered by first appearance (ties left to right),
+with their appearances, their time on screen, their share of the speech, their voice and their emotion."""
 
 from __future__ import annotations
 
