@@ -98,8 +98,10 @@ def test_persons_are_linked_by_face_across_shots_and_never_when_seen_together():
              SeenClip(3, 5, [right], [(3, 5)], [other], [3]),  # after a cut, where the second stood
              SeenClip(6, 8, [left], [(6, 8)], [me], [3])]
     assert link_persons(clips, cuts=[2.5, 5.5]) == [[0, 1], [2], [0]]
-    # Without a cut between them, tracks in one place are one stretch, whatever their faces.
-    assert link_persons(clips[1:2] + [SeenClip(5.2, 6, [right], [(5.2, 6)], [me], [3])], cuts=[]) == [[0], [0]]
+    # Without a cut between them, a track in one place is one stretch while its face stays, and another
+    # face there (a cut the detector missed) starts a new one; a clip not embedded continues its stretch.
+    later = [SeenClip(5.2, 6, [right], [(5.2, 6)], [None], [0]), SeenClip(6.2, 7, [right], [(6.2, 7)], [me], [1])]
+    assert link_persons(clips[1:2] + later, cuts=[]) == [[0], [0], [1]]
 
 
 def test_a_slideshow_and_strobe_light_keep_going_and_strobe_is_no_cut(model, tmp_path):

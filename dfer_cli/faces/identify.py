@@ -64,6 +64,9 @@ def mean_embedding(chips: np.ndarray, embedder: FaceEmbedder) -> np.ndarray | No
 
 # Frames tried per track where its stretch begins: the mesh says which are frontal, those are embedded.
 TRIED = 3
+# ... and in each later clip of the stretch, a check: a cut the detector missed (two people in front of one
+# backdrop, alike in colour) puts another face in the same place, which one frame's embedding tells apart.
+CHECKED = 1
 _SAME_FACE_IOU = 0.3  # as people/persons.py links a shot's tracks from clip to clip
 
 
@@ -82,10 +85,10 @@ class Identity:
     chips: int
 
 
-def track_identity(frames: np.ndarray, detected: dict[int, Box], device: str) -> Identity:
-    """The identity of a track from `TRIED` of the frames it was detected in (spread over them)."""
+def track_identity(frames: np.ndarray, detected: dict[int, Box], device: str, tried: int = TRIED) -> Identity:
+    """The identity of a track from `tried` of the frames it was detected in (spread over them)."""
     order = sorted(detected)
-    picks = [order[i] for i in spread(len(order), TRIED)]
+    picks = [order[i] for i in spread(len(order), tried)]
     boxes = [(b.x0, b.y0, b.x1, b.y1) for b in (detected[i] for i in picks)]
     landmarker = process_landmarker(device)
     with single_thread(landmarker.device):  # as the lips are read: 2 threads on 2 busy cores ran far slower
@@ -94,9 +97,10 @@ def track_identity(frames: np.ndarray, detected: dict[int, Box], device: str) ->
 
 
 class StretchIdentities:
-    """A file's clips' face tracks identified once per stretch: a track is embedded where its stretch
-    begins (after a new shot, or where no face of the clip before stood) or where the face it continues
-    had no frontal frame yet; a track continuing an embedded face gets None (its stretch has one)."""
+    """A file's clips' face tracks identified: from `TRIED` frames where a track's stretch begins (after a
+    new shot, or where no face of the clip before stood) or where the face it continues had no frontal
+    frame yet; from `CHECKED` where it continues an embedded face (people/persons.py parts the stretch
+    where that check shows another person)."""
 
     def __init__(self, device: str) -> None:
         self._device = device
@@ -109,7 +113,7 @@ class StretchIdentities:
         out, last = [], []
         for k, track in enumerate(tracks):
             known = k in linked and before[linked[k]][1]
-            identity = None if known else track_identity(frames, track.detected, self._device)
+            identity = track_identity(frames, track.detected, self._device, CHECKED if known else TRIED)
             out.append(identity)
             last.append((track.median, known or (identity is not None and identity.embedding is not None)))
         self._last = last

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dfer_cli.faces.box import Box, pair_by_overlap
-from dfer_cli.people.identity import Stretch, link
+from dfer_cli.people.identity import SAME_PERSON, Stretch, link
 from dfer_cli.results.records import ClipPerson, FileResult, PersonResult, mean_probabilities
 from dfer_cli.shots.detect import new_shot
 
@@ -57,7 +57,8 @@ def link_persons(clips: Sequence[SeenClip], cuts: Sequence[float]) -> list[list[
     tracks are linked by place (`link_tracks`) into stretches; the stretches, by their faces
     (people/identity.py), wherever and whenever they appear. Two stretches detected at once are never one
     person (a split screen of one face stays two); one never embedded (no frontal frame) is a person of
-    its own. A cut the detector missed still parts two faces: their tracks are never seen together."""
+    its own. A cut the detector missed still parts two faces: a track whose face is another person's than
+    its stretch's so far starts a new stretch, and tracks never seen together are never one stretch."""
     order = sorted(range(len(clips)), key=lambda ci: (clips[ci].start, ci))
     shots: list[list[int]] = []
     for ci in order:
@@ -69,12 +70,16 @@ def link_persons(clips: Sequence[SeenClip], cuts: Sequence[float]) -> list[list[
     sums: list[np.ndarray | None] = []
     weights: list[int] = []
     for shot in shots:
-        first = len(spans)
+        current: dict[int, int] = {}  # the shot's track (link_tracks) -> its stretch now
         for ci, mine in zip(shot, link_tracks([clips[ci].boxes for ci in shot]), strict=True):
             c = clips[ci]
             for k, local in enumerate(mine):
-                s, (a, b) = first + local, c.shown[k]
-                if s == len(spans):
+                s, (a, b), face = current.get(local), c.shown[k], c.embeddings[k]
+                if (s is not None and face is not None and sums[s] is not None
+                        and np.linalg.norm(np.asarray(face, np.float64) - sums[s] / weights[s]) >= SAME_PERSON):
+                    s = None  # another face in the same place
+                if s is None:
+                    s = current[local] = len(spans)
                     spans.append([a, b, c.boxes[k].x0])
                     sums.append(None)
                     weights.append(0)
