@@ -146,8 +146,9 @@ def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], fac
         known: tuple[identify.Identity | None, ...] = ()
         if identities is not None:
             times_cut = [c.time for c in watch.cuts]
-            known = identities.identify(frames, track.people,
+            known = identities.identify(frames, track.people[:shots.identified],
                                         before is None or new_shot(before, plan.start, times_cut, shots.cuts.max_gap))
+            known += (None,) * (len(track.people) - len(known))
             before = (plan.start, plan.end)
             lap("identities")
         heard, channel = wave, None
@@ -165,11 +166,13 @@ def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], fac
 @dataclass(frozen=True)
 class Shots:
     """Predict's shots: how cuts are found, the clip settings a clip fitted into one shot is picked by, and
-    where the faces' identities are computed (with every face)."""
+    where the faces' identities are computed (with every face), and for how many of a clip's faces at most
+    (the most present and largest: a crowd's cost is bounded as the people stage bounds who is analysed)."""
 
     cuts: CutConfig
     clips: ClipConfig
     device: str = "cpu"
+    identified: int = 8
 
 
 def _fitted(plan: ClipPlan, plans: Sequence[ClipPlan], cuts: list[float], cfg: ClipConfig,

@@ -19,6 +19,12 @@ def every_face(config: PeopleConfig) -> bool:
     return config.mode == "all"
 
 
+def identified(config: PeopleConfig) -> int:
+    """How many of a clip's faces (the most present and largest) are identified by their face: as many
+    as may be analysed, so that a crowd costs no more than they do."""
+    return config.max_people
+
+
 def before_model(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs],
                  config: PeopleConfig) -> list[ClipPeople]:
     """Each clip's model rows, and with every person who is there and who speaks. Who speaks

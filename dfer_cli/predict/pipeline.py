@@ -37,7 +37,8 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     every = people.every_face(config.people)
     clips = list(load_clips(path, opened.info, opened.plans, config.face, size, detector, opened.audio_errors,
                             lap=opened.clock.lap, every_face=every, channels=VOICE,
-                            shots=Shots(config.cuts, config.clips, config.people.device)))
+                            shots=Shots(config.cuts, config.clips, config.people.device,
+                                        people.identified(config.people))))
     seen = people.before_model(path, opened.info, clips, config.people)
     opened.clock.lap("speakers")
     return model_inputs(opened, clips, seen, people=every)
