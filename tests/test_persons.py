@@ -62,6 +62,10 @@ def test_a_cut_from_one_speaker_to_another_is_two_persons_each_with_their_own_vo
     assert all(p["speech_seconds"] > 0.5 for p in record["people"])
     first, second = (p["appearances"] for p in record["people"])
     assert first[-1][1] <= 3.0 <= second[0][0]
+    # In a timeline the window over the cut is kept inside one shot: its longer piece (the earlier on a tie).
+    windows = predict(model, media["cut"], window=2.0)
+    assert [(c["start"], c["end"]) for c in windows["clips"]] == [(0.0, 2.0), (2.0, 3.0), (4.0, 6.0)]
+    assert [[q["person"] for q in c["people"]] for c in windows["clips"]] == [[0], [0], [1]]
 
 
 def test_a_reaction_shot_gives_the_listener_nothing_and_the_speaker_the_voice(model, media):
