@@ -87,7 +87,7 @@ def test_a_person_keeps_one_number_in_every_window(model, media):
 def test_one_speaker_cut_from_left_to_right_is_one_person(model, media):
     record = predict(model, media["wide"])
     assert len(record["people"]) == 1
-    assert record["speaker"] == 0
+    assert record["speaker"] == 0 and record["people"][0]["voice"] == "all"  # the only face: the whole soundtrack
 
 
 def test_a_split_screen_of_one_face_is_two_persons(model, media):

@@ -39,7 +39,7 @@ def person_rows(clip: ClipInputs, turns: Sequence[Turn], voice: str, kept: Seque
     turns = [replace(t, person=local.get(t.person)) for t in turns]
     people, rows = [], []
     for k, person in enumerate(seen[k] for k in kept):
-        kind = voice_kind(k, len(seen) if alone else max(len(seen), 2), turns, voice)
+        kind = voice_kind(k, 1 if alone else max(len(seen), 2), turns, voice)
         b = person.median
         identity = clip.identities[kept[k]] if clip.identities else None
         embedding = None if identity is None or identity.embedding is None else tuple(map(float, identity.embedding))
