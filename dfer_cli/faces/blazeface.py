@@ -21,13 +21,14 @@ mediapipe 0.10.14's letterbox, anchors, box decoding and weighted non-maximum su
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dfer_cli.runtime import registry
 
 ASSETS = Path(__file__).parents[1] / "assets"
 
@@ -282,7 +283,7 @@ def _taps(start: float, step: float, count: int, limit: int) -> tuple[np.ndarray
     return np.clip(index, 0, limit - 1), weight
 
 
-@lru_cache(maxsize=64)
+@registry.cached("letterbox sampling", keep=64)
 def _sampling(box: Letterbox, height: int, width: int,
               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, tuple[slice, slice]]:
     """The rows and columns of the tensor that see the frame (the rest is black: -1), and for each of

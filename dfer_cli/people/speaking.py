@@ -4,7 +4,6 @@ people are seen, their lips read at the video's own rate over the segment's midd
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from dfer_cli.people.attribute import attribute_segments, lip_opening, loudness_
 from dfer_cli.people.config import PeopleConfig
 from dfer_cli.people.landmarks import FaceLandmarker
 from dfer_cli.people.speech import speech_segments
+from dfer_cli.runtime import registry
 from dfer_cli.runtime.pool import single_thread
 
 # Full-size frames decoded at once: 32, or as many as fit in this many bytes (77 at 720x288); each read opens the file
@@ -39,7 +39,7 @@ class Turn:
         return self.end - self.start
 
 
-@functools.cache
+@registry.cached("face landmarker")
 def process_landmarker(device: str) -> FaceLandmarker:
     """One landmark model per process and device, kept for its lifetime (as the face detector is)."""
     return FaceLandmarker(device)

@@ -9,30 +9,34 @@ import contextlib
 import copy
 import threading
 import warnings
-import weakref
 from collections.abc import Callable
 
 import torch
 
 from dfer_cli.errors import UsageError
+from dfer_cli.runtime import registry
 
 # The submodules whose Linear layers go int8 (MMADFER's names).
 QUANTIZED = ("image", "audio", "fusion")
-
-_copies: weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module] = weakref.WeakKeyDictionary()
-_making = threading.Lock()  # one conversion at a time: a caller waits for the one under way
 
 
 def int8_copy(model: torch.nn.Module) -> PerClip:
     """The model with those Linear layers dynamically quantized, run one clip at a time: made once per
     model and kept while it lives (the model itself stays fp32, for explanations and anything that
-    needs gradients)."""
-    with _making:
-        if model not in _copies:
-            names = {name for name, m in model.named_modules()
-                     if isinstance(m, torch.nn.Linear) and name.split(".")[0] in QUANTIZED}
-            _copies[model] = PerClip(quantize_linears(model, names))
-        return _copies[model]
+    needs gradients); made again where its weights changed since, in place or replaced. A caller waits
+    for a conversion under way."""
+    names = {name for name, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and name.split(".")[0] in QUANTIZED}
+    return registry.get("int8 copy", None, lambda: PerClip(quantize_linears(model, names)), owner=model,
+                        version=_weights_version(model, names))
+
+
+def _weights_version(model: torch.nn.Module, names: set[str]) -> tuple:
+    """Which tensors those layers hold, and how often each was changed in place (torch counts it, but
+    not for tensors made under inference mode, which cannot be changed outside it)."""
+    layers = dict(model.named_modules())
+    return tuple((id(p), p.data_ptr(), 0 if p.is_inference() else p._version)
+                 for name in sorted(names) for p in layers[name].parameters(recurse=False))
 
 
 def int8_copy_soon(model: torch.nn.Module) -> None:
