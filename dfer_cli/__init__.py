@@ -18,6 +18,7 @@ _EXPORTS = {
     "predict_on_ray": "cluster.job", "RayConfig": "cluster.config", "RaySummary": "cluster.job",
     "train_run": "train.job", "TrainJob": "train.job", "RunConfig": "train.loop", "TrainRecipe": "train.loop",
     "evaluate_run": "train.evaluate", "EvalConfig": "train.evaluate",
+    "write_report": "report.writer", "write_annotated": "report.annotate",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

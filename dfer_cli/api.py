@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -21,6 +21,7 @@ from dfer_cli.predict.pipeline import iter_predict, sharded
 from dfer_cli.results.records import FileResult
 from dfer_cli.runtime.device import pick_device, resolve_precision
 from dfer_cli.runtime.distributed import local_device, process_group, ranks
+from dfer_cli.runtime.pool import leave_if_importing_main
 from dfer_cli.runtime.quantize import int8_copy_soon
 
 UNTRAINED = "untrained"
@@ -36,7 +37,7 @@ class Records(Iterator[FileResult]):
     """The records of a `Model.stream`, one per file as each finishes, in input order. `len()` is how
     many this process will yield: every file's, or none in a torchrun process other than rank 0."""
 
-    def __init__(self, records: Iterator[FileResult], count: int) -> None:
+    def __init__(self, records: Generator[FileResult, None, None], count: int) -> None:
         self._records, self._count = records, count
 
     def __len__(self) -> int:
@@ -44,6 +45,17 @@ class Records(Iterator[FileResult]):
 
     def __next__(self) -> FileResult:
         return next(self._records)
+
+    def close(self) -> None:
+        """Stops the run where it is: its worker processes and threads end now, not when the iterator is
+        garbage-collected. Leaving a `with model.stream(...) as records:` block closes it too."""
+        self._records.close()
+
+    def __enter__(self) -> Records:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -74,6 +86,7 @@ class Model:
         """Like `predict`, one record at a time as each file finishes. The inputs are listed at once
         (a usage error is raised here, not on the first record). Under torchrun each process analyses
         its share of the files and rank 0 yields all the records."""
+        leave_if_importing_main()
         config = (config or PredictConfig()).updated(**options)
         if config.clips.frame_order is None:
             config = replace(config, clips=replace(config.clips, frame_order=self.frame_order))
@@ -108,6 +121,7 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
     from dfer_cli.weights import store
     from dfer_cli.weights.format import LoadedWeights, WeightsConfig
 
+    leave_if_importing_main()
     torch_device = local_device(pick_device(device))  # under torchrun: this process's GPU
     chosen = resolve_precision(precision, torch_device)
     if weights == UNTRAINED:

@@ -29,6 +29,12 @@ class UsageError(DferError):
     """The command cannot run as asked (missing weights, conflicting options): exit code 2."""
 
 
+def check_count(name: str, value: object, least: int) -> None:
+    """A UsageError naming the option unless `value` is a whole number (not a bool) of at least `least`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UsageError(f"{name.replace('_', '-')} {value!r}: expected a whole number, at least {least}")
+
+
 class CheckpointError(DferError):
     def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")

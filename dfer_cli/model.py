@@ -1,6 +1,6 @@
 """MMA-DFER: two frozen ViT encoders (face frames, audio fbank) adapted by progressive prompts, fusion
-bottlenecks, a joint projection and a multimodal temporal transformer; and the filters that map
-official and encoder checkpoints onto it."""
+bottlenecks, a joint projection and a multimodal temporal transformer (official checkpoints map onto it
+in weights/official.py)."""
 
 # The ViT blocks keep timm's parameter names and numerics (pre-norm, qkv bias, LayerNorm eps 1e-6,
 # exact GELU) so that MAE-Face / AudioMAE / MMA-DFER checkpoints map onto them name for name.
@@ -9,8 +9,6 @@ official and encoder checkpoints onto it."""
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 
@@ -298,89 +296,3 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-# Official MMA-DFER names (DataParallel prefix already stripped) -> dfer names; None drops the tensor.
-_OFFICIAL_RENAMES: list[tuple[str, str | None]] = [
-    (r"(image_encoder|audio_model)\.head\..*", None),
-    (r"temporal_net\.temporal_transformer\.layers\.0\.[01]\.fn\.norm2\..*", None),
-    (r"image_encoder\.(cls_token|pos_embed|patch_embed\..*|blocks\..*|norm\..*)", r"image.\1"),
-    (r"audio_model\.(cls_token|pos_embed|patch_embed\..*|blocks\..*|norm\..*)", r"audio.\1"),
-    (r"image_encoder\.learnable_prompts_init", "image.prompts"),
-    (r"audio_model\.learnable_prompts_init", "audio.prompts"),
-    (r"image_encoder\.learnable_prompts_progr\.(\d+)", r"image.progressive_prompts.\1"),
-    (r"audio_model\.learnable_prompts_progr\.(\d+)", r"audio.progressive_prompts.\1"),
-    (r"image_encoder\.temporal_pre\.(\d+)\.", r"fusion.\1.image_down."),
-    (r"image_encoder\.temporal_pre_norm\.(\d+)\.", r"fusion.\1.image_norm."),
-    (r"image_encoder\.audio_proj_pre\.(\d+)\.0\.", r"fusion.\1.audio_down."),
-    (r"image_encoder\.audio_proj_pre\.(\d+)\.1\.", r"fusion.\1.audio_norm."),
-    (r"image_encoder\.temporal_att_post\.(\d+)\.0\.", r"fusion.\1.image_up."),
-    (r"audio_model\.temporal_att_post\.(\d+)\.0\.", r"fusion.\1.audio_up."),
-    (r"image_encoder\.all_gate\.(\d+)", r"fusion.\1.image_gate"),
-    (r"audio_model\.all_gate\.(\d+)", r"fusion.\1.audio_gate"),
-    (r"vision_proj\.", "joint_proj."),
-    (r"our_classifier\.", "classifier."),
-    (r"temporal_net\.cls_token", "temporal.cls_token"),
-    (r"temporal_net\.pos_embedding", "temporal.pos_embed"),
-    (r"temporal_net\.temporal_transformer\.layers\.0\.0\.fn\.norm\.", "temporal.attn_norm."),
-    (r"temporal_net\.temporal_transformer\.layers\.0\.0\.fn\.fn\.to_(q|kv)\.", r"temporal.to_\1."),
-    (r"temporal_net\.temporal_transformer\.layers\.0\.0\.fn\.fn\.to_out\.0\.", "temporal.proj."),
-    (r"temporal_net\.temporal_transformer\.layers\.0\.1\.fn\.norm\.", "temporal.mlp_norm."),
-    (r"temporal_net\.temporal_transformer\.layers\.0\.1\.fn\.fn\.net\.0\.", "temporal.fc1."),
-    (r"temporal_net\.temporal_transformer\.layers\.0\.1\.fn\.fn\.net\.3\.", "temporal.fc2."),
-]
-
-
-def _rename_official(name: str) -> str | None:
-    for pattern, target in _OFFICIAL_RENAMES:
-        m = re.match(pattern, name)
-        if m:
-            return None if target is None else m.expand(target) + name[m.end():]
-    raise KeyError(name)
-
-
-def dims_from_official(state_dict: dict[str, torch.Tensor]) -> ModelDims:
-    """Resolution and class count, read off the tensors of an official MMA-DFER state dict."""
-    base = ModelDims()
-    tokens = state_dict["image_encoder.pos_embed"].shape[1]
-    side = math.isqrt(tokens - 1 - base.prompts)
-    return replace(base, image_size=side * base.patch_size,
-                   num_classes=state_dict["our_classifier.weight"].shape[0])
-
-
-def convert_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official MMA-DFER names to dfer's (unused heads and LayerNorms dropped). Raises KeyError on
-    a name that no rule knows, so a foreign checkpoint cannot pass for an official one."""
-    out = {}
-    for name, tensor in state_dict.items():
-        new = _rename_official(name)
-        if new is not None:
-            out[new] = tensor
-    return out
-
-
-def resample_grid(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
-    """Bicubic resampling of a (1, 1 + h*w, D) position embedding, CLS position kept, row-major grid."""
-    if old == new:
-        return pos
-    cls, grid = pos[:, :1], pos[:, 1:]
-    grid = grid.reshape(1, *old, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=new, mode="bicubic", align_corners=False, antialias=False)
-    return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], -1).to(pos.dtype)], dim=1)
-
-
-_ENCODER_KEYS = re.compile(r"(cls_token|pos_embed|patch_embed\.proj\..*|blocks\..*|norm\.(weight|bias))$")
-PRETRAINED_GRIDS = {"image": (14, 14), "audio": (64, 8)}
-
-
-def convert_encoder_state_dict(state_dict: dict[str, torch.Tensor], branch: str, dims: ModelDims,
-                               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """A MAE-Face / AudioMAE encoder (timm names) to the dfer branch `branch` ("image" or "audio"):
-    position grid resampled to the branch's, and fresh N(0, 1) positions appended for the prompts."""
-    kept = {k: v for k, v in state_dict.items() if _ENCODER_KEYS.match(k)}
-    if "pos_embed" in kept:
-        grid = (dims.image_size // dims.patch_size,) * 2 if branch == "image" else dims.audio_grid
-        pos = resample_grid(kept["pos_embed"], PRETRAINED_GRIDS[branch], grid)
-        extra = torch.randn(1, dims.prompts, pos.shape[-1], generator=generator, dtype=pos.dtype)
-        kept["pos_embed"] = torch.cat([pos, extra], dim=1)
-    return {f"{branch}.{k}": v for k, v in kept.items()}

@@ -166,15 +166,25 @@ def truncate(source: Path, target: Path, keep: float = 0.5) -> Path:
     return target
 
 
-def make_voice_on_channel(path: Path, source: Path, layout: str, voice: str, music: Sequence[str] = ()) -> Path:
+def make_voice_on_channel(path: Path, source: Path, layout: str, voice: str, music: Sequence[str] = (),
+                          codec: str = "aac") -> Path:
     """`source`'s picture with its sound (a voice) on the `voice` channel of `layout` ("stereo", "5.1")
-    alone, a quieter 220 Hz tone (music) on the `music` channels and digital silence on the rest."""
+    alone, a quieter 220 Hz tone (music) on the `music` channels and digital silence on the rest, coded
+    with `codec`."""
     names = {"stereo": ("FL", "FR"), "5.1": ("FL", "FR", "FC", "LFE", "BL", "BR")}[layout]
     gains = "|".join(f"{n}={'c0' if n == voice else 'c1' if n in music else '0*c0'}" for n in names)
     ffmpeg(
         "-i", source, "-f", "lavfi", "-i", "sine=frequency=220:sample_rate=44100:duration=10",
         "-filter_complex", f"[0:a]aformat=channel_layouts=mono[v];[1:a]volume=0.2[m];"
                            f"[v][m]amerge=inputs=2,pan={layout}|{gains}[a]",
-        "-map", "0:v", "-map", "[a]", "-c:v", "copy", "-c:a", "aac", "-shortest", path,
+        "-map", "0:v", "-map", "[a]", "-c:v", "copy", "-c:a", codec, "-shortest", path,
     )  # fmt: skip
+    return path
+
+
+def make_eight_channels(path: Path, source: Path, codec: str = "aac", seconds: float = 3.0) -> Path:
+    """`source`'s picture and its first ``seconds`` with its sound on all eight channels of 7.1, coded with
+    ``codec`` (aac, libopus, pcm_s16le...)."""
+    pan = "pan=7.1|" + "|".join(f"c{i}=c0" for i in range(8))
+    ffmpeg("-i", source, "-t", str(seconds), "-af", pan, "-c:v", "copy", "-c:a", codec, path)
     return path

@@ -1,6 +1,7 @@
 """The Python API: load_model() then predict(), the records it shares with the CLI, precision."""
 
 import json
+import re
 import sys
 import warnings
 
@@ -82,7 +83,7 @@ def test_to_dataframe(tiny_weights, monkeypatch):
     pd = pytest.importorskip("pandas")
     frame = dfer.to_dataframe(records)
     assert isinstance(frame, pd.DataFrame) and list(frame["status"]) == ["ok", "no_face"]
-    assert frame.loc[0, "happy"] == records[0].probabilities["happy"] and frame.loc[0, "distinct_frames"] > 16
+    assert frame.loc[0, "p_happy"] == records[0].probabilities["happy"] and frame.loc[0, "distinct_frames"] > 16
 
 
 def test_still_image_and_repeated_frames_are_flagged(tiny_weights, tmp_path):
@@ -193,3 +194,96 @@ def test_records_count_the_faces_seen(tiny_weights, tmp_path):
     two, one = model.predict([pair, grid[2]])
     assert two.flags["faces_seen"] == 2 and all(c.faces_seen == 2 for c in two.clips)
     assert one.flags["faces_seen"] == 1
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"clips": 0}, "clips 0: expected a whole number, at least 1"),
+    ({"clips": -1}, "clips -1: expected a whole number, at least 1"),
+    ({"clips": 2.5}, "clips 2.5: expected a whole number, at least 1"),
+    ({"batch_size": 0}, "batch-size 0: expected a whole number, at least 1"),
+    ({"batch_size": -1}, "batch-size -1: expected a whole number, at least 1"),
+    ({"window": 0.1}, "window 0.1: expected at least 0.5 seconds"),
+    ({"window": -1}, "window -1: expected at least 0.5 seconds"),
+    ({"workers": -1}, "workers -1: expected a whole number, at least 0"),
+    ({"people": "main", "max_people": 5}, "--max-people 5 with --people main: main analyses one face"),
+])
+def test_the_api_checks_what_the_cli_checks_in_the_same_words(tiny_weights, options, says):
+    model = dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+    with pytest.raises(UsageError) as raised:
+        model.predict([SINGLE], **options)
+    assert str(raised.value).startswith(says)
+    args = [a for k, v in options.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    cli = CliRunner().invoke(app, ["predict", "--weights", str(tiny_weights), str(SINGLE), *args])
+    if options != {"clips": 2.5}:  # the CLI's parser takes a whole number only
+        assert cli.exit_code == 2 and cli.stderr.startswith(f"dfer: error: {says}"), cli.output
+
+
+@pytest.mark.parametrize(("inputs", "says"), [
+    ([], "no inputs: name video files or folders"),
+    (b"\x00\x00\x00\x18ftypmp42", "an input of 12 bytes: give a video's path as a str or os.PathLike"),
+    ("", "an empty path ('') names no file"),
+])
+def test_inputs_that_name_no_file_say_so(tiny_weights, inputs, says):
+    model = dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+    with pytest.raises(UsageError, match="^" + re.escape(says)):
+        model.predict(inputs)
+
+
+def test_predict_from_a_list_file_alone(tiny_weights, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# the clips\n{SINGLE}\n\n{NO_FACE}\n")
+    cli = CliRunner().invoke(app, ["predict", "--jsonl", "--weights", str(tiny_weights), "--from-list", str(listing)])
+    assert cli.exit_code == 0, cli.output
+    assert [json.loads(line)["status"] for line in cli.stdout.splitlines()] == ["ok", "no_face"]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing yet\n")
+    cli = CliRunner().invoke(app, ["predict", "--weights", str(tiny_weights), "--from-list", str(empty)])
+    assert cli.exit_code == 2 and cli.stderr == f"dfer: error: --from-list {empty}: lists no inputs\n"
+
+
+_SCRIPT = """
+import sys
+import dfer_cli as dfer
+
+{guard}
+    model = dfer.load_model(sys.argv[1], device="cpu", precision="fp32")
+    for r in model.predict(sys.argv[2:], workers=1):
+        print(r.status)
+"""
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_script_runs_predict_with_workers_under_the_main_guard_and_is_told_without_it(tiny_weights, tmp_path,
+                                                                                         guarded):
+    import subprocess
+
+    script = tmp_path / "script.py"
+    script.write_text(_SCRIPT.format(guard='if __name__ == "__main__":' if guarded else "if True:"))
+    done = subprocess.run([sys.executable, str(script), str(tiny_weights), str(NO_FACE), str(NO_FACE)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    if guarded:
+        assert done.returncode == 0 and done.stdout.split() == ["no_face", "no_face"], done.stderr
+    else:
+        assert done.returncode == 1 and done.stdout == ""
+        assert done.stderr.splitlines()[-1] == (
+            "dfer_cli.errors.UsageError: worker processes import the main script, and this one starts dfer as it "
+            'is imported: put its calls under `if __name__ == "__main__":` (as in the README\'s example), or pass '
+            "workers=0")
+
+
+def test_closing_a_stream_ends_its_workers_at_once(tiny_weights):
+    import multiprocessing
+    import threading
+
+    model = dfer.load_model(tiny_weights, device="cpu", precision="fp32")
+    threads = threading.active_count()
+    with model.stream([NO_FACE] * 6, workers=2) as records:
+        for record in records:
+            assert record.status == "no_face" and multiprocessing.active_children()
+            break
+    assert not multiprocessing.active_children() and threading.active_count() == threads
+    assert list(records) == []  # closed: the files after the break are not analysed
+    records = model.stream([NO_FACE] * 6, workers=2)
+    next(records)
+    records.close()
+    assert not multiprocessing.active_children() and threading.active_count() == threads

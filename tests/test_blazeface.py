@@ -9,10 +9,11 @@ from conftest import MEDIA
 from PIL import Image
 
 from dfer_cli.faces import blazeface
-from dfer_cli.faces.blazeface import FULL_RANGE, SHORT_RANGE, Letterbox, letterbox, weighted_nms
+from dfer_cli.faces.anchors import FULL_RANGE, SHORT_RANGE, weighted_nms
 from dfer_cli.faces.config import FaceConfig
 from dfer_cli.faces.detect import BlazeFace, FaceDetector, tiles
 from dfer_cli.faces.follow import faces_for_clip
+from dfer_cli.faces.letterbox import Letterbox, letterbox
 
 
 def frames_of(path, n):

@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 from dfer_cli.cli.app import app
 from dfer_cli.errors import CheckpointError
-from dfer_cli.model import MMADFER, ModelDims, convert_official_state_dict, dims_from_official
+from dfer_cli.model import MMADFER, ModelDims
 from dfer_cli.weights import store
 from dfer_cli.weights.format import WeightsConfig, build_loaded, load_dfer, save_dfer
-from dfer_cli.weights.official import load_encoders, load_official
+from dfer_cli.weights.official import convert_official_state_dict, dims_from_official, load_encoders, load_official
 from dfer_cli.weights.store import load_any
 
 

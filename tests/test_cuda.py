@@ -133,7 +133,7 @@ def _clip_inputs(path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_bf16_keeps_fp32_top1_on_real_media(exact_fp32, tmp_path, monkeypatch):
-    """The CPU criterion of the bf16 default (issue 9): same top-1, probabilities within 0.02."""
+    """The CPU criterion of the bf16 default: same top-1, probabilities within 0.02."""
     model = _official("S160_C11", tmp_path, monkeypatch)
     clips = [_clip_inputs(p, model.dims.image_size) for p in _real_media()]
     video = torch.stack([v for v, _ in clips]).to(CUDA)
@@ -261,6 +261,20 @@ def test_face_detector_on_cuda_finds_the_cpu_faces(exact_fp32):
     _same_faces(BlazeFace().detect_tiles(wide), BlazeFace(device="cuda").detect_tiles(wide))
 
 
+def test_face_embeddings_on_cuda_equal_the_cpus(exact_fp32):
+    """dlib's ResNet (dfer_cli.faces.embedding) on the golden GRID chips: the GPU's embeddings are the CPU's."""
+    from test_face_embedding import GOLDEN
+
+    from dfer_cli.faces.embedding import FaceEmbedder
+
+    with np.load(GOLDEN) as data:
+        chips = data["chips"]
+    cpu, gpu = FaceEmbedder().embed(chips), FaceEmbedder(device="cuda").embed(chips)
+    gap = float(np.linalg.norm(cpu - gpu, axis=1).max())
+    print(f"face embeddings, CUDA against CPU: at most {gap:.2e} apart (Euclidean; dlib's threshold is 0.6)")
+    assert gap < 1e-3
+
+
 def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path):
     """A two-person file end to end with the model on CUDA: the speaker, voices and labels of the CPU run,
     the landmark model on the GPU (predict in one process), and its crops the CPU's pixel for pixel."""
@@ -269,7 +283,8 @@ def test_two_people_on_cuda_give_the_cpu_speaker_and_labels(exact_fp32, tmp_path
     from test_people import side_by_side
 
     import dfer_cli as dfer
-    from dfer_cli.people import landmarks, speaking
+    from dfer_cli.faces import landmarks
+    from dfer_cli.people import speaking
 
     frames = np.stack([frames_of(MEDIA / "grid" / "bbaf2n.mpg", 1)[0]] * 3)
     rois = [landmarks.face_roi((121.0, 110.0, 259.0, 248.0)), landmarks.Roi(5.3, 3.7, 400.0),
@@ -321,3 +336,25 @@ def test_int8_is_refused_on_cuda_with_one_clear_line():
 
     with pytest.raises(UsageError, match="int8 runs on CPUs only"):
         dfer.load_model("untrained", device="cuda", precision="int8")
+
+
+def test_the_cut_detector_on_cuda_gives_the_cpus_cuts(exact_fp32):
+    from test_shots import golden_input
+
+    from dfer_cli.shots import transnet
+    from dfer_cli.shots.detect import CutConfig, detect_cuts
+
+    frames = golden_input()
+    times = np.arange(len(frames)) / 25
+    on_cpu, on_gpu = transnet.predict_frames(frames, "cpu"), transnet.predict_frames(frames, CUDA)
+    assert np.abs(on_cpu - on_gpu).max() < 1e-4
+    net = CutConfig(method="transnet")
+    on_gpu_cuts = detect_cuts(frames, times, net, "cuda")
+    assert [c.time for c in on_gpu_cuts] == [c.time for c in detect_cuts(frames, times, net)] and on_gpu_cuts
+    long = np.concatenate([frames] * 12)  # 2,040 frames
+    transnet.predict_frames(long[:200], CUDA)  # warm-up: cuDNN picks its kernels
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    transnet.predict_frames(long, CUDA)
+    torch.cuda.synchronize()
+    print(f"\nTransNet V2 on CUDA: {len(long) / (time.perf_counter() - start):.0f} frames/s")

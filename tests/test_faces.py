@@ -176,3 +176,29 @@ def test_every_face_is_tracked_and_counted():
     track = faces_for_clip(frames, ScriptedDetector(seen), FaceConfig(), 32)
     assert track.faces_seen == 3 and track.found == 5
     assert all(b.center == square_box(main, (640, 360), 0.1).center for i, b in enumerate(track.boxes) if i != 4)
+
+
+def test_fixed_point_taps_keep_or_drop_sources_outside_the_frame():
+    import torch
+
+    from dfer_cli.faces.mediapipe_ops import axis_taps, to_levels
+
+    # Positions in 32nds of a pixel along an axis of 3 pixels: -1.25, -1, 0, 0.5, 2.97, 3, 3.125.
+    fixed = torch.tensor([-40, -32, 0, 16, 95, 96, 100])
+    low, high, w_low, w_high = axis_taps(fixed, 3)  # BORDER_REPLICATE: edge pixels, weights kept
+    assert low.tolist() == [0, 0, 0, 0, 2, 2, 2] and high.tolist() == [0, 0, 1, 1, 2, 2, 2]
+    assert w_low.tolist() == [8, 32, 32, 16, 1, 32, 28] and w_high.tolist() == [24, 0, 0, 16, 31, 0, 4]
+    _, _, w_low, w_high = axis_taps(fixed, 3, zero_border=True)  # BORDER_ZERO: no weight outside
+    assert w_low.tolist() == [0, 0, 32, 16, 1, 0, 0] and w_high.tolist() == [0, 0, 0, 16, 0, 0, 0]
+    assert to_levels(torch.tensor([511.0, 512.0, 255 * 1024.0])).tolist() == [0, 1, 255]  # half up
+
+
+def test_a_face_cut_by_the_frame_edge_has_its_box_inside_the_frame(detector):
+    """The detector's box of a face half out of the picture runs past the edge (x0 about -45 here);
+    the person's box, which the record reports, stops at the edge."""
+    frames = np.ascontiguousarray(frames_of(MEDIA / "grid" / "bbaf2n.mpg")[:, :, 130:])
+    height, width = frames.shape[1:3]
+    (person,) = faces_for_clip(frames, detector, FaceConfig(), 48, max_people=2).people
+    box = person.median
+    assert box.x0 == 0.0 and 0 < box.y0 < box.y1 <= height and 0 < box.x1 <= width
+    assert Box(-5, 10, 50, 300).clipped((40, 200)) == Box(0, 10, 40, 200)

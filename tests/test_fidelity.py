@@ -1,4 +1,4 @@
-"""The model sees what it was trained on (issue 11).
+"""The model sees what it was trained on.
 
 1. `dfer predict` samples a short video exactly as `dfer evaluate` samples a data set clip: the frames
    and the audio that predict plans for a DFEW clip's original video are those that evaluate reads

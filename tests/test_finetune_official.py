@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from dfer_cli.cli.app import app
-from dfer_cli.model import MMADFER, ModelDims, convert_official_state_dict
+from dfer_cli.model import MMADFER, ModelDims
+from dfer_cli.weights.official import convert_official_state_dict
 
 
 def test_finetune_an_official_checkpoint_on_a_folder(tmp_path, monkeypatch):

@@ -1,9 +1,10 @@
-"""Hostile and odd inputs (issue 21): each test names what a hostile user tried and what must happen."""
+"""Hostile and odd inputs: each test names what a hostile user tried and what must happen."""
 
 import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import MEDIA, save_tiny_weights
-from mediagen import ffmpeg, make_voice_on_channel
+from mediagen import ffmpeg, make_eight_channels, make_voice_on_channel
 from typer.testing import CliRunner
 
 import dfer_cli as dfer
@@ -19,6 +20,8 @@ from dfer_cli.api import UntrainedWeightsWarning
 from dfer_cli.cli.app import app
 from dfer_cli.errors import DferError, UsageError
 from dfer_cli.media import decode, fbank
+from dfer_cli.predict import frontend
+from dfer_cli.runtime.pool import bounded_map
 from dfer_cli.train.datasets import Sample
 from dfer_cli.train.prepare import PrepareConfig, prepare_clip
 
@@ -53,6 +56,14 @@ def test_predict_hears_a_voice_on_any_channel_and_says_which(model, one_channel_
     assert plain.flags["audio_channel"] == "FL"  # ordinary stereo: channel 0, as before
 
 
+def test_unnamed_channels_are_named_by_their_place(model, tmp_path):
+    """PCM in MKV records no layout: FFmpeg names its channels NONE, the record c0, c1, ..."""
+    right = make_voice_on_channel(tmp_path / "right.mkv", GRID, "stereo", "FR", codec="pcm_s16le")
+    assert decode.probe(right).audio_layout == ("c0", "c1")
+    (record,) = model.predict([right], workers=0)
+    assert record.flags["audio_channel"] == "c1" and not record.flags["silent_audio"]
+
+
 def test_predict_gives_the_model_the_voice_channel(model, one_channel_voices, tmp_path):
     """The audio input is the voice's: the voice on the right gets the call of that voice on the left
     (up to AAC's coding of each side, ~1e-4), not that of silence (~1e-2 away with these weights)."""
@@ -67,6 +78,42 @@ def test_the_training_cache_keeps_channel_0(one_channel_voices):
     _, audio, flags = prepare_clip(sample, "main", PrepareConfig(size=48, workers=0))
     assert flags["silent_audio"] and "audio_channel" not in flags
     np.testing.assert_array_equal(audio, fbank.model_input(*decode.read_audio(sample.video, 0.0, fbank.HEARD_S)))
+
+
+def _prepare_or_crash(part, **kw):
+    """The front end, with a decoder crash on files named crash*: what a worker dying on a file looks like."""
+    if os.path.basename(part.path).startswith("crash"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return frontend.guarded_prepare(part, **kw)
+
+
+def test_a_folder_with_eight_channel_audio_and_a_crashing_file_keeps_every_record(model, tmp_path, monkeypatch):
+    """7.1 AAC and 8-channel Opus are read; a file whose worker dies gets its error record, and every
+    other file its result (the broken pool had lost them all: `[]`, read as no files)."""
+    from dfer_cli.predict import pipeline
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(GRID, folder / "a_good.mpg")
+    make_eight_channels(folder / "b_aac71.mkv", GRID, "aac")
+    make_eight_channels(folder / "c_opus8.mkv", GRID, "libopus")
+    shutil.copy(GRID, folder / "crash.mpg")
+    shutil.copy(GRID, folder / "d_good.mpg")
+    monkeypatch.setattr(pipeline, "guarded_prepare", _prepare_or_crash)
+    records = model.predict(folder, workers=2)
+    assert [os.path.basename(r.path) for r in records] == ["a_good.mpg", "b_aac71.mkv", "c_opus8.mkv", "crash.mpg",
+                                                           "d_good.mpg"]
+    assert [r.status for r in records] == ["ok", "ok", "ok", "error", "ok"]
+    assert records[3].error == "the worker analysing it died (signal 11)"
+    assert not records[1].flags["silent_audio"] and not records[2].flags["silent_audio"]
+
+
+def test_eight_channel_audio_in_one_process_and_in_the_training_cache(model, tmp_path):
+    eight = make_eight_channels(tmp_path / "eight.mkv", GRID, "aac")
+    (record,) = model.predict([eight], workers=0)
+    assert record.status == "ok" and not record.flags["silent_audio"]
+    _, audio, flags = prepare_clip(Sample("eight", 0, eight, None, "train"), "main", PrepareConfig(size=48, workers=0))
+    assert not flags["silent_audio"] and audio.shape == (512, 128)
 
 
 def test_an_error_record_is_not_held_behind_a_partial_batch(model, tmp_path, monkeypatch):
@@ -113,12 +160,41 @@ def test_a_task_that_stops_delivering_is_cut_off_and_the_rest_go_on():
     late result, the worker is killed, the items after it are computed by fresh workers."""
     import time
 
-    from dfer_cli.runtime.pool import bounded_map
-
     start = time.monotonic()
-    results = list(bounded_map(time.sleep, [0.1, 3600, 0.1, 0.2], workers=1, limit=5, late=lambda s: f"late {s}"))
+    results = list(bounded_map(time.sleep, [0.1, 3600, 0.1, 0.2], workers=1, limit=5, late=lambda s: f"late {s}",
+                               lost=_reason))
     assert results == [None, "late 3600", None, None]
     assert time.monotonic() - start < 60
+
+
+def _die_on(item: str) -> str:
+    """A task that kills its own worker the way a crash in C, an os._exit or the OOM killer would."""
+    if item == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if item == "exit":
+        os._exit(3)
+    if item == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return item.upper()
+
+
+def _reason(item: str, reason: str) -> str:
+    return f"{item}: {reason}"
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_worker_that_dies_takes_only_its_own_item(ordered):
+    items = ["a", "segfault", "b", "exit", "c", "kill", "d"]
+    results = list(bounded_map(_die_on, items, workers=2, ordered=ordered, lost=_reason))
+    expected = ["A", "segfault: the worker analysing it died (signal 11)", "B",
+                "exit: the worker analysing it died (exit status 3)", "C",
+                "kill: the worker analysing it died (signal 9)", "D"]
+    assert results == expected if ordered else sorted(results) == sorted(expected)
+
+
+def test_the_time_limit_holds_in_this_process_too(model):
+    (late,) = model.predict([GRID], workers=0, time_limit=0.01)
+    assert late.status == "error" and late.error.startswith("no result after 0.01 s")
 
 
 def test_predict_gives_a_file_past_the_time_limit_an_error_record(model):
@@ -476,3 +552,49 @@ def test_ctrl_c_on_a_folder_run_is_quick_quiet_and_keeps_valid_jsonl(tiny_weight
     assert run.returncode == 130 and time.monotonic() - start < 4
     assert [json.loads(line)["status"] for line in (first + rest).decode().splitlines()][0] == "ok"
     assert b"Traceback" not in err  # neither the parent nor a worker prints one
+
+
+def test_names_that_differ_in_undecodable_bytes_stay_apart_and_read_back(tiny_weights, tmp_path):
+    import csv
+
+    names = [b"clip\xff.mp4", b"clip\xfe.mp4", b"clip\\xff.mp4", "clipé.mp4".encode()]
+    for name in names:
+        (tmp_path / os.fsdecode(name)).write_text("not a video")
+    paths = {}
+    for fmt in ("--json", "--jsonl", "--csv"):
+        result = CliRunner().invoke(app, ["predict", fmt, "--weights", str(tiny_weights), str(tmp_path)])
+        assert result.exit_code == 1, result.output
+        if fmt == "--json":
+            paths[fmt] = [r["path"] for r in json.loads(result.stdout)]
+        elif fmt == "--jsonl":
+            paths[fmt] = [json.loads(line)["path"] for line in result.stdout.splitlines()]
+        else:
+            paths[fmt] = [r["path"] for r in csv.DictReader(result.stdout.splitlines())]
+    assert paths["--json"] == paths["--jsonl"] == paths["--csv"]
+    shown = {os.path.basename(p) for p in paths["--json"]}
+    assert shown == {"clip\\xff.mp4", "clip\\xfe.mp4", "clip\\\\xff.mp4", "clipé.mp4"}
+    as_bytes = {p.encode().decode("unicode_escape").encode("latin-1") for p in paths["--json"]}  # the README's way
+    assert as_bytes == {os.fsencode(tmp_path) + b"/" + n for n in names}
+
+
+def test_classes_named_like_the_records_own_columns_keep_to_their_own():
+    import csv
+    import io
+
+    from dfer_cli.results.records import FileResult
+    from dfer_cli.results.writers import make_writer
+
+    classes = ["label", "path", "happy"]
+    result = FileResult("a.mp4", label="path", confidence=0.5, probabilities={"label": 0.2, "path": 0.5, "happy": 0.3},
+                        flags={"faces_found": 32, "frames": 32})
+    stream = io.StringIO()
+    writer = make_writer("csv", stream, classes, False)
+    writer.write(result)
+    writer.close()
+    header = stream.getvalue().splitlines()[0].split(",")
+    assert len(header) == len(set(header))
+    (row,) = csv.DictReader(io.StringIO(stream.getvalue()))
+    assert (row["path"], row["label"], row["p_path"], row["p_label"]) == ("a.mp4", "path", "0.500000", "0.200000")
+    pd = pytest.importorskip("pandas")
+    frame = dfer.to_dataframe([result])
+    assert isinstance(frame, pd.DataFrame) and frame.loc[0, "path"] == "a.mp4" and frame.loc[0, "p_path"] == 0.5

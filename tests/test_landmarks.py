@@ -10,9 +10,9 @@ import torch
 from conftest import MEDIA
 
 from dfer_cli.errors import DferError
+from dfer_cli.faces.landmarks import POINTS, FaceLandmarker, roi_from_landmarks
 from dfer_cli.people.attribute import INNER_LIP
 from dfer_cli.people.attribute import lip_opening as mouth_opening
-from dfer_cli.people.landmarks import POINTS, FaceLandmarker, roi_from_landmarks
 
 
 def lip_opening(points: np.ndarray) -> np.ndarray:
@@ -75,7 +75,7 @@ def test_deterministic_and_batch_of_one_matches_batch(speaker):
 def test_the_two_pass_crop_is_the_warps_pixel_for_pixel(speaker):
     """Unturned ROIs (every crop predict takes) are cut in two passes; the same pixels as the one-pass warp,
     ROIs inside the frame, across its edges and larger than it, and several from one frame (`sources`)."""
-    from dfer_cli.people import landmarks
+    from dfer_cli.faces import landmarks
 
     rng = np.random.default_rng(0)
     h, w = speaker.shape[1:3]

@@ -1,8 +1,10 @@
-"""The package's shape, as rules: predict never loads training, no import cycles, one owner for each
+"""The package's shape, as rules: ARCHITECTURE.md lists every module and public name, packages import only
+from the layers below theirs, predict never loads training, no import cycles, one owner for each
 process-level concern, leaves stay leaves, and the CLI calls only the public API."""
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from conftest import save_tiny_weights
 PACKAGE = Path(__file__).resolve().parents[1] / "dfer_cli"
 SAMPLE = PACKAGE.parent / "samples" / "bbaf2n.mpg"
 LEAVES = ("errors", "atomic", "locks", "progress", "labels", "paths")
+ARCHITECTURE = PACKAGE.parent / "ARCHITECTURE.md"
 
 _RUN_PREDICT = """
 import json, sys
@@ -144,11 +147,11 @@ def test_one_worker_rule_and_one_thread_limiter():
 
 def test_the_cli_calls_only_the_public_api():
     graph = _graph()
-    inside = ("dfer_cli.predict", "dfer_cli.runtime", "dfer_cli.faces", "dfer_cli.media", "dfer_cli.clips",
-              "dfer_cli.model")
+    inside = ("dfer_cli.predict", "dfer_cli.runtime", "dfer_cli.shots", "dfer_cli.faces", "dfer_cli.media",
+              "dfer_cli.clips", "dfer_cli.model")
     assert not [m for m in graph["dfer_cli.cli.predict"] if m.startswith(inside)]
     text = (PACKAGE / "cli" / "predict.py").read_text()
-    assert "load_model(" in text and ".stream(inputs, config)" in text and "predict_on_ray(" in text
+    assert "load_model(" in text and ".stream(inputs" in text and "predict_on_ray(" in text
     for path in (PACKAGE / "cli").glob("*.py"):  # no CLI code branches on torchrun's ranks
         source = path.read_text()
         assert not [w for w in ("process_group", "ranks(", "Ranks", ".analyse") if w in source], path.name
@@ -175,3 +178,106 @@ def test_only_cli_startup_pauses_the_garbage_collector_and_it_restores_it():
         assert not gc.isenabled()  # a caller's own choice is kept
     finally:
         gc.enable()
+
+
+def _block_lines(text: str, marker: str, inside: bool = False) -> list[str]:
+    """The lines of the ``` block after the line `marker`, or (`inside`) of the block that opens with it."""
+    lines = text.splitlines()
+    start = lines.index(marker)
+    if not inside:
+        start = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("```"))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("```"))
+    return lines[start + 1:end]
+
+
+def documented_modules(text: str) -> dict[str, set[str]]:
+    """ARCHITECTURE.md's tree: each entry (a top-level line of the block under `dfer_cli/`, with the lines
+    indented under it) -> the .py files it names. A subpackage's entry is keyed by its name ("faces/"),
+    the top-level modules' entries by ""."""
+    entries: dict[str, set[str]] = {}
+    key = ""
+    for line in _block_lines(text, "dfer_cli/", inside=True):
+        if re.match(r"  \S", line):
+            first = line.split()[0]
+            key = first if first.endswith("/") else ""
+        entries.setdefault(key, set()).update(re.findall(r"[\w/]+\.py\b", line))
+    return entries
+
+
+def declared_layers(text: str) -> list[list[str]]:
+    """ARCHITECTURE.md's layers, the lowest first: each a list of packages and top-level modules."""
+    return [line.split() for line in reversed(_block_lines(text, "## Layers")) if line.strip()]
+
+
+def _unit(module: str) -> str:
+    """The package or top-level module that a module belongs to ("faces" for dfer_cli.faces.detect)."""
+    return module.split(".")[1]
+
+
+def layer_violations(graph: dict[str, set[str]], layers: list[list[str]]) -> list[str]:
+    """Each import of a module from its own layer or a higher one, as `a -> b (layer of a: i, of b: j)`;
+    the package root (the version and the lazy public names) is exempt."""
+    rank = {unit: i for i, layer in enumerate(layers) for unit in layer}
+    found = []
+    for module, imported in sorted(graph.items()):
+        if module == "dfer_cli":
+            continue
+        for other in sorted(imported - {"dfer_cli"}):
+            a, b = _unit(module), _unit(other)
+            if a != b and rank[b] >= rank[a]:
+                found.append(f"{module} -> {other} (layer of {a}: {rank[a]}, of {b}: {rank[b]}; 0 is the lowest)")
+    return found
+
+
+def test_architecture_lists_every_module_and_names_no_missing_one():
+    entries = documented_modules(ARCHITECTURE.read_text())
+    missing, stale = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if len(relative.parts) == 1:
+            if relative.name not in entries.get("", set()):
+                missing.append(f"dfer_cli/{relative} (a top-level module: add it to the tree's top-level lines)")
+        elif relative.name != "__init__.py":
+            key, inside = f"{relative.parts[0]}/", "/".join(relative.parts[1:])
+            if inside not in entries.get(key, set()):
+                missing.append(f"dfer_cli/{relative} (add {inside} to the `{key}` entry of the tree)")
+    for key, names in entries.items():
+        stale += [f"dfer_cli/{key}{name}" for name in sorted(names) if not (PACKAGE / key / name).is_file()]
+    assert not missing, "ARCHITECTURE.md does not list: " + "; ".join(missing)
+    assert not stale, "ARCHITECTURE.md lists modules that do not exist: " + ", ".join(stale)
+
+
+def test_architecture_lists_every_public_name():
+    import dfer_cli
+
+    lines = _block_lines(ARCHITECTURE.read_text(), "dfer_cli/", inside=True)
+    first = next(i for i, line in enumerate(lines) if line.split()[:1] == ["__init__.py"])
+    end = next(i for i in range(first + 1, len(lines)) if re.match(r"  \S", lines[i]))
+    listed = set(re.findall(r"\w+", " ".join(lines[first:end])))
+    missing = [name for name in dfer_cli.__all__ if name not in listed]
+    assert not missing, f"ARCHITECTURE.md's __init__.py entry does not name the public {', '.join(missing)}"
+
+
+def test_every_package_is_in_a_layer_and_imports_only_from_lower_layers():
+    layers = declared_layers(ARCHITECTURE.read_text())
+    placed = {unit for layer in layers for unit in layer}
+    units = {_unit(m) for m in _modules() if m != "dfer_cli"}
+    unplaced = sorted(units - placed)
+    assert not unplaced, (f"{', '.join(unplaced)}: in no layer of ARCHITECTURE.md's `## Layers` block; "
+                          "add each to the line its imports put it on")
+    assert not sorted(placed - units), f"layers name what is not in dfer_cli/: {sorted(placed - units)}"
+    violations = layer_violations(_graph(), layers)
+    assert not violations, "imports from a layer not below the importer's:\n" + "\n".join(violations)
+
+
+def test_the_layer_check_finds_an_upward_import():
+    layers = [["errors"], ["media"], ["faces"]]
+    graph = {"dfer_cli.media.decode": {"dfer_cli.faces.box", "dfer_cli.errors", "dfer_cli"},
+             "dfer_cli.faces.box": {"dfer_cli.media.decode"}, "dfer_cli.errors": set()}
+    assert layer_violations(graph, layers) == [
+        "dfer_cli.media.decode -> dfer_cli.faces.box (layer of media: 1, of faces: 2; 0 is the lowest)"]
+    assert layer_violations(graph, [["errors"], ["media", "faces"]]) == [
+        "dfer_cli.faces.box -> dfer_cli.media.decode (layer of faces: 1, of media: 1; 0 is the lowest)",
+        "dfer_cli.media.decode -> dfer_cli.faces.box (layer of media: 1, of faces: 1; 0 is the lowest)"]
+    text = "intro\n```\ndfer_cli/\n  api.py  x\n  faces/  a.py, b.py (c.py)\n                     d.py\n```\n"
+    assert documented_modules(text) == {"": {"api.py"}, "faces/": {"a.py", "b.py", "c.py", "d.py"}}

@@ -322,3 +322,17 @@ def test_unreadable_file(made, tmp_path):
     path.chmod(0)
     with pytest.raises(MediaError, match="permission denied"):
         probe(path)
+
+
+@pytest.mark.parametrize("codec", ["aac", "libopus"])
+def test_eight_channel_audio_is_read(tmp_path, codec):
+    """7.1 AAC and 8-channel Opus: PyAV's to_ndarray read past such a frame (a crash, exit 139)."""
+    path = mediagen.make_eight_channels(tmp_path / "eight.mkv", GRID, codec)
+    waves, rate = read_audio(path, every_channel=True)
+    reference, reference_rate = read_audio(GRID, 0.0, 3.0)
+    assert waves.shape[0] == 8 and rate in (44100, 48000)
+    assert waves.shape[1] == pytest.approx(3.0 * rate, rel=0.03)
+    np.testing.assert_array_equal(read_audio(path)[0], waves[0])
+    if rate == reference_rate:  # AAC keeps the rate: each channel is the source's wave, up to the coding
+        n = min(waves.shape[1], len(reference))
+        assert np.abs(waves[:, :n] - reference[:n]).mean() < 0.02

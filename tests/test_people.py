@@ -305,3 +305,47 @@ def test_every_face_of_a_gallery_and_of_a_row(model, tmp_path):
     assert centres == sorted((x, y) for x in range(3) for y in range(3))  # one in each cell
     r = predict(model, side_by_side(tmp_path / "row.mp4", GRID[:4], GRID[0]))
     assert len(r["people"]) == 4
+
+
+def smaller_beside_larger(out: Path, listener: Path, speaker: Path, scale: float = 0.6) -> Path:
+    """`listener` listening at its own size (faces of 110-140 px) beside `speaker` speaking, scaled by `scale`
+    (faces of 80-90 px) and padded back to 360x288: a 720x288 frame with the speaker's voice."""
+    w, h = int(360 * scale) // 2 * 2, int(288 * scale) // 2 * 2
+    graph = (f"[0:v]{LISTEN.format(t='l')}[big];[1:v]setpts=PTS-STARTPTS,scale={w}:{h},"
+             "pad=360:288:(ow-iw)/2:(oh-ih)/2[small];[big][small]hstack[v]")
+    ffmpeg(*_inputs(listener, speaker), "-filter_complex", graph, "-map", "[v]", "-map", "1:a", *H264, "-shortest", out)
+    return out
+
+
+def test_a_smaller_speaker_beside_a_larger_listener_is_found_and_keeps_the_voice(model, tmp_path):
+    """The whole-frame pass sees only the larger face; the smaller one is looked for too, and who speaks is
+    decided among everyone seen before --max-people keeps the most present: with 1, the speaker, hearing
+    their own voice (not the silent face with all of it)."""
+    right = 0
+    for k in range(6):
+        path = smaller_beside_larger(tmp_path / f"small{k}.mp4", GRID[k], GRID[(k + 1) % len(GRID)])
+        r = predict(model, path)
+        assert len(r["people"]) == 2 and r["flags"]["people_seen"] == 2
+        one = predict(model, path, max_people=1)
+        (kept,) = one["people"]
+        assert kept["voice"] != "all" and one["flags"]["people_seen"] == 2
+        if r["speaker"] == 1:
+            right += 1
+            assert kept["voice"] == "own" and kept["speaking"] == 1.0 and one["speaker"] == 0
+            assert kept["box"] == r["people"][1]["box"]
+    assert right >= 5
+
+
+def test_the_file_counts_the_speech_of_every_clip_of_a_span():
+    """A short file's two clips share a span: one sees two people and gives the speech to nobody, the
+    other sees one, who is given all of it. The file counts each clip's share, so it agrees with both."""
+    from dfer_cli.results.people import finish_people
+    from dfer_cli.results.records import FileResult
+
+    left, right = [0, 0, 50, 50], [200, 0, 250, 50]
+    result = FileResult("x.mp4", clips=[_clip(0, [left, right], [{"start": 0.5, "end": 1.5, "person": None}]),
+                                        _clip(0, [left], [{"start": 0.5, "end": 1.5, "person": 0}])])
+    finish_people(result, ["a", "b"])
+    assert result.clips[1].speaker == 0 and result.speaker == 0
+    assert result.speech_seconds == pytest.approx(1.0) and result.unattributed_speech_seconds == pytest.approx(0.5)
+    assert result.people[0]["speech_seconds"] == pytest.approx(0.5)

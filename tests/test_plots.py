@@ -111,3 +111,19 @@ def test_atomic_file_gets_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_class_names_in_any_script_draw_without_a_missing_glyph(tmp_path):
+    """Class folders named in Chinese: DejaVu Sans has none of their glyphs (a warning per character,
+    empty boxes); the font chain draws each one."""
+    import warnings
+
+    names = ("快乐", "悲伤", "中性", "neutral")
+    confusion = np.diag([5, 6, 7, 8]) + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.plot_confusion(Report.from_confusion(confusion, names), tmp_path / "confusion.png", title="折叠 1")
+        probs = np.full((4, 4), 0.25)
+        timeline_plot.plot_timeline(np.arange(4.0), probs, list(names), tmp_path / "timeline.png", "讲座.mp4")
+    assert png_size(tmp_path / "confusion.png") == expected_pixels(plots.CONFUSION_SIZE_IN)
+    assert figures.text_fonts()[0] == "DejaVu Sans" and len(figures.text_fonts()) > 1

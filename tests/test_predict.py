@@ -237,7 +237,7 @@ def test_cli_table_jsonl_csv_and_exit_codes(tiny_weights, tmp_path):
     assert all(r["weights"] == str(tiny_weights) for r in lines)
     csv_run = runner.invoke(app, ["predict", "--csv", "--weights", str(tiny_weights), str(SINGLE)])
     header, row = csv_run.stdout.splitlines()[:2]
-    assert header.startswith("path,status,label,confidence,happy") and row.split(",")[1] == "ok"
+    assert header.startswith("path,status,label,confidence,p_happy") and row.split(",")[1] == "ok"
     missing = runner.invoke(app, ["predict", str(SINGLE)])
     assert missing.exit_code == 2 and "dfer weights import" in missing.stderr
     both = runner.invoke(app, ["predict", "--json", "--csv", "--weights", str(tiny_weights), str(SINGLE)])

@@ -149,6 +149,57 @@ def test_a_killed_driver_keeps_what_was_written_and_a_rerun_completes_each_file_
     assert sorted(rows["status"]) == ["error", "no_face"] + ["ok"] * 6
 
 
+def _below(root: int) -> set[tuple[int, int]]:
+    """(pid, start time) of the processes below `root`."""
+    parents = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append((int(pid), int(fields[19])))
+    found, todo = set(), [root]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found.update(children)
+        todo += [pid for pid, _ in children]
+    return found
+
+
+def _command(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(process: tuple[int, int]) -> bool:
+    try:
+        return int(Path(f"/proc/{process[0]}/stat").read_text().rsplit(")", 1)[1].split()[19]) == process[1]
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="the reaper reads /proc")
+def test_nothing_of_a_local_ray_outlives_a_killed_driver(tmp_path):
+    """Ray's DashboardAgent and RuntimeEnvAgent outlived a SIGKILLed driver (by over a minute here)."""
+    weights = save_tiny_weights(tmp_path / "tiny")
+    out = tmp_path / "rows"
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, _folder(tmp_path, 4), out, weights],
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while not list(out.glob("part-*.parquet")) and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    started = _below(driver.pid)
+    assert any(b"DashboardAgent" in _command(pid) for pid, _ in started)  # the agents were up
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(30)
+    deadline = time.time() + 5
+    while any(map(_alive, started)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in started if _alive(p)]
+
+
 def test_a_killed_actor_is_replaced_and_every_file_comes_once(tmp_path):
     from dfer_cli import PredictConfig, RayConfig, predict_on_ray
 

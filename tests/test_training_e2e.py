@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from conftest import MEDIA
-from mediagen import ffmpeg
+from mediagen import ffmpeg, make_eight_channels
 from typer.testing import CliRunner
 
 from dfer_cli.cli.app import app
@@ -89,3 +89,26 @@ def test_tiny_model_learns_class_coded_videos(tmp_path):
     report = json.loads(result.stdout)
     uar = report["1-clip"]["uar"]
     assert uar >= 66.0  # chance is 33.3 with three classes
+
+
+def test_train_on_a_class_folder_with_eight_channel_audio_and_resume_it_finished(tmp_path):
+    """A 7.1 clip among the class's videos is trained on (reading it killed the process: exit 139),
+    and --resume of the finished run says that it is finished, without training again."""
+    data = tmp_path / "clips"
+    grid = sorted((MEDIA / "grid").glob("*.mpg"))
+    for i, path in enumerate(grid[:6]):
+        (data / ("calm" if i % 2 else "tense")).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / ("calm" if i % 2 else "tense") / path.name)
+    make_eight_channels(data / "calm" / "surround.mkv", grid[6])
+    runner = CliRunner()
+    common = ["--out", str(tmp_path / "run"), "--device", "cpu", "--workers", "0"]
+    train = runner.invoke(app, ["train", "--dataset", "folder", "--data", str(data), "--cache", str(tmp_path / "cache"),
+                                "--val-fraction", "0.25", "--arch", "tiny", "--size", "32", "--epochs", "1",
+                                "--batch-size", "2", *common])
+    assert train.exit_code == 0, train.output
+    index = (tmp_path / "cache" / "index.jsonl").read_text()
+    assert "surround" in index  # prepared, not left out
+    again = runner.invoke(app, ["train", "--resume", *common])
+    assert again.exit_code == 0, again.output
+    assert f"{tmp_path / 'run'}: the run finished all 1 epochs; nothing to resume" in again.stderr
+    assert "training on" not in again.stderr

@@ -6,7 +6,7 @@
 Takes mediapipe/modules/face_landmark/face_landmark.tflite out of the mediapipe 0.10.14 wheel (one in
 --wheel-dir, else the installed mediapipe if it is 0.10.14, else the wheel downloaded with pip, no
 dependencies, into --wheel-dir), checks its SHA-256, and writes its
-convolutions and PReLU slopes into the parameters of dfer_cli.people.landmarks.FaceMesh, in the order the
+convolutions and PReLU slopes into the parameters of dfer_cli.faces.face_mesh.FaceMesh, in the order the
 TFLite graph runs them within each part of the network: the trunk (what both outputs depend on), then the
 landmark branch, then the face-presence branch. FaceMesh registers its parameters in that order, and every
 shape is checked. The weights stay fp16, as stored. Running it again gives the same tensors.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from tflite_graph import Graph  # noqa: E402
 
 from dfer_cli.atomic import atomic_write_bytes  # noqa: E402
-from dfer_cli.people import landmarks  # noqa: E402
+from dfer_cli.faces import face_mesh  # noqa: E402
 
 VERSION = "0.10.14"
 SOURCE = "mediapipe/modules/face_landmark/face_landmark.tflite"
@@ -107,11 +107,11 @@ def parameters(graph: Graph) -> list[tuple[str, list[np.ndarray]]]:
 def convert(data: bytes) -> dict:
     import torch
 
-    net = landmarks.FaceMesh()
+    net = face_mesh.FaceMesh()
     graph = Graph(data)
     # FaceMesh.forward returns (landmarks, presence): the graph's outputs must be in that order too.
     shapes = [tuple(graph.graph.Tensors(t).ShapeAsNumpy()) for t in graph.outputs]
-    if shapes != [(1, 1, 1, landmarks.POINTS * 3), (1, 1, 1, 1)]:
+    if shapes != [(1, 1, 1, face_mesh.POINTS * 3), (1, 1, 1, 1)]:
         raise SystemExit(f"{SOURCE}: outputs {shapes}, expected the landmarks then the face flag")
     modules = [(n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.PReLU)]
     found = parameters(graph)

@@ -28,9 +28,9 @@ def predict(
     jsonl: Annotated[bool, typer.Option("--jsonl", help="one JSON object per line, streamed")] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV on stdout")] = False,
     window: Annotated[float | None, typer.Option(
-        help="timeline: one prediction per WINDOW seconds", min=0.5)] = None,
+        help="timeline: one prediction per WINDOW seconds (at least 0.5)")] = None,
     plot: Annotated[Path | None, typer.Option(help="with --window: draw the timeline to this PNG")] = None,
-    clips: Annotated[int, typer.Option(help="clips per file, averaged", min=1)] = 2,
+    clips: Annotated[int, typer.Option(help="clips per file, averaged")] = 2,
     explain: Annotated[bool, typer.Option(
         "--explain", help="add why: the voice's and the face's shares of the call, which frames, face "
                           "regions and voice moments drove it (about 5x the model's time)")] = False,
@@ -38,9 +38,9 @@ def predict(
         help="with or without --explain: also draw each file's explanation to DIR/<name>.png")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
-    batch_size: Annotated[int, typer.Option(help="clips per model call", min=1)] = 8,
+    batch_size: Annotated[int, typer.Option(help="clips per model call")] = 8,
     workers: Annotated[int | None, typer.Option(
-        help="decoding processes (default: 0 for 1-2 files, else up to 4, fewer than the cores)", min=0)] = None,
+        help="decoding processes (default: 0 for 1-2 files, else up to 4, fewer than the cores)")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="walk sub-folders")] = True,
     ext: Annotated[str | None, typer.Option(
         help="comma-separated extensions to pick from folders, e.g. mp4,mkv")] = None,
@@ -51,7 +51,7 @@ def predict(
     voice: Annotated[str, typer.Option(
         help="auto: each person hears the speech attributed to them (one face alone hears it all); all: "
              "everyone hears the whole soundtrack, as in the paper")] = "auto",
-    max_people: Annotated[int, typer.Option(help="people analysed at most, the most present and largest", min=1)] = 8,
+    max_people: Annotated[int, typer.Option(help="people analysed at most, the most present and largest")] = 8,
     from_list: Annotated[Path | None, typer.Option(
         help="a text file of more inputs, one per line (# starts a comment line)")] = None,
     ray: Annotated[str | None, typer.Option(
@@ -66,9 +66,19 @@ def predict(
         rich_help_panel="Ray")] = None,
     ray_cpus_per_task: Annotated[float, typer.Option(
         help="CPUs each decoding task reserves", min=0.1, rich_help_panel="Ray")] = 1.0,
+    report: Annotated[Path | None, typer.Option(
+        help="write an HTML report: a page for one file, else a folder of pages with index.html; "
+             "self-contained, the video linked by its path relative to the page", rich_help_panel="Report")] = None,
+    copy_video: Annotated[bool, typer.Option(
+        "--copy-video", help="with --report: copy each video beside its page, so that the report moves whole",
+        rich_help_panel="Report")] = False,
+    annotate: Annotated[Path | None, typer.Option(
+        help="write the video annotated (H.264 and its sound): each person's box, number and call, who speaks, "
+             "the timeline under the picture; a folder for several inputs; reads each video again after the "
+             "analysis", rich_help_panel="Report")] = None,
     time_limit: Annotated[float, typer.Option(
         help="seconds a decoding process may spend on one file (or timeline part) before the file gets an "
-             "error record; 0: no limit", min=0)] = 900.0,
+             "error record; 0: no limit")] = 900.0,
 ) -> None:
     """Recognise the emotion in videos from the face and the voice.
 
@@ -88,6 +98,8 @@ def predict(
 
       dfer predict dubbed.mkv --people main
 
+      dfer predict interview.mp4 --window 2 --report interview.html --annotate annotated.mp4
+
       dfer predict --ray local --output rows/ videos/
 
       ray start --head; dfer predict --ray auto --output /shared/rows --from-list paths.txt
@@ -106,14 +118,22 @@ def predict(
         raise UsageError("choose one of --json, --jsonl, --csv")
     if (ray is None) != (output is None):
         raise UsageError("--ray and --output go together: the Ray rows are written to the --output folder")
-    if ray is not None and (formats or plot or workers is not None):
-        raise UsageError("--ray writes Parquet to --output: leave out --json, --jsonl, --csv, --plot and --workers")
+    if ray is not None and (formats or plot or workers is not None or report or annotate):
+        raise UsageError("--ray writes Parquet to --output: leave out --json, --jsonl, --csv, --plot, --workers, "
+                         "--report and --annotate")
     if not inputs and from_list is None:
         raise UsageError("name video files or folders, or --from-list FILE")
     if plot and not window:
         raise UsageError("--plot draws a timeline: add --window SECONDS")
     if plot:
         check_writable_file(plot, "--plot")
+    if copy_video and report is None:
+        raise UsageError("--copy-video copies the videos beside the --report pages: add --report PATH")
+    if report is not None or annotate is not None:
+        from dfer_cli.report.targets import check_target
+
+        check_target(report, "--report")
+        check_target(annotate, "--annotate")
     if explain_dir is not None:
         if explain_dir.exists() and not explain_dir.is_dir():
             raise UsageError(f"--explain-dir {explain_dir}: exists and is not a folder")
@@ -131,7 +151,7 @@ def predict(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said below, in the CLI's words
         model = load_model(weights, device, precision)
-    records = model.stream(inputs, config)
+    records = model.stream(inputs or [], config)  # --from-list alone
     if not len(records):  # a torchrun process other than rank 0: rank 0 writes every record
         list(records)
         return
@@ -153,6 +173,9 @@ def predict(
             writer.close()
     if plot:
         _plot_first_timeline(results, plot)
+    if report is not None or annotate is not None:
+        _report(results, report, annotate, copy_video, model.precision, len(results) > 1 or from_list is not None
+                or any(Path(i).is_dir() for i in inputs or []))
     if any(r.status == "error" for r in results):
         raise typer.Exit(1)
 
@@ -174,6 +197,21 @@ def _plot_first_timeline(results: list, plot: Path) -> None:
                    key=lambda turn: turn[:2])
     plot_timeline(times, probs, class_names, plot, title=shown.path, voice=voice, speech=turns)
     err.print(f"timeline of {shown.path} -> {plot}", markup=False)
+
+
+def _report(results: list, report: Path | None, annotate: Path | None, copy_video: bool, precision: str,
+            folder: bool) -> None:
+    """`--report` and `--annotate`, through the public API, after the analysis."""
+    from dfer_cli import write_annotated, write_report
+
+    if report is not None:
+        pages = write_report(results, report, precision=precision, copy_video=copy_video, folder=folder)
+        err.print(f"report -> {pages[-1]}" if pages else "no report: no file was analysed", markup=False,
+                  soft_wrap=True)
+    if annotate is not None:
+        videos = write_annotated(results, annotate, folder=folder)
+        if videos:
+            err.print(f"annotated -> {annotate}", markup=False, soft_wrap=True)
 
 
 def _predict_on_ray(inputs: list[str], output: Path, weights: str | None, config, settings, device: str,

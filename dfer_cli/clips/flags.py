@@ -40,7 +40,7 @@ def file_flags(info: decode.VideoInfo, clips: Sequence[ClipInputs], audio_errors
              "frames": total, "distinct_frames": distinct, "still_image": distinct == 1,
              "faces_seen": max((c.track.faces_seen for c in clips), default=0)}
     if people:
-        flags["people_seen"] = max((c.track.present for c in clips), default=0)
+        flags["people_seen"] = max((len(c.track.people) for c in clips), default=0)
     heard = _joined(c.channel for c in clips)
     if heard:
         flags["audio_channel"] = heard

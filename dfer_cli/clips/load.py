@@ -104,20 +104,20 @@ def _reported(audio_errors: list[str] | None) -> Iterator[None]:
 def load_clips(path: str, info: decode.VideoInfo, plans: Sequence[ClipPlan], face_config: FaceConfig,
                size: int, detector: detect.FaceDetector, audio_errors: list[str] | None = None,
                lap: Callable[[str], None] = lambda stage: None,
-               keep_frames: Callable[[np.ndarray], None] | None = None, max_people: int = 0,
+               keep_frames: Callable[[np.ndarray], None] | None = None, every_face: bool = False,
                channels: str = FIRST) -> Iterator[ClipInputs]:
     """The model inputs of each planned clip (see read_clip_media for `audio_errors`). `lap(stage)`
     times the stages; `keep_frames` receives each clip's full-size frames, which are otherwise
-    dropped as soon as the face is cropped. With `max_people`, every person too (faces_for_clip).
+    dropped as soon as the face is cropped. With `every_face`, every person too (faces_for_clip).
     `channels`: FIRST hears channel 0 (the benchmarks), VOICE the channel carrying the voice."""
     frames_per_clip = len(plans[0].frame_times) if plans else 0
-    every_channel = max_people > 0 or channels == VOICE
+    every_channel = every_face or channels == VOICE
     for plan, frames, times, wave, rate in read_clip_media(path, info, plans, frames_per_clip,
                                                            audio_errors=audio_errors, every_channel=every_channel):
         lap("decode")
         if keep_frames is not None:
             keep_frames(frames)
-        track = follow.faces_for_clip(frames, detector, face_config, size, max_people)
+        track = follow.faces_for_clip(frames, detector, face_config, size, every_face)
         lap("faces")
         heard, channel = wave, None
         if wave is not None and channels == VOICE:

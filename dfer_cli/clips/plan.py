@@ -23,6 +23,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from dfer_cli.errors import check_count
 from dfer_cli.labels import REFERENCE_ORDER, TIME_ORDER
 from dfer_cli.media import decode
 from dfer_cli.media.fbank import HEARD_S
@@ -47,6 +48,10 @@ class ClipConfig:
     audio_window: float = 5.12
     # The order in which a clip's frames reach the model (FRAME_ORDERS); None: the weights' order.
     frame_order: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("frames", "clips"):
+            check_count(name, getattr(self, name), least=1)
 
 
 @dataclass(frozen=True)
@@ -177,3 +182,26 @@ def _plan(index: int, start: float, end: float, audio_start: float, audio_end: f
         picks = frame_picks(n, position, cfg.frames, cfg.frame_order)
         times = start + (end - start) / n * (picks + 0.5)
     return ClipPlan(index, start, end, times, audio_start, audio_end)
+
+
+def fit_to_shots(plans: Sequence[ClipPlan], cuts: Sequence[float], cfg: ClipConfig, frame_rate: float = 0.0,
+                 frame_times: np.ndarray | None = None) -> list[ClipPlan]:
+    """`plans` kept inside one shot each, for predict (`dfer evaluate` and `dfer train` keep the paper's
+    clips): a clip whose span [start, end) holds a cut (the time of a new shot's first frame) is shortened to
+    its longest piece between cuts (the earlier on a tie), and its frames picked again within that piece by
+    the same rule (`frame_picks`, the clip's position among clips over one span). Its audio window stays."""
+    cuts = sorted(cuts)
+    out = []
+    for plan in plans:
+        inside = [c for c in cuts if plan.start < c < plan.end]
+        if not inside:
+            out.append(plan)
+            continue
+        edges = [plan.start, *inside, plan.end]
+        a, b = max(zip(edges[:-1], edges[1:], strict=True), key=lambda e: (e[1] - e[0], -e[0]))
+        # Clips over one span (a short video's two clips) pick at their own positions in it, as plan_clips.
+        same = [p for p in plans if (p.start, p.end) == (plan.start, plan.end)]
+        position = clip_positions(len(same))[next(i for i, p in enumerate(same) if p is plan)]
+        times = None if frame_times is None else frame_times[(frame_times >= a) & (frame_times < b)]
+        out.append(_plan(plan.index, a, b, plan.audio_start, plan.audio_end, cfg, frame_rate, times, position))
+    return out

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dfer_cli.cluster.config import RayConfig
 from dfer_cli.cluster.inputs import list_inputs
+from dfer_cli.cluster.reaper import descendants, start_reaper, stop_reaper
 from dfer_cli.cluster.sink import RowSink, finished_rows
 from dfer_cli.errors import DferError, UsageError
 from dfer_cli.predict.config import PredictConfig
@@ -66,7 +67,7 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
     failed = sum(1 for key, status in done.items() if key in keys and status == "error")
     if not todo_now:  # all done before: no cluster to start
         return RaySummary(output, 0, len(todo), failed, "", "")
-    started = _start(ray_lib, ray.address)
+    stop = _start(ray_lib, ray.address)
     try:
         gpus = int(ray_lib.cluster_resources().get("GPU", 0))
         actor_device = ("cuda" if gpus else "cpu") if device == "auto" else device
@@ -90,8 +91,8 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
         finally:
             sink.close()
     finally:
-        if started:
-            ray_lib.shutdown()
+        if stop is not None:
+            stop()
     return RaySummary(output, sink.written, len(todo) - len(todo_now), failed, settled, actor_device)
 
 
@@ -161,26 +162,33 @@ def _import_ray():
     return ray
 
 
-def _start(ray_lib, address: str) -> bool:
-    """Connects to (or with "local" starts) Ray, quietly; True when this call did (and so must shut it
-    down: a local Ray stops, a cluster is only left)."""
+def _start(ray_lib, address: str) -> Callable[[], None] | None:
+    """Connects to (or with "local" starts) Ray, quietly; where this call did, what ends it (a local Ray
+    stops, and nothing of it outlives the driver: cluster/reaper.py; a cluster is only left)."""
     if ray_lib.is_initialized():
-        return False
+        return None
     # Ray's C++ core logs to the driver's stderr: an error-level line for every actor pool of Ray Data
     # (about its constructor arguments, which Ray Data itself puts in the object store) and, when this
     # level is set, one line saying so. Only fatal ones are shown, and that one line is hidden.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    spared = descendants()
     try:
         with _stderr_hidden():
             ray_lib.init(address=address, **kwargs)  # "local" always starts a new one, as Ray reads it
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise DferError(f"--ray {address}: cannot connect ({str(e).splitlines()[0]})") from None
+    reaper = start_reaper(spared) if address == "local" else None
     context = ray_lib.data.DataContext.get_current()
     context.enable_progress_bars = False  # dfer draws its own
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    return True
+
+    def stop() -> None:
+        ray_lib.shutdown()
+        stop_reaper(reaper)
+
+    return stop
 
 
 @contextmanager

@@ -27,6 +27,13 @@ class Box:
     def center(self) -> tuple[float, float]:
         return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
 
+    def clipped(self, frame_size: tuple[int, int]) -> Box:
+        """The part of the box inside a frame of (width, height): a face cut by the frame's edge, where
+        the detector's box runs past it."""
+        width, height = frame_size
+        return Box(min(max(self.x0, 0.0), width), min(max(self.y0, 0.0), height), min(max(self.x1, 0.0), width),
+                   min(max(self.y1, 0.0), height), self.score)
+
     def iou(self, other: Box) -> float:
         inter = Box(max(self.x0, other.x0), max(self.y0, other.y0), min(self.x1, other.x1),
                     min(self.y1, other.y1)).area

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from dfer_cli.faces import blazeface
-from dfer_cli.faces.blazeface import FULL_RANGE, SHORT_RANGE, AnchorGrid, Letterbox, decode, letterbox, weighted_nms
+from dfer_cli.faces.anchors import FULL_RANGE, SHORT_RANGE, AnchorGrid, decode, weighted_nms
 from dfer_cli.faces.box import Box
 from dfer_cli.faces.config import FaceConfig
+from dfer_cli.faces.letterbox import Letterbox, letterbox
 from dfer_cli.runtime import registry
 from dfer_cli.runtime.pool import single_thread
 

@@ -29,7 +29,7 @@ class PersonTrack:
     crops: np.ndarray  # (N, S, S, 3) uint8
     boxes: list[Box]  # the square region cropped from each frame, in pixels
     found: int  # frames where the face was detected (the rest were filled in)
-    median: Box  # the median of its detected boxes: where the person is
+    median: Box  # the median of its detected boxes, inside the frame: where the person is
     detected: dict[int, Box]  # frame index -> the box detected there (the clip's frames, in their order)
     main: bool  # the clip's main face
 
@@ -41,8 +41,7 @@ class FaceTrack:
     found: int  # frames where the face was detected (the rest were filled in)
     total: int
     faces_seen: int = 0  # distinct faces (tracks) seen in the clip
-    people: tuple[PersonTrack, ...] = ()  # with max_people: every person, the most present and largest first
-    present: int = 0  # with max_people: tracks present in enough frames to be people, before the cap
+    people: tuple[PersonTrack, ...] = ()  # with every_face: every person, the most present and largest first
 
 
 def _detect_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfig,
@@ -50,7 +49,8 @@ def _detect_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfig,
     """Whole-frame detection, then the small-face pass on the frames without a face where too few
     frames have one (so a clip with a visible face never pays for it). That pass first probes every
     4th such frame and goes on only if it finds something there: a faceless clip pays a quarter.
-    With `every_face` (people), also the faces that the whole-frame pass missed beside those it found."""
+    With `every_face` (people), also the faces that the whole-frame pass missed beside those it found,
+    smaller or as small as they are."""
     detections = detector.detect_batch(frames)
     found = sum(bool(d) for d in detections)
     if config.small_faces and (found == 0 or found < config.min_presence * len(frames)):
@@ -60,7 +60,7 @@ def _detect_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfig,
                 detections[i] = boxes
             if not any(detections[i] for i in part):
                 break
-    elif every_face and config.small_faces and _may_hide_faces(detections, frames.shape[2], frames.shape[1]):
+    elif every_face and config.small_faces:
         _add_tiled_faces(frames, detections, detector)
     return detections
 
@@ -79,17 +79,23 @@ def _face_side(detections: list[list[Box]]) -> float:
     return float(np.median(sides)) if sides else 0.0
 
 
-def _may_hide_faces(detections: list[list[Box]], width: int, height: int) -> bool:
-    """Whether the faces found are small enough in the frame that others like them may have been missed."""
+def _tile_face(detections: list[list[Box]], width: int, height: int) -> float:
+    """The face size to tile the frame for: that of the faces found where they are small enough in the
+    frame that others like them may have been missed. Beside larger faces, the smaller ones the
+    whole-frame pass cannot see (a face of 80 px beside one of 130 px in a 720x288 frame is 14 px of its
+    128) are looked for over tiles as large as the frame's shorter side (the size given clips to it): there
+    that face is 53 px to the full-range model, and a 720x288 frame takes 3 tiles, not the 12 of `tiles`'
+    own size (measured: 0.26 s of one frame's 12 tiles, as much as the whole-frame passes of a clip)."""
     side = _face_side(detections)
-    return 0 < side < _SMALL_IN_FRAME * max(width, height) and bool(tiles(width, height, side))
+    return side if 0 < side < _SMALL_IN_FRAME * max(width, height) else float(min(width, height))
 
 
 def _add_tiled_faces(frames: np.ndarray, detections: list[list[Box]], detector: FaceDetector) -> None:
-    """The faces that tiles sized for those found show and no whole-frame box covers, added to
-    `detections`: first on the clip's middle frame, then, if it shows a face the whole-frame pass
-    missed, on every other frame."""
-    middle, side = len(frames) // 2, _face_side(detections)
+    """The faces that tiles show and no whole-frame box covers, added to `detections`: first on the
+    clip's middle frame, then, if it shows a face the whole-frame pass missed, on every other frame."""
+    if not tiles(frames.shape[2], frames.shape[1]):
+        return
+    middle, side = len(frames) // 2, _tile_face(detections, frames.shape[2], frames.shape[1])
     probe = detector.detect_small(frames[middle:middle + 1], side)[0]
     if not _missed(probe, detections[middle]):
         return
@@ -103,15 +109,16 @@ def _missed(tiled: list[Box], found: list[Box]) -> list[Box]:
 
 
 def faces_for_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfig, size: int,
-                   max_people: int = 0) -> FaceTrack:
+                   every_face: bool = False) -> FaceTrack:
     """The face of a clip's RGB frames (N, H, W, 3) uint8, cropped square to size x size; with
-    `max_people`, also every face followed through the clip in enough frames, up to that many.
+    `every_face`, also every face followed through the clip in enough frames (who of them is analysed
+    is the people stage's choice: it needs to know who speaks first).
 
     crops is None when the face was seen in fewer than `config.min_presence` of the frames: the caller
     reports "no face" rather than classify whatever else the frames hold.
     """
     h, w = frames.shape[1:3]
-    detections = _detect_clip(frames, detector, config, every_face=max_people > 1)
+    detections = _detect_clip(frames, detector, config, every_face)
     tracks = track_faces(detections, config.min_iou)
     if config.policy == "union":
         found = sum(bool(d) for d in detections)
@@ -125,13 +132,13 @@ def faces_for_clip(frames: np.ndarray, detector: FaceDetector, config: FaceConfi
         return FaceTrack(None, None, found, len(frames), len(tracks))
     crops = crop_faces(frames, squares, size)
     people: list[PersonTrack] = []
-    present = [t for t in tracks if len(t) >= enough] if max_people and config.policy == "main" else []
-    for track in sorted(present, key=_weight, reverse=True)[:max_people]:
+    present = [t for t in tracks if len(t) >= enough] if every_face and config.policy == "main" else []
+    for track in sorted(present, key=_weight, reverse=True):
         is_main = track is main
         boxes = squares if is_main else _squares(track, len(frames), (w, h), config)
         people.append(PersonTrack(crops if is_main else crop_faces(frames, boxes, size), boxes, len(track),
-                                  _median(track), track, is_main))
-    return FaceTrack(crops, squares, found, len(frames), len(tracks), tuple(people), len(present))
+                                  _median(track).clipped((w, h)), track, is_main))
+    return FaceTrack(crops, squares, found, len(frames), len(tracks), tuple(people))
 
 
 def _squares(track: dict[int, Box], frames: int, frame_size: tuple[int, int], config: FaceConfig) -> list[Box]:

@@ -107,7 +107,7 @@ def probe(path: Source, list_frames_up_to: float = 0.0) -> VideoInfo:
             audio_channels=audio.channels if audio else 0,
             start_time=start,
             frame_times=frame_times(path, list_frames_up_to) if duration <= list_frames_up_to else None,
-            audio_layout=tuple(c.name for c in audio.layout.channels) if audio else (),
+            audio_layout=_channel_names(audio.layout) if audio else (),
         )
 
 
@@ -415,20 +415,34 @@ def _scanned_end(
     return end
 
 
+def _channel_names(layout: av.AudioLayout) -> tuple[str, ...]:
+    """The channels' names in order; c0, c1, ... where the layout leaves them unnamed (PCM in MKV:
+    FFmpeg calls them NONE)."""
+    names = tuple(c.name for c in layout.channels)
+    return names if "NONE" not in names else tuple(f"c{i}" for i in range(len(names)))
+
+
 def _rotation(frame: av.VideoFrame) -> int:
     # The display matrix may hold any angle; only quarter turns occur in practice, and they are lossless.
     return round(frame.rotation / 90) % 4 * 90
 
 
+_SAMPLE_TYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64, "flt": np.float32,
+                 "dbl": np.float64}
+
+
 def _channels(frame: av.AudioFrame, every_channel: bool) -> np.ndarray:
     """The frame's first channel, or every channel: (channels, samples) float32."""
-    data = frame.to_ndarray()
-    # Planar formats give (channels, samples); packed ones (1, samples * channels) with channels interleaved.
+    # Each plane is read as it is: PyAV counts one plane too many for 8 planar channels, and its
+    # to_ndarray then reads past the frame (a crash, exit 139).
     channels = frame.layout.nb_channels
+    kind = _SAMPLE_TYPES[frame.format.name.removesuffix("p")]
     if frame.format.is_planar:
-        samples = data if every_channel else data[:1]
+        planes = range(channels if every_channel else 1)
+        samples = np.stack([np.frombuffer(frame.planes[i], kind, frame.samples) for i in planes])
     else:
-        samples = data[0].reshape(-1, channels).T if every_channel else data[:1, ::channels]
+        data = np.frombuffer(frame.planes[0], kind, frame.samples * channels).reshape(-1, channels).T
+        samples = data if every_channel else data[:1]
     if samples.dtype == np.uint8:
         return (samples.astype(np.float32) - 128) / 128
     if samples.dtype.kind == "i":

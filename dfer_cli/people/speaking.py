@@ -11,10 +11,10 @@ import numpy as np
 
 from dfer_cli.clips.load import ClipInputs
 from dfer_cli.faces.box import Box, pair_by_overlap
+from dfer_cli.faces.landmarks import FaceLandmarker
 from dfer_cli.media import decode
 from dfer_cli.people.attribute import attribute_segments, lip_opening, loudness_track
 from dfer_cli.people.config import PeopleConfig
-from dfer_cli.people.landmarks import FaceLandmarker
 from dfer_cli.people.speech import speech_segments
 from dfer_cli.runtime import registry
 from dfer_cli.runtime.pool import single_thread

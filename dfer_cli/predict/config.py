@@ -9,10 +9,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from dfer_cli.clips.plan import ClipConfig
-from dfer_cli.errors import UsageError
+from dfer_cli.errors import UsageError, check_count
 from dfer_cli.faces.config import FaceConfig
 from dfer_cli.labels import parse_frame_order
 from dfer_cli.people.config import PeopleConfig
+
+MIN_WINDOW_S = 0.5  # a timeline window: shorter ones hold a few frames, each sampled as a whole clip
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,22 @@ class PredictConfig:
     time_limit: float | None = 900.0
 
     def __post_init__(self) -> None:
-        for name in ("window", "time_limit"):  # inf ran for minutes and then crashed, nan compares false
+        for name, least in (("window", MIN_WINDOW_S), ("time_limit", 0.0)):
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value >= 0):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UsageError(f"{name.replace('_', '-')} {value!r}: expected a number of seconds")
+            if not math.isfinite(value):  # inf ran for minutes and then crashed, nan compares false
                 raise UsageError(f"{name.replace('_', '-')} {value}: expected a finite number of seconds")
+            if value < least:
+                raise UsageError(f"{name.replace('_', '-')} {value:g}: expected at least {least:g} seconds")
+        check_count("batch_size", self.batch_size, least=1)
+        if self.workers is not None:
+            check_count("workers", self.workers, least=0)
+        if self.people.people == "main" and self.people.max_people not in (1, PeopleConfig.max_people):
+            raise UsageError(f"--max-people {self.people.max_people} with --people main: main analyses one "
+                             "face; leave out --max-people, or use --people all")
         if self.explain_dir is not None:
             object.__setattr__(self, "explain_dir", Path(self.explain_dir))
             object.__setattr__(self, "explain", True)
@@ -53,8 +67,8 @@ class PredictConfig:
         if isinstance(people, str):
             people = replace(self.people, people=people)
         people = replace(people, **{k: options.pop(k) for k in ("voice", "max_people") if k in options})
-        if isinstance(options.get("clips"), int):
-            clips = replace(clips, clips=options.pop("clips"))
+        if "clips" in options and not isinstance(options["clips"], ClipConfig):
+            clips = replace(clips, clips=options.pop("clips"))  # a count: ClipConfig checks it
         if "frame_order" in options:
             order = options.pop("frame_order")
             clips = replace(clips, frame_order=parse_frame_order(order) if order else None)

@@ -12,10 +12,12 @@ from dfer_cli.media import decode
 
 
 def display_path(path: str | os.PathLike | decode.MediaBytes) -> str:
-    """A printable name even for file names that are not valid UTF-8 (a file read from a URI: the URI)."""
+    """The name a record carries (a file read from a URI: the URI): valid UTF-8 as it is, each byte that
+    is not as \\xNN and a backslash as \\\\, so that no two files share a name and each name reads back
+    to its bytes (the README says how)."""
     if isinstance(path, decode.MediaBytes):
         return path.name
-    return os.fsencode(path).decode("utf-8", "replace")
+    return os.fsencode(path).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
 def collect_inputs(args: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool = True,
@@ -26,8 +28,11 @@ def collect_inputs(args: str | os.PathLike | Iterable[str | os.PathLike], recurs
     read is skipped with a DferWarning."""
     found: list[str] = []
     extensions = extensions or decode.VIDEO_EXTENSIONS
-    args = [os.fspath(args)] if isinstance(args, str | os.PathLike) else [os.fspath(a) for a in args]
+    args = [_path(args)] if isinstance(args, str | os.PathLike | bytes) else [_path(a) for a in args]
     args += listed_inputs(from_list) if from_list is not None else []
+    if not args:
+        raise UsageError(f"--from-list {from_list}: lists no inputs" if from_list is not None
+                         else "no inputs: name video files or folders")
     for arg in args:
         if not os.path.isdir(arg):
             found.append(arg)
@@ -43,6 +48,22 @@ def collect_inputs(args: str | os.PathLike | Iterable[str | os.PathLike], recurs
         raise UsageError(f"no video files found in {', '.join(map(display_path, args))} "
                          f"(extensions: {' '.join(extensions)})")
     return found
+
+
+def _path(arg: object) -> str:
+    """One input as a path string; bytes (a video's contents, or an encoded name) and "" are refused."""
+    if isinstance(arg, bytes | bytearray):
+        raise UsageError(f"an input of {len(arg)} bytes: give a video's path as a str or os.PathLike (for a "
+                         "video's contents, write them to a file first)")
+    if not isinstance(arg, str | os.PathLike):
+        raise UsageError(f"an input of type {type(arg).__name__}: give video files or folders as str or "
+                         "os.PathLike")
+    path = os.fspath(arg)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path:
+        raise UsageError("an empty path ('') names no file: name video files or folders")
+    return path
 
 
 def listed_inputs(from_list: Path) -> list[str]:

@@ -66,10 +66,10 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     plans = part.plans if part and part.info else plan_file(info, config.clips, config.window)
     audio_errors: list[str] = []  # an unreadable track is heard as none, and flagged
     people = config.people
-    max_people = people.max_people if people.people == "all" else 0
+    every = people.people == "all"
     clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap,
-                            max_people=max_people, channels=VOICE))
-    turns = clip_turns(path, info, clips, people) if max_people else [[] for _ in clips]
+                            every_face=every, channels=VOICE))
+    turns = clip_turns(path, info, clips, people) if every else [[] for _ in clips]
     clock.lap("speakers")
     videos, audios, times, starts = [], [], [], []
     for c, said in zip(clips, turns, strict=True):
@@ -77,8 +77,8 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
         record = ClipResult(p.index, round(p.start, 3), round(p.end, 3), round(p.audio_start, 3),
                             round(p.audio_end, 3), c.track.found, c.track.total, faces_seen=c.track.faces_seen)
         rows = [(None, c.track.crops, c.fbank)] if c.track.crops is not None else []
-        if max_people and c.track.crops is not None:
-            rows = person_rows(c, said, record, people.voice)
+        if every and c.track.crops is not None:
+            rows = person_rows(c, said, record, people.voice, people.max_people)
         for person, video, audio in rows:
             prepared.clip_ids.append(len(result.clips))
             prepared.row_people.append(person)
@@ -87,7 +87,7 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
             times.append(c.frame_times)
             starts.append(p.audio_start)
         result.clips.append(record)
-    result.flags = file_flags(info, clips, audio_errors, people=max_people > 0)
+    result.flags = file_flags(info, clips, audio_errors, people=every)
     if part and part.count > 1:
         prepared.seen_times = np.unique(np.concatenate([c.frame_times for c in clips]))
     if videos:
@@ -110,3 +110,8 @@ def timed_out(part: FilePart, limit: float) -> PreparedFile:
     """The record of a file whose worker gave no result within `limit` seconds and was killed."""
     return PreparedFile(FileResult.failed(display_path(part.path), f"no result after {limit:g} s (the file stopped "
                                           f"delivering data?); --time-limit sets the limit"), part=part)
+
+
+def lost(part: FilePart, reason: str) -> PreparedFile:
+    """The record of a file whose worker died on it (a crash in a decoder, out of memory, killed)."""
+    return PreparedFile(FileResult.failed(display_path(part.path), reason), part=part)

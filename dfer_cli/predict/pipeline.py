@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dfer_cli.predict.classifier import Classifier, classify
 from dfer_cli.predict.config import PredictConfig
-from dfer_cli.predict.frontend import PreparedFile, guarded_prepare, timed_out
+from dfer_cli.predict.frontend import PreparedFile, guarded_prepare, lost, timed_out
 from dfer_cli.predict.tasks import file_tasks
 from dfer_cli.predict.timeline import TimelineJoiner
 from dfer_cli.results.people import file_person, finish_people
@@ -48,7 +48,7 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
     limit = config.time_limit or None
     config = replace(config, people=replace(config.people, device=str(frontend_device(classifier.device, workers))))
     for prepared in bounded_map(partial(guarded_prepare, config=config, size=size), tasks, workers,
-                                limit=limit, late=partial(timed_out, limit=limit)):
+                                limit=limit, late=partial(timed_out, limit=limit), lost=lost):
         if prepared.part.index == 0:
             prepared.picture = next(names, None)
         waiting.append(prepared)

@@ -57,14 +57,15 @@ def finish_people(result: FileResult, class_names: list[str]) -> None:
     own: dict[int, float] = defaultdict(float)
     seen: dict[int, float] = defaultdict(float)
     for (start, end), members in spans.items():
-        first = result.clips[members[0]]
-        for turn in first.speech or []:
-            seconds = turn["end"] - turn["start"]
-            total += seconds
-            if turn["person"] is None:
-                unattributed += seconds
-            else:
-                own[keys[members[0], turn["person"]]] += seconds
+        # The clips of one span hear the same speech, and may see other people: each counts for its share.
+        for ci in members:
+            for turn in result.clips[ci].speech or []:
+                seconds = (turn["end"] - turn["start"]) / len(members)
+                total += seconds
+                if turn["person"] is None:
+                    unattributed += seconds
+                else:
+                    own[keys[ci, turn["person"]]] += seconds
         for key in entries:
             present = [e["faces_found"] / e["frames"] for ci, e in entries[key] if ci in members]
             seen[key] += (end - start) * sum(present) / len(members)

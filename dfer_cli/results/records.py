@@ -96,9 +96,15 @@ def mean_probabilities(probs: list[list[float]], class_names: list[str]) -> tupl
     return named, class_names[best], round(float(mean[best]), 6)
 
 
+def probability_column(class_name: str) -> str:
+    """A class's column in a table of records (CSV, DataFrame): apart from the record's own columns,
+    which a class folder named `label` or `path` would otherwise take."""
+    return f"p_{class_name}"
+
+
 def to_dataframe(results: Iterable[FileResult]):
-    """One row per file (path, status, label, confidence, a column per class, the flags, error), or with
-    people one row per person (person, speaker, voice, seen, speaking and their label and classes), as a
+    """One row per file (path, status, label, confidence, a column per class: p_<class>, the flags, error),
+    or with people one row per person (person, speaker, voice, seen, speaking and their label and classes), as a
     pandas DataFrame; pandas is optional and needed only here."""
     try:
         import pandas as pd
@@ -110,11 +116,15 @@ def to_dataframe(results: Iterable[FileResult]):
         flags = {k: v for k, v in r.flags.items() if isinstance(v, bool | int | float | str)}
         tail = {"weights": r.weights, "error": r.error}
         if not r.people:
-            rows.append(file | {"label": r.label, "confidence": r.confidence} | dict(r.probabilities or {})
+            rows.append(file | {"label": r.label, "confidence": r.confidence} | _probabilities(r.probabilities)
                         | flags | tail)
         for p in r.people or []:
             rows.append(file | {"person": p["person"], "speaker": p["person"] == r.speaker, "voice": p["voice"],
                                 "seen": p["seen"], "speaking": p["speaking"], "speech_seconds": p["speech_seconds"],
                                 "label": p["label"], "confidence": p["confidence"]}
-                        | dict(p["probabilities"] or {}) | flags | tail)
+                        | _probabilities(p["probabilities"]) | flags | tail)
     return pd.DataFrame(rows)
+
+
+def _probabilities(probabilities: dict[str, float] | None) -> dict[str, float]:
+    return {probability_column(n): p for n, p in (probabilities or {}).items()}

@@ -13,7 +13,7 @@ from rich.measure import Measurement
 from rich.table import Column, Table
 from rich.text import Text
 
-from dfer_cli.results.records import FileResult
+from dfer_cli.results.records import FileResult, probability_column
 
 
 class Writer:
@@ -62,8 +62,9 @@ class CsvWriter(Writer):
         persons = ["person", "speaker", "voice", "speech_seconds"] if self.people else []
         shares = ["voice_share", "face_share"] if self.explain else []
         # The people's columns come last, so that scripts reading the columns before them by position go on.
-        self._writerow([*head, "label", "confidence", *self.class_names, *shares, "faces", "no_audio",
-                           "silent_audio", "still_image", "error", *persons])
+        probabilities = map(probability_column, self.class_names)
+        self._writerow([*head, "label", "confidence", *probabilities, *shares, "faces", "no_audio", "silent_audio",
+                        "still_image", "error", *persons])
 
     def _writerow(self, row: list) -> None:
         self.csv.writerow([_inert(v) for v in row])

@@ -48,7 +48,9 @@ def int8_copy_soon(model: torch.nn.Module) -> None:
         with contextlib.suppress(Exception):
             int8_copy(model)
 
-    threading.Thread(target=convert, name="dfer-int8-copy", daemon=True).start()
+    # Not a daemon: the interpreter waits for it at exit, where a daemon thread still inside torch's C++
+    # code aborted the process ("terminate called without an active exception", exit -6).
+    threading.Thread(target=convert, name="dfer-int8-copy").start()
 
 
 class Int8Linear(torch.nn.Module):

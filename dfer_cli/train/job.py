@@ -95,7 +95,12 @@ def train_run(job: TrainJob, run: RunConfig, log: Log | None = None) -> Path:
     adapter = job.open_dataset()
     class_names = list(adapter.class_names)
     if run.resume:
-        model = _resumed_model(run.out, len(class_names))
+        model, done = _resumed_model(run.out, len(class_names))
+        if done >= recipe.epochs:
+            final = run.out / CHECKPOINT_DIR
+            say(f"{run.out}: the run finished all {recipe.epochs} epochs; nothing to resume\n"
+                f"final checkpoint: {final}\n  {evaluate_hint(job, final)}")
+            return final
     else:
         model = _starting_model(job, len(class_names), recipe.seed)
     if job.arch == "tiny":
@@ -168,8 +173,9 @@ def _refuse_empty_classes(adapter: Dataset, clips: ClipSet) -> None:
         raise DferError(f"{adapter.name} train: clips of {len(usable)} class only; training needs two at least")
 
 
-def _resumed_model(out: Path, num_classes: int) -> MMADFER:
-    """The model of the run's last checkpoint, dims and weights, whatever it was first built from."""
+def _resumed_model(out: Path, num_classes: int) -> tuple[MMADFER, int]:
+    """The model of the run's last checkpoint, dims and weights, whatever it was first built from, and
+    the epochs it has finished."""
     checkpoint = out / CHECKPOINT_DIR
     # Under torchrun every process may try to put back a checkpoint that a kill left aside: one
     # rename wins, and the others find it already in place.
@@ -177,10 +183,11 @@ def _resumed_model(out: Path, num_classes: int) -> MMADFER:
         recover_dir(checkpoint)
     if not (checkpoint / STATE_FILE).is_file():
         raise DferError(f"nothing to resume: {checkpoint / STATE_FILE} does not exist")
-    model = load_dfer(checkpoint).model
+    loaded = load_dfer(checkpoint)
+    model = loaded.model
     if model.dims.num_classes != num_classes:
         raise DferError(f"{checkpoint} has {model.dims.num_classes} classes, the data set now has {num_classes}")
-    return model
+    return model, int(loaded.config.provenance.get("epoch", 0))
 
 
 def _starting_model(job: TrainJob, num_classes: int, seed: int) -> MMADFER:

@@ -160,11 +160,15 @@ def _prepare_one(sample: Sample, root: Path, policy: str, config: PrepareConfig)
     return sample, name, flags | {"files": checks}, None
 
 
+def _lost(sample: Sample, reason: str) -> _Result:
+    return sample, None, {}, reason
+
+
 def _results(todo: Sequence[Sample], root: Path, policy: str, config: PrepareConfig) -> Iterator[_Result]:
     workers = min(clamp_workers(config.workers), len(todo) // _CLIPS_PER_WORKER)
     try:
         yield from bounded_map(partial(_prepare_one, root=root, policy=policy, config=config), todo, workers,
-                               ahead=4, ordered=False)
+                               ahead=4, ordered=False, lost=_lost)
     except BrokenProcessPool:
         raise DferError(f"{root}: a worker process died (out of memory?); run again to continue, "
                         f"finished clips are kept") from None

@@ -1,7 +1,5 @@
-"""MediaPipe's face mesh (468 face landmarks) as a torch module, with the crop around a face box that
-mediapipe 0.10.14's FaceMesh feeds it: weights converted from the wheel's face_landmark.tflite by
-tools/convert_face_landmark.py into dfer_cli/assets/face_landmark.safetensors.
-"""
+"""Face landmarks as mediapipe 0.10.14's FaceMesh finds them: the crop around a face box that it feeds
+the face mesh network (faces/face_mesh.py), and the network's points back in frame pixels."""
 
 from __future__ import annotations
 
@@ -13,117 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from dfer_cli.errors import DferError
+from dfer_cli.faces.face_mesh import POINTS, SIZE, FaceMesh, load
+from dfer_cli.faces.mediapipe_ops import SUBPIXEL, axis_taps, blend, to_levels
 
-ASSET = Path(__file__).resolve().parents[1] / "assets" / "face_landmark.safetensors"
-SIZE = 192  # the model's input side
-POINTS = 468
 ROI_SCALE = 1.5  # mediapipe's face_detection_front_detection_to_roi: the square of the box's long side, x1.5
 PRESENCE_THRESHOLD = 0.5  # FaceLandmarkCpu drops the landmarks of a crop scoring below this
-_SUBPIXEL = 32  # OpenCV's warp quantizes sample positions to 1/32 pixel (INTER_BITS = 5)
 
-# Indices into the 468 points used below: upper and lower inner lip, forehead top and chin.
 OUTER_EYE_CORNERS = [33, 263]  # the eye line that mediapipe's tracking turns the next crop to
-
-
-def _same_stride2(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """`conv` (3x3, stride 2) with TFLite's 'SAME' padding on an even-sized map: windows start on even
-    pixels, with a zero row and column after the bottom and right edges. Torch's symmetric padding
-    would start them one pixel early; a 4x4 kernel whose first row and column are zero, padded by 1,
-    gives TFLite's windows, without the padded copy of the input that F.pad makes (which costs about
-    ten times the depthwise convolution itself on a CPU)."""
-    return F.conv2d(x, F.pad(conv.weight, (1, 0, 1, 0)), conv.bias, 2, 1, 1, conv.groups)
-
-
-def _max_pool(x: torch.Tensor) -> torch.Tensor:
-    """2x2 max pooling, stride 2, of an even-sized map: F.max_pool2d also computes the argmax on a CPU."""
-    return torch.maximum(torch.maximum(x[:, :, ::2, ::2], x[:, :, ::2, 1::2]),
-                         torch.maximum(x[:, :, 1::2, ::2], x[:, :, 1::2, 1::2]))
-
-
-class _Block(nn.Module):
-    """Depthwise 3x3 then 1x1 conv, added to the input (max-pooled when the block strides, zero-padded
-    in channels when it widens), then PReLU: the graph's repeating unit."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.stride = stride
-        self.dw = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin)
-        self.pw = nn.Conv2d(cin, cout, 1)
-        self.act = nn.PReLU(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride == 2:
-            out = self.pw(_same_stride2(self.dw, x))
-            x = _max_pool(x)
-        else:
-            out = self.pw(self.dw(x))
-        out[:, :x.shape[1]] += x  # the skip, zero-padded in channels when the block widens
-        return self.act(out)
-
-
-class _Head(nn.Module):
-    """One of the two outputs' branches off the 6x6 map: a strided block, `repeats` blocks, a 1x1 conv
-    narrowing to 32 channels with PReLU, one more block, and a 3x3 conv over the whole 3x3 map."""
-
-    def __init__(self, repeats: int, values: int) -> None:
-        super().__init__()
-        self.blocks = nn.Sequential(_Block(128, 128, 2), *(_Block(128, 128) for _ in range(repeats)))
-        self.narrow, self.narrow_act = nn.Conv2d(128, 32, 1), nn.PReLU(32)
-        self.last = _Block(32, 32)
-        self.out = nn.Conv2d(32, values, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.last(self.narrow_act(self.narrow(self.blocks(x))))
-        return self.out(x).flatten(1)
-
-
-class FaceMesh(nn.Module):
-    """The network of face_landmark.tflite ("facemesh-lite"), layer for layer. Modules register their
-    parameters in the order the TFLite graph runs them, trunk first, then the landmark branch, then the
-    face-presence branch; tools/convert_face_landmark.py fills them in that order.
-
-    Input: (N, 3, 192, 192) RGB in [0, 1], best channels-last in memory. Output: (N, 468, 3) x, y, z
-    in pixels of the input (z relative, in the same scale), and (N,) face-presence logits.
-    """
-
-    _trunk = ((16, 16, 1), (16, 16, 1), (16, 32, 2), (32, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1),
-              (64, 64, 1), (64, 128, 2), (128, 128, 1), (128, 128, 1), (128, 128, 2), (128, 128, 1),
-              (128, 128, 1))
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem, self.stem_act = nn.Conv2d(3, 16, 3, 2, 1), nn.PReLU(16)
-        self.blocks = nn.Sequential(*(_Block(*w) for w in self._trunk))
-        self.mesh = _Head(2, POINTS * 3)
-        self.presence = _Head(0, 1)
-
-    def _large_maps(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks[:6](self.stem_act(_same_stride2(self.stem, x)))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # On a CPU, the 96x96 and 48x48 maps (stem and first six blocks) go 4 frames at a time: a batch's
-        # maps outgrow the caches, and each op then waits on memory (2-3x slower at batch 64). The
-        # smaller maps after them take the whole batch at once, which saves per-op overhead.
-        parts = x.split(4) if x.device.type == "cpu" else [x]
-        x = self.blocks[6:](torch.cat([self._large_maps(part) for part in parts]))
-        return self.mesh(x).view(-1, POINTS, 3), self.presence(x)[:, 0]
-
-
-def load(path: Path | None = None) -> FaceMesh:
-    """The network with its converted weights (stored fp16, as in the .tflite; computed in fp32)."""
-    from safetensors.torch import load_file
-
-    path = path or ASSET
-    if not path.is_file():
-        raise DferError(f"{path}: the face-landmark weights are missing (tools/convert_face_landmark.py makes them)")
-    net = FaceMesh()
-    net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-    # Channels-last: on a CPU, oneDNN's depthwise and 1x1 convolutions run about 3 times faster on it.
-    return net.to(memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
 @dataclass(frozen=True)
@@ -189,9 +85,7 @@ def _taps(centre: float, side: float, length: int) -> tuple[torch.Tensor, ...]:
     """Along one axis of an unturned ROI: each tensor pixel's two source pixels (clamped to the frame) and
     their integer weights, as _crop computes them (the same float64 sums, so the same rounding)."""
     step = torch.arange(SIZE, dtype=torch.float64) / SIZE - 0.5
-    fixed = (centre * _SUBPIXEL + (side * _SUBPIXEL) * step).round_().long()
-    low, frac = fixed >> 5, fixed & (_SUBPIXEL - 1)
-    return low.clamp(0, length - 1), (low + 1).clamp_(0, length - 1), (_SUBPIXEL - frac).float(), frac.float()
+    return axis_taps((centre * SUBPIXEL + (side * SUBPIXEL) * step).round_().long(), length)
 
 
 def _crop_upright(frame: torch.Tensor, roi: Roi) -> torch.Tensor:
@@ -203,11 +97,11 @@ def _crop_upright(frame: torch.Tensor, roi: Roi) -> torch.Tensor:
     x0, x1, wx0, wx1 = _taps(roi.cx, roi.side, width)
     left, right = int(x0[0]), int(x1[-1]) + 1
     region = frame[:, left:right]
-    rows = region.index_select(0, y0).float().mul_(wy0.view(-1, 1, 1))
-    rows.addcmul_(region.index_select(0, y1).float(), wy1.view(-1, 1, 1))
-    total = rows.index_select(1, x0 - left).mul_(wx0.view(1, -1, 1))
-    total.addcmul_(rows.index_select(1, x1 - left), wx1.view(1, -1, 1))
-    return total.add_(_SUBPIXEL ** 2 // 2).div_(_SUBPIXEL ** 2).floor_().to(torch.uint8)
+    rows = blend(((region.index_select(0, y0).float(), wy0.view(-1, 1, 1)),
+                  (region.index_select(0, y1).float(), wy1.view(-1, 1, 1))))
+    total = blend(((rows.index_select(1, x0 - left), wx0.view(1, -1, 1)),
+                   (rows.index_select(1, x1 - left), wx1.view(1, -1, 1))))
+    return to_levels(total).to(torch.uint8)
 
 
 def _crop(frames: torch.Tensor, rois: Sequence[Roi]) -> torch.Tensor:
@@ -218,24 +112,16 @@ def _crop(frames: torch.Tensor, rois: Sequence[Roi]) -> torch.Tensor:
     u, v = step.view(1, 1, SIZE), step.view(1, SIZE, 1)  # tensor column, row -> ROI offsets / side
     # Positions in 32nds of a pixel, rounded half to even as OpenCV's cvRound does; int32 from here on
     # (16 frames' pixel indices fit), which halves the memory traffic of int64.
-    fixed_x = (cx * _SUBPIXEL + (side * cos * _SUBPIXEL) * u - (side * sin * _SUBPIXEL) * v).round_().int()
-    fixed_y = (cy * _SUBPIXEL + (side * sin * _SUBPIXEL) * u + (side * cos * _SUBPIXEL) * v).round_().int()
-    low_x, low_y = fixed_x >> 5, fixed_y >> 5  # floor, negative positions included
-    frac_x, frac_y = (fixed_x & (_SUBPIXEL - 1)).float(), (fixed_y & (_SUBPIXEL - 1)).float()
-    # BORDER_REPLICATE: a tap outside the frame reads the nearest edge pixel, with its weight unchanged.
-    x0, x1 = low_x.clamp(0, width - 1), low_x.add_(1).clamp_(0, width - 1)
+    fixed_x = (cx * SUBPIXEL + (side * cos * SUBPIXEL) * u - (side * sin * SUBPIXEL) * v).round_().int()
+    fixed_y = (cy * SUBPIXEL + (side * sin * SUBPIXEL) * u + (side * cos * SUBPIXEL) * v).round_().int()
+    x0, x1, wx0, wx1 = axis_taps(fixed_x, width)  # BORDER_REPLICATE
+    y0, y1, wy0, wy1 = axis_taps(fixed_y, height)
     base = torch.arange(n, dtype=torch.int32, device=device).view(n, 1, 1) * (height * width)
-    row0 = low_y.clamp(0, height - 1).mul_(width).add_(base)
-    row1 = low_y.add_(1).clamp_(0, height - 1).mul_(width).add_(base)
+    row0, row1 = y0.mul_(width).add_(base), y1.mul_(width).add_(base)
     flat = frames.reshape(-1, 3)
-    total, left = None, _SUBPIXEL - frac_x
-    for row, wy in ((row0, _SUBPIXEL - frac_y), (row1, frac_y)):
-        for col, wx in ((x0, left), (x1, frac_x)):
-            taps = flat.index_select(0, (row + col).view(-1)).view(n, SIZE, SIZE, 3)
-            weight = (wy * wx).unsqueeze_(-1)
-            total = taps * weight if total is None else total.addcmul_(taps, weight)
-    # Sums of integers below 2^24: exact in float32, so the rounding is OpenCV's.
-    return total.add_(_SUBPIXEL ** 2 // 2).div_(_SUBPIXEL ** 2).floor_().to(torch.uint8)
+    taps = ((flat.index_select(0, (row + col).view(-1)).view(n, SIZE, SIZE, 3), (wy * wx).unsqueeze_(-1))
+            for row, wy in ((row0, wy0), (row1, wy1)) for col, wx in ((x0, wx0), (x1, wx1)))
+    return to_levels(blend(taps)).to(torch.uint8)
 
 
 def to_frame(points: np.ndarray, rois: Sequence[Roi]) -> np.ndarray:
