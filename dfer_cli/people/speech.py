@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ class VadConfig:
     pad_s: float = 0.03
     # Channels this alike (correlation of the 16 kHz signals) are one channel: plain stereo costs one run.
     same_channel_r: float = 0.995
+
+
+_lock = threading.Lock()
 
 
 def _model_path() -> Path:

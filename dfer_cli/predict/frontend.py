@@ -51,9 +51,10 @@ class _Clock:
 
 
 def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.FaceDetector,
-                 part: FilePart | None = None) -> PreparedFile:
+                 part: FilePart | None = None, device: str = "cpu") -> PreparedFile:
     """Probe (unless `part` brings the probe and the plans), then the front end: decode the clips'
-    frames and audio spans, crop the face, fbank."""
+    frames and audio spans, crop the face, fbank. The landmark model runs on `device`
+    (runtime.device.frontend_device)."""
     result = FileResult(path=display_path(path))
     clock = _Clock(result.timings)
     info = part.info if part and part.info else decode.probe(
@@ -69,7 +70,7 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     every = people.people == "all"
     clips = list(load_clips(path, info, plans, config.face, size, detector, audio_errors, lap=clock.lap,
                             every_face=every, channels=VOICE))
-    turns = clip_turns(path, info, clips, people) if every else [[] for _ in clips]
+    turns = clip_turns(path, info, clips, people, device) if every else [[] for _ in clips]
     clock.lap("speakers")
     videos, audios, times, starts = [], [], [], []
     for c, said in zip(clips, turns, strict=True):
@@ -97,9 +98,9 @@ def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.F
     return prepared
 
 
-def guarded_prepare(part: FilePart, config: PredictConfig, size: int) -> PreparedFile:
+def guarded_prepare(part: FilePart, config: PredictConfig, size: int, device: str = "cpu") -> PreparedFile:
     try:
-        return prepare_file(part.path, config, size, detect.process_detector(config.face), part)
+        return prepare_file(part.path, config, size, detect.process_detector(config.face), part, device)
     except DferError as e:
         return PreparedFile(FileResult.failed(display_path(part.path), getattr(e, "reason", str(e))), part=part)
     except Exception as e:  # one bad file never sinks the batch; its record carries the reason

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -46,9 +45,9 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
     # A timeline goes in parts, unless it is explained: an explanation needs all of a file's clips.
     tasks = file_tasks(paths, config.clips, None if config.explain else config.window)
     limit = config.time_limit or None
-    config = replace(config, people=replace(config.people, device=str(frontend_device(classifier.device, workers))))
-    for prepared in bounded_map(partial(guarded_prepare, config=config, size=size), tasks, workers,
-                                limit=limit, late=partial(timed_out, limit=limit), lost=lost):
+    device = str(frontend_device(classifier.device, workers))
+    prepare = partial(guarded_prepare, config=config, size=size, device=device)
+    for prepared in bounded_map(prepare, tasks, workers, limit=limit, late=partial(timed_out, limit=limit), lost=lost):
         if prepared.part.index == 0:
             prepared.picture = next(names, None)
         waiting.append(prepared)

@@ -82,6 +82,12 @@ def held(kind: str) -> list[Hashable]:
         return [k[1] for k, e in _entries.items() if k[0] == kind and e.value is not _MISSING]
 
 
+def drop(kind: str, key: Hashable) -> None:
+    """Forget the `kind` object for `key` (one kept without an owner): the next request makes it again."""
+    with _lock:
+        _entries.pop((kind, key), None)
+
+
 def clear() -> None:
     """Forget every network and probe: the next request makes its own."""
     with _lock:
