@@ -25,7 +25,9 @@ class _Entry:
 
 
 _entries: OrderedDict[tuple, _Entry] = OrderedDict()
-_lock = threading.Lock()  # guards _entries only: a slow make() holds its entry's lock, not this one
+# Guards _entries only: a slow make() holds its entry's lock, not this one. Re-entrant: an owner's
+# finalizer (_forget) may run in the middle of get(), when a collection starts there.
+_lock = threading.RLock()
 
 
 def get(kind: str, key: Hashable, make: Callable[[], T], *, owner: object | None = None,
@@ -67,7 +69,7 @@ def cached(kind: str, keep: int | None = None) -> Callable[[Callable[..., T]], C
 def _trim(kind: str, keep: int) -> None:
     mine = [k for k in _entries if k[0] == kind]
     for k in mine[:max(0, len(mine) - keep)]:
-        del _entries[k]
+        _entries.pop(k, None)
 
 
 def _forget(full: tuple, entry: _Entry) -> None:
