@@ -26,10 +26,10 @@ if TYPE_CHECKING:
     from dfer_cli.model import ModelDims
 
 # The model as predict runs it, made shallower: its first 2 block pairs (every pair costs the same) on a
-# batch of 2 clips at its own size; a warm-up, then up to 3 rounds (2 where every run was calm), each
-# precision keeping its fastest run. One ViT-B block at batch 1 misled: bf16 0.54x fp32 there, where
-# whole clips ran 1.7x faster.
-PROBE_DEPTH, PROBE_CLIPS, _ROUNDS = 2, 2, 3
+# batch of 2 clips at its own size; a warm-up, then 2 rounds, each precision keeping its faster run
+# (25 s in all for ViT-B on 2 busy cores). One ViT-B block at batch 1 misled: bf16 0.54x fp32 there,
+# where whole clips ran 1.7x faster.
+PROBE_DEPTH, PROBE_CLIPS, _ROUNDS = 2, 2, 2
 # A timed run that got less than this share of its threads' CPU time shared the CPU with other work.
 BUSY = 0.75
 # A calm figure is kept for this many runs or days, then measured again. A figure measured under load is
@@ -163,7 +163,7 @@ def _read_or_measure(dims: ModelDims) -> Probe:
     seconds, calm = _measure(dims)
     busy = 0 if calm else int((entry or {}).get("busy_tries", 0)) + 1
     how = (f"{PROBE_CLIPS} clips of {dims.num_frames} frames at {dims.image_size} px through the model's first "
-           f"{PROBE_DEPTH} of {dims.depth} block pairs, the fastest of up to {_ROUNDS} rounds")
+           f"{PROBE_DEPTH} of {dims.depth} block pairs, the faster of {_ROUNDS} rounds")
     probe = Probe(seconds, time.time(), 1, calm, how)
     if calm or busy >= _BUSY_TRIES:
         _save({**probes, shape: {"seconds": seconds, "measured": probe.measured, "runs": 1, "calm": calm,
@@ -204,13 +204,11 @@ def _measure(dims: ModelDims) -> tuple[dict[str, float], bool]:
         for module, context in runs.values():  # kernel selection and first touch, not timed
             with context():
                 module(video, audio)
-        for round_ in range(_ROUNDS):
+        for _ in range(_ROUNDS):
             for name, (module, context) in runs.items():
                 with context():
                     wall, cpu = _timed(lambda m=module: m(video, audio))
                 best[name] = min(best[name], wall)
                 calm[name] |= cpu >= BUSY * wall * threads
-            if round_ >= 1 and all(calm.values()):
-                break
     scale = dims.depth / PROBE_DEPTH / PROBE_CLIPS
     return {name: t * scale for name, t in best.items()}, all(calm.values())
