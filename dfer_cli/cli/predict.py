@@ -4,7 +4,6 @@ through a writer as they come."""
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -148,11 +147,7 @@ def predict(
         settings = RayConfig(ray, actors=ray_actors, cpus_per_task=ray_cpus_per_task)
         _predict_on_ray(inputs or [], output, weights, config, settings, device, precision)
         return
-    # Untrained weights are said below, in the CLI's words. The block restores the warning filters once the
-    # model is loaded: the int8 copy's thread (runtime/quantize.py) silences UserWarnings process-wide while
-    # it converts, which hid dfer's own warnings (workers lowered, a folder unreadable) from this run.
-    with warnings.catch_warnings():
-        model = load_model(weights, device, precision, warn=False)
+    model = load_model(weights, device, precision, warn=False)  # untrained weights are said below
     records = model.stream(inputs or [], config)  # --from-list alone
     if not len(records):  # a torchrun process other than rank 0: rank 0 writes every record
         list(records)

@@ -4,7 +4,6 @@ people are seen, their lips read at the video's own rate over the segment's midd
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from dfer_cli.people.attribution import attribute_segments, lip_opening, loudnes
 from dfer_cli.people.config import PeopleConfig
 from dfer_cli.people.persons import link_tracks
 from dfer_cli.people.vad import speech_segments
+from dfer_cli.runtime import registry
 from dfer_cli.runtime.pool import single_thread
 
 # Full-size frames decoded at once: 32, or as many as fit in this many bytes (77 at 720x288); each read opens the file
@@ -38,7 +38,7 @@ class Turn:
         return self.end - self.start
 
 
-@functools.cache
+@registry.cached("face landmarker")
 def process_landmarker(device: str) -> FaceLandmarker:
     """One landmark model per process and device, kept for its lifetime (as the face detector is)."""
     return FaceLandmarker(device)
@@ -160,7 +160,7 @@ def _openings(path: str, info: decode.VideoInfo, times: np.ndarray, faces: Seque
 
 
 def _stretch_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs], run: Sequence[int],
-                   config: PeopleConfig) -> dict[int, list[Turn]]:
+                   config: PeopleConfig, device: str) -> dict[int, list[Turn]]:
     """Each clip of one stretch with its turns: the speech within its span, each segment with its speaker.
     One person alone in a clip is given all of its speech unchecked (the model was trained on the whole
     soundtrack of one face); with two or more, the lips decide, and a voice no visible face moves with
@@ -185,7 +185,7 @@ def _stretch_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs
         for k, face in enumerate(faces):
             for ci in face.local:
                 shown[k] |= (times >= clips[ci].plan.start) & (times < clips[ci].plan.end)
-        openings = _openings(path, info, times, faces, shown, config.device)
+        openings = _openings(path, info, times, faces, shown, device)
         loudness = loudness_track(wave, rate, times - heard, config.attribution.band_hz)
         relative = [(segments[k][0] - heard, segments[k][1] - heard) for k in read]
         found = {(a.start, a.end): a.person for a in attribute_segments(times - heard, openings, loudness, relative,
@@ -204,10 +204,10 @@ def _stretch_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs
 
 
 def clip_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs],
-               config: PeopleConfig) -> list[list[Turn]]:
+               config: PeopleConfig, device: str = "cpu") -> list[list[Turn]]:
     """Each clip's turns; a clip without people or audio has none. Clips whose spans touch or overlap are
-    heard and attributed together (_stretches), their people matched by box."""
+    heard and attributed together (_stretches), their people matched by box. The lips are read on `device`."""
     turns: dict[int, list[Turn]] = {}
     for run in _stretches(clips):
-        turns |= _stretch_turns(path, info, clips, run, config)
+        turns |= _stretch_turns(path, info, clips, run, config, device)
     return [turns.get(i, []) for i in range(len(clips))]

@@ -20,15 +20,16 @@ def every_face(config: PeopleConfig) -> bool:
 
 
 def before_model(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs],
-                 config: PeopleConfig) -> list[ClipPeople]:
+                 config: PeopleConfig, device: str = "cpu") -> list[ClipPeople]:
     """Each clip's model rows, and with every person who is there and who speaks. Who speaks
     is decided among everyone seen; then at most `max_people` are analysed, those who speak first.
     The lips are read on the video's own frames over each speech segment, read again from the file
     (speakers.py): which frames are needed is known only once the speech is heard, and holding every
-    frame of a pass at full size would cost a 64-s timeline part 1 GB at 720x288."""
+    frame of a pass at full size would cost a 64-s timeline part 1 GB at 720x288. The lips' landmark
+    model runs on `device`."""
     if not every_face(config):
         return [ClipPeople([(None, c.track.crops, c.fbank)] if c.track.crops is not None else []) for c in clips]
-    turns = clip_turns(path, info, clips, config)
+    turns = clip_turns(path, info, clips, config, device)
     return [person_rows(c, said, config.voice, _analysed(len(c.track.people), said, config.max_people))
             if c.track.crops is not None else ClipPeople([]) for c, said in zip(clips, turns, strict=True)]
 
