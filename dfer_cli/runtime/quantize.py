@@ -18,10 +18,11 @@ from dfer_cli.runtime import registry
 
 # torch 2.13 marks torch.ao.quantization and its quantized tensors deprecated (for torchao, which dfer does
 # not depend on); they are still its CPU path for int8 Linear layers, and where they are gone int8 is refused
-# and auto never picks it. Filters by module, set once: a catch_warnings() in the thread that makes the int8
-# copy would swap the whole process's filters meanwhile (warnings are not thread-local) and hide dfer's own.
+# and auto never picks it. Filters by where the warning is raised (torch.ao, or this module for the ones
+# torch raises from C++), set once: a catch_warnings() in the thread that makes the int8 copy would swap the
+# whole process's filters meanwhile (warnings are not thread-local) and hide dfer's own.
 for _category in (UserWarning, DeprecationWarning):
-    warnings.filterwarnings("ignore", category=_category, module=r"torch\.ao(\.|$)")
+    warnings.filterwarnings("ignore", category=_category, module=rf"torch\.ao(\.|$)|{__name__}$")
 
 # The submodules whose Linear layers go int8 (MMADFER's names).
 QUANTIZED = ("image", "audio", "fusion")
