@@ -171,7 +171,7 @@ def predict(
     if plot:
         _plot_first_timeline(results, plot)
     if report is not None or annotate is not None:
-        _report(results, report, annotate, copy_video, model.precision, len(results) > 1 or from_list is not None
+        _report(results, report, annotate, copy_video, len(results) > 1 or from_list is not None
                 or any(Path(i).is_dir() for i in inputs or []))
     if any(r.status == "error" for r in results):
         raise typer.Exit(1)
@@ -196,13 +196,13 @@ def _plot_first_timeline(results: list, plot: Path) -> None:
     err.print(f"timeline of {shown.path} -> {plot}", markup=False)
 
 
-def _report(results: list, report: Path | None, annotate: Path | None, copy_video: bool, precision: str,
+def _report(results: list, report: Path | None, annotate: Path | None, copy_video: bool,
             folder: bool) -> None:
     """`--report` and `--annotate`, through the public API, after the analysis."""
     from dfer_cli import write_annotated, write_report
 
     if report is not None:
-        pages = write_report(results, report, precision=precision, copy_video=copy_video, folder=folder)
+        pages = write_report(results, report, copy_video=copy_video, folder=folder)
         err.print(f"report -> {pages[-1]}" if pages else "no report: no file was analysed", markup=False,
                   soft_wrap=True)
     if annotate is not None:
