@@ -6,12 +6,17 @@
   speed     a warm 3-s clip (seconds, median of --repeats) and a folder of --folder-files short clips
             (videos/s) per precision, ViT-B at 160 px (untrained weights cost what trained ones do), and
             how full the model's batches are on that folder (rows per model call, counted);
+  model     the model alone (ViT-B, seeded untrained weights) on one batch of --batch-size real clips
+            cropped by predict's front end: seconds per batch in each precision (the fastest of
+            --repeats after a warm-up), against fp32's, and the largest probability difference to fp32,
+            beside what `--precision auto`'s probe measured;
   cold      a cold process to the first record of one 3-s clip, by stage (imports, weights, the
             precision probe, then the record's own stages), with a new $DFER_HOME and again with the
             probe already measured.
 
     python benchmarks/precision_bench.py                       # all sections
     python benchmarks/precision_bench.py --sections speed --folder-files 24
+    python benchmarks/precision_bench.py --sections model --batch-size 4 --repeats 2
 """
 
 from __future__ import annotations
@@ -126,6 +131,48 @@ def speed(args, tmp: Path) -> None:
     print()
 
 
+def model(args, tmp: Path) -> None:
+    import numpy as np
+    import torch
+
+    import dfer_cli as dfer
+    from dfer_cli.faces.detect import FaceDetector
+    from dfer_cli.predict.config import PredictConfig
+    from dfer_cli.predict.frontend import prepare_file
+    from dfer_cli.runtime.inference import softmax_batches
+    from dfer_cli.runtime.probe import cpu_probe
+
+    net = dfer.load_model("untrained", "cpu", "fp32").network  # seeded: the same weights every run
+    detector, videos, audios = FaceDetector(), [], []
+    for path in CLIPS:
+        prepared = prepare_file(str(path), PredictConfig(), net.dims.image_size, detector)
+        if prepared.videos is not None and len(videos) < args.batch_size:
+            videos.append(prepared.videos[0])
+            audios.append(prepared.audios[0])
+    batch = [(torch.from_numpy(np.stack(videos)).permute(0, 1, 4, 2, 3), torch.from_numpy(np.stack(audios))[:, None])]
+    seconds, probabilities = {}, {}
+    for precision in PRECISIONS:
+        probabilities[precision] = softmax_batches(net, batch, torch.device("cpu"), precision)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            softmax_batches(net, batch, torch.device("cpu"), precision)
+            times.append(time.perf_counter() - start)
+        seconds[precision] = min(times)
+    os.environ["DFER_HOME"] = str(tmp / "probe-home")  # measured afresh
+    probe = cpu_probe(net.dims)
+    print(f"## the model alone: ViT-B at {net.dims.image_size} px (untrained, seeded), a batch of {len(videos)} "
+          f"real clips, {torch.get_num_threads()} threads, the fastest of {args.repeats}\n")
+    print("| precision | seconds per batch | time against fp32 | largest probability difference to fp32 | "
+          "probe's time against fp32 |\n|---|---|---|---|---|")
+    for precision in PRECISIONS:
+        gap = np.abs(probabilities[precision] - probabilities["fp32"]).max()
+        probed = probe.seconds.get(precision)
+        print(f"| {precision} | {seconds[precision]:.2f} | {seconds[precision] / seconds['fp32']:.2f}x | {gap:.1e} | "
+              + (f"{probed / probe.seconds['fp32']:.2f}x" if probed else "not timed") + " |")
+    print(f"\nThe probe ({probe.how}) {'had the CPU to itself' if probe.calm else 'shared the CPU with other work'}.\n")
+
+
 _COLD = """
 import json, sys, time, warnings
 start = time.perf_counter()
@@ -166,8 +213,8 @@ def cold(args, tmp: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", nargs="+", default=["accuracy", "speed", "cold"],
-                        choices=("accuracy", "speed", "cold"))
+    parser.add_argument("--sections", nargs="+", default=["accuracy", "speed", "model", "cold"],
+                        choices=("accuracy", "speed", "model", "cold"))
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)

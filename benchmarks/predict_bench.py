@@ -143,12 +143,13 @@ def bench_long(runner: Runner, source: Path, tmp: Path, lengths: list[int], wind
 def bench_precisions(runner: Runner, source: Path, tmp: Path) -> None:
     """fp32 against bf16 autocast in one run: a warm file (the model alone, and the whole file) and a
     cold `dfer predict --weights untrained` process from start to its result (160-px ViT-B)."""
-    from dfer_cli.runtime.device import cpu_bf16_speedup, cpu_has_bf16
+    from dfer_cli.runtime.probe import cpu_has_bf16, cpu_probe
 
     short = loop_video(source, tmp / "precision.mkv", 5)
     kept = runner.classifier.precision
+    bf16 = cpu_probe(runner.classifier.model.dims).speedups.get("bf16")
     print(f"## fp32 vs bf16 autocast, {runner.label.split(',')[0]} (CPU native bf16: {cpu_has_bf16()}, "
-          f"matmul probe: bf16 {cpu_bf16_speedup():.2f}x fp32's speed)\n\n"
+          f"precision probe: bf16 {f'{bf16:.2f}x' if bf16 else 'not timed, emulated'} fp32's speed)\n\n"
           "| precision | model, warm file (s) | warm file (s) | cold `dfer predict` (s) |\n|---|---|---|---|")
     for precision in ("fp32", "bf16"):
         runner.classifier.precision = precision

@@ -20,7 +20,7 @@ from dfer_cli.predict.files import collect_inputs
 from dfer_cli.predict.pipeline import iter_predict, sharded
 from dfer_cli.predict.setup import RunSetup
 from dfer_cli.results.records import FileResult
-from dfer_cli.runtime.device import pick_device, resolve_precision
+from dfer_cli.runtime.device import check_precision, pick_device, resolve_precision
 from dfer_cli.runtime.distributed import local_device, process_group, ranks
 from dfer_cli.runtime.pool import leave_if_importing_main
 from dfer_cli.runtime.quantize import int8_copy_soon
@@ -132,7 +132,7 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
 
     leave_if_importing_main()
     torch_device = local_device(pick_device(device))  # under torchrun: this process's GPU
-    chosen = resolve_precision(precision, torch_device)
+    check_precision(precision, torch_device)  # before the weights load
     if weights == UNTRAINED:
         dims = ModelDims()
         # Seeded, so that two runs (two processes, two Ray actors) give one file the same labels; the
@@ -151,6 +151,7 @@ def load_model(weights: str | os.PathLike | None = None, device: str = "auto", p
         loaded = store.resolve(spec)
         label = spec or store.default_name()
     network = loaded.model.to(torch_device).eval()
+    chosen = resolve_precision(precision, torch_device, loaded.config.dims)  # auto: measured on this model's shape
     if chosen == "int8":
         int8_copy_soon(network)
     return Model(network, list(loaded.config.class_names), label, torch_device, chosen, weights == UNTRAINED,

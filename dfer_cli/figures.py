@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 
@@ -45,7 +44,6 @@ _WIDER_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Source Han Sans", "WenQ
                 "Droid Sans Fallback", "Noto Sans", "Arial Unicode MS")
 
 
-@functools.cache
 def text_fonts() -> tuple[str, ...]:
     """The font chain of every figure's text: matplotlib's DejaVu Sans, then the wider fonts installed,
     then matplotlib's Last Resort, which draws a placeholder for any character the others lack (a class

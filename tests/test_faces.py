@@ -198,7 +198,7 @@ def test_a_face_cut_by_the_frame_edge_has_its_box_inside_the_frame(detector):
     the person's box, which the record reports, stops at the edge."""
     frames = np.ascontiguousarray(frames_of(MEDIA / "grid" / "bbaf2n.mpg")[:, :, 130:])
     height, width = frames.shape[1:3]
-    (person,) = faces_for_clip(frames, detector, FaceConfig(), 48, max_people=2).people
+    (person,) = faces_for_clip(frames, detector, FaceConfig(), 48, every_face=True).people
     box = person.median
     assert box.x0 == 0.0 and 0 < box.y0 < box.y1 <= height and 0 < box.x1 <= width
     assert Box(-5, 10, 50, 300).clipped((40, 200)) == Box(0, 10, 40, 200)

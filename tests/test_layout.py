@@ -152,6 +152,27 @@ def test_max_people_is_applied_by_the_people_stage_alone():
     assert named <= allowed and "dfer_cli.people.stage" in named, sorted(named - allowed)
 
 
+def _process_caches(text: str) -> list[str]:
+    """What in a module's source keeps objects for the process: functools' caches, weak dictionaries,
+    and module-level dicts that start empty (to be filled by its functions)."""
+    found = re.findall(r"@(?:functools\.)?(?:cache|lru_cache)\b|\bWeak(?:Key|Value)Dictionary\b", text)
+    for node in ast.parse(text).body:
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if (isinstance(value, ast.Dict) and not value.keys) or (
+                isinstance(value, ast.Call) and getattr(value.func, "id", None) == "dict" and not value.args):
+            found.append(f"a module-level empty dict, line {node.lineno}")
+    return found
+
+
+def test_only_the_registry_keeps_networks_and_probes_for_the_process():
+    found = {name: caches for name, text in _sources().items()
+             if name != "dfer_cli.runtime.registry" and (caches := _process_caches(text))}
+    assert not found, f"use runtime/registry.py (one place, cleared between tests): {found}"
+    assert _process_caches("import functools\n@functools.cache\ndef f(): ...\n_seen: dict = {}\n") == [
+        "@functools.cache", "a module-level empty dict, line 4"]
+    assert _process_caches("@lru_cache(maxsize=8)\ndef f(): ...\nNAMES = {'a': 1}\n") == ["@lru_cache"]
+
+
 def test_the_cli_calls_only_the_public_api():
     graph = _graph()
     inside = ("dfer_cli.predict", "dfer_cli.runtime", "dfer_cli.shots", "dfer_cli.faces", "dfer_cli.media",

@@ -301,10 +301,10 @@ def test_a_timeline_part_that_fails_fails_its_file_only(tiny, monkeypatch):
 
     prepare = pipeline.prepare_file
 
-    def second_part_fails(path, config, size, detector, part=None):
+    def second_part_fails(path, config, size, detector, part=None, device="cpu"):
         if part is not None and part.index == 1 and path == str(GRID[0]):
             raise MediaError(path, "decoding stopped")
-        return prepare(path, config, size, detector, part)
+        return prepare(path, config, size, detector, part, device)
 
     monkeypatch.setattr("dfer_cli.predict.tasks.TIMELINE_PART", 2)
     monkeypatch.setattr(pipeline, "prepare_file", second_part_fails)

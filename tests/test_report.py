@@ -106,7 +106,7 @@ def _errors(browser) -> list[dict]:
 
 def test_a_page_loads_nothing_from_anywhere_and_shows_every_person(browser, records, tmp_path):
     page = tmp_path / "report" / "pair.html"
-    (written,) = dfer.write_report([records["pair"]], page, precision="fp32")
+    (written,) = dfer.write_report([records["pair"]], page)
     assert written == page
     _open(browser, page)
     assert _errors(browser) == []
@@ -120,6 +120,8 @@ def test_a_page_loads_nothing_from_anywhere_and_shows_every_person(browser, reco
                for c in cards)
     assert browser.execute_script("return document.getElementById('video').error") is None
     assert browser.find_elements("css selector", ".banner") == []  # tiny test weights are not 'untrained'
+    summary = browser.find_element("css selector", ".summary").text.split("\n")
+    assert records["pair"]["precision"] == "fp32" and summary[summary.index("precision") + 1] == "fp32"
     shot = np.asarray(Image.open(io.BytesIO(base64.b64decode(browser.get_screenshot_as_base64()))).convert("RGB"))
     assert shot.std() > 20 and len(np.unique(shot.reshape(-1, 3), axis=0)) > 500  # not a blank page
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})

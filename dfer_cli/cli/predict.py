@@ -4,7 +4,6 @@ through a writer as they come."""
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -148,11 +147,7 @@ def predict(
         settings = RayConfig(ray, actors=ray_actors, cpus_per_task=ray_cpus_per_task)
         _predict_on_ray(inputs or [], output, weights, config, settings, device, precision)
         return
-    # Untrained weights are said below, in the CLI's words. The block restores the warning filters once the
-    # model is loaded: the int8 copy's thread (runtime/quantize.py) silences UserWarnings process-wide while
-    # it converts, which hid dfer's own warnings (workers lowered, a folder unreadable) from this run.
-    with warnings.catch_warnings():
-        model = load_model(weights, device, precision, warn=False)
+    model = load_model(weights, device, precision, warn=False)  # untrained weights are said below
     records = model.stream(inputs or [], config)  # --from-list alone
     if not len(records):  # a torchrun process other than rank 0: rank 0 writes every record
         list(records)
@@ -176,7 +171,7 @@ def predict(
     if plot:
         _plot_first_timeline(results, plot)
     if report is not None or annotate is not None:
-        _report(results, report, annotate, copy_video, model.precision, len(results) > 1 or from_list is not None
+        _report(results, report, annotate, copy_video, len(results) > 1 or from_list is not None
                 or any(Path(i).is_dir() for i in inputs or []))
     if any(r.status == "error" for r in results):
         raise typer.Exit(1)
@@ -201,13 +196,13 @@ def _plot_first_timeline(results: list, plot: Path) -> None:
     err.print(f"timeline of {shown.path} -> {plot}", markup=False)
 
 
-def _report(results: list, report: Path | None, annotate: Path | None, copy_video: bool, precision: str,
+def _report(results: list, report: Path | None, annotate: Path | None, copy_video: bool,
             folder: bool) -> None:
     """`--report` and `--annotate`, through the public API, after the analysis."""
     from dfer_cli import write_annotated, write_report
 
     if report is not None:
-        pages = write_report(results, report, precision=precision, copy_video=copy_video, folder=folder)
+        pages = write_report(results, report, copy_video=copy_video, folder=folder)
         err.print(f"report -> {pages[-1]}" if pages else "no report: no file was analysed", markup=False,
                   soft_wrap=True)
     if annotate is not None:

@@ -13,6 +13,7 @@ from dfer_cli.faces.anchors import FULL_RANGE, SHORT_RANGE, AnchorGrid, decode, 
 from dfer_cli.faces.box import Box
 from dfer_cli.faces.config import FaceConfig
 from dfer_cli.faces.letterbox import Letterbox, letterbox
+from dfer_cli.runtime import registry
 from dfer_cli.runtime.pool import single_thread
 
 # A list of (x0, y0, x1, y1) pixel boxes with their scores, best first, per frame.
@@ -159,12 +160,7 @@ def _boxes(found) -> list[Box]:
     return [Box(*map(float, b), score=s) for b, s in found]
 
 
-_process_detectors: dict[FaceConfig, FaceDetector] = {}
-
-
 def process_detector(config: FaceConfig) -> FaceDetector:
-    """One detector per configuration for this process, kept for its lifetime: worker pools call
-    this per task instead of reloading the networks."""
-    if config not in _process_detectors:
-        _process_detectors[config] = FaceDetector(config)
-    return _process_detectors[config]
+    """One detector per configuration for this process, kept for its lifetime (runtime/registry.py):
+    worker pools call this per task instead of reloading the networks."""
+    return registry.get("face detector", config, lambda: FaceDetector(config))

@@ -4,7 +4,6 @@ people/identity.py links across shots."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from dfer_cli.faces.box import Box, pair_by_overlap
 from dfer_cli.faces.embedding import FaceEmbedder
 from dfer_cli.faces.follow import PersonTrack
 from dfer_cli.faces.landmarks import PRESENCE_THRESHOLD, FaceLandmarker, process_landmarker
+from dfer_cli.runtime import registry
 from dfer_cli.runtime.pool import single_thread
 
 # Frames embedded per stretch. The embedding costs 17 ms a face on one CPU thread (the mesh 2-5 ms more),
@@ -70,7 +70,7 @@ CHECKED = 1
 _SAME_FACE_IOU = 0.3  # as people/persons.py links a shot's tracks from clip to clip
 
 
-@functools.cache
+@registry.cached("face embedder")
 def process_embedder(device: str) -> FaceEmbedder:
     """One embedding network per process and device, kept for its lifetime (as the landmark model is)."""
     return FaceEmbedder(device)

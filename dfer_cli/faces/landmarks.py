@@ -3,7 +3,6 @@ the face mesh network (faces/face_mesh.py), and the network's points back in fra
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ import torch
 from dfer_cli.errors import DferError
 from dfer_cli.faces.face_mesh import POINTS, SIZE, FaceMesh, load
 from dfer_cli.faces.mediapipe_ops import SUBPIXEL, axis_taps, blend, to_levels
+from dfer_cli.runtime import registry
 
 ROI_SCALE = 1.5  # mediapipe's face_detection_front_detection_to_roi: the square of the box's long side, x1.5
 PRESENCE_THRESHOLD = 0.5  # FaceLandmarkCpu drops the landmarks of a crop scoring below this
@@ -209,7 +209,7 @@ class FaceLandmarker:
         return crop(pixels[torch.from_numpy(needed)].to(self.device), rois, where)
 
 
-@functools.cache
+@registry.cached("face landmarker")
 def process_landmarker(device: str) -> FaceLandmarker:
     """One landmark model per process and device, kept for its lifetime (as the face detector is)."""
     return FaceLandmarker(device)

@@ -4,12 +4,12 @@ square tensor (ImageToTensor with keep_aspect_ratio and BORDER_ZERO, into [-1, 1
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from dfer_cli.faces.mediapipe_ops import SUBPIXEL, axis_taps, blend, to_levels
+from dfer_cli.runtime import registry
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _taps(start: float, step: float, count: int, limit: int) -> tuple[np.ndarray
     return np.stack([low, high]), np.stack([w_low, w_high])
 
 
-@lru_cache(maxsize=64)
+@registry.cached("letterbox sampling", keep=64)
 def _sampling(box: Letterbox, height: int, width: int,
               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, tuple[slice, slice]]:
     """The rows and columns of the tensor that see the frame (the rest is black: -1), and for each of

@@ -24,9 +24,6 @@ class PeopleConfig:
     # Frames of video at its own rate that the lips are read on, per speech segment: its frames, cut
     # down to this many around its middle when it is longer (speaker_bench: 50 score as all of them).
     max_frames: int = 75
-    # Where the landmark model runs: the model's device when predict runs in one process (the pipeline
-    # sets it); worker processes keep the CPU, so that none of them starts CUDA.
-    device: str = "cpu"
     vad: VadConfig = field(default_factory=VadConfig)
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
 

@@ -158,7 +158,7 @@ def _openings(path: str, info: decode.VideoInfo, times: np.ndarray, faces: Seque
 
 
 def _stretch_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs], run: Sequence[int],
-                   config: PeopleConfig, alone: Sequence[bool]) -> dict[int, list[Turn]]:
+                   config: PeopleConfig, device: str, alone: Sequence[bool]) -> dict[int, list[Turn]]:
     """Each clip of one stretch with its turns: the speech within its span, each segment with its speaker.
     A clip whose faces are the only person read (`alone`) gives them all of its speech unchecked (the model
     was trained on the whole soundtrack of one face); elsewhere the lips decide, even of a single face, and
@@ -183,7 +183,7 @@ def _stretch_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs
         for k, face in enumerate(faces):
             for ci in face.local:
                 shown[k] |= (times >= clips[ci].plan.start) & (times < clips[ci].plan.end)
-        openings = _openings(path, info, times, faces, shown, config.device)
+        openings = _openings(path, info, times, faces, shown, device)
         loudness = loudness_track(wave, rate, times - heard, config.attribution.band_hz)
         relative = [(segments[k][0] - heard, segments[k][1] - heard) for k in read]
         found = {(a.start, a.end): a.person for a in attribute_segments(times - heard, openings, loudness, relative,
@@ -202,12 +202,12 @@ def _stretch_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs
 
 
 def clip_turns(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs],
-               config: PeopleConfig, alone: Sequence[bool] | None = None) -> list[list[Turn]]:
+               config: PeopleConfig, device: str = "cpu", alone: Sequence[bool] | None = None) -> list[list[Turn]]:
     """Each clip's turns; a clip without people or audio has none. Clips whose spans touch or overlap are
-    heard and attributed together (_stretches), their people matched by box. `alone` (by default: one face)
-    says of each clip whether its faces are the only person read."""
+    heard and attributed together (_stretches), their people matched by box. The lips are read on `device`.
+    `alone` (by default: one face) says of each clip whether its faces are the only person read."""
     alone = [len(c.track.people) == 1 for c in clips] if alone is None else alone
     turns: dict[int, list[Turn]] = {}
     for run in _stretches(clips):
-        turns |= _stretch_turns(path, info, clips, run, config, alone)
+        turns |= _stretch_turns(path, info, clips, run, config, device, alone)
     return [turns.get(i, []) for i in range(len(clips))]

@@ -26,13 +26,14 @@ def identified(config: PeopleConfig) -> int:
 
 
 def before_model(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs],
-                 config: PeopleConfig) -> list[ClipPeople]:
+                 config: PeopleConfig, device: str = "cpu") -> list[ClipPeople]:
     """Each clip's model rows, and with every person who is there and who speaks. Who speaks
     is decided among everyone seen; then at most `max_people` persons are analysed (persons across the
     clips read, not a clip's tracks), those who speak first, then the most present.
     The lips are read on the video's own frames over each speech segment, read again from the file
     (speakers.py): which frames are needed is known only once the speech is heard, and holding every
-    frame of a pass at full size would cost a 64-s timeline part 1 GB at 720x288."""
+    frame of a pass at full size would cost a 64-s timeline part 1 GB at 720x288. The lips' landmark
+    model runs on `device`."""
     if not every_face(config):
         return [ClipPeople([(None, c.track.crops, c.fbank)] if c.track.crops is not None else []) for c in clips]
     persons = _persons(clips)
@@ -41,7 +42,7 @@ def before_model(path: str, info: decode.VideoInfo, clips: Sequence[ClipInputs],
     # the lips are read in every clip, however many faces it shows.
     one = len({p for mine in persons for p in mine}) == 1
     alone = [one and bool(mine) for mine in persons]
-    turns = clip_turns(path, info, clips, config, alone)
+    turns = clip_turns(path, info, clips, config, device, alone)
     chosen = _analysed(clips, persons, turns, config.max_people)
     return [person_rows(c, said, config.voice, kept, lone) if c.track.crops is not None else ClipPeople([])
             for c, said, kept, lone in zip(clips, turns, chosen, alone, strict=True)]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dfer_cli.runtime import registry
 from dfer_cli.runtime.pool import single_thread
 
 VAD_RATE = 16000
@@ -34,7 +35,6 @@ class VadConfig:
     same_channel_r: float = 0.995
 
 
-_model: torch.jit.ScriptModule | None = None
 _lock = threading.Lock()
 
 
@@ -47,17 +47,14 @@ def _model_path() -> Path:
     return Path(spec.origin).parent / "data" / "silero_vad.jit"
 
 
+@registry.cached("voice activity")
 def vad_model() -> torch.jit.ScriptModule:
-    """The TorchScript silero-vad model, loaded once per process."""
-    global _model
-    with _lock:
-        if _model is None:
-            with warnings.catch_warnings():  # torch 2.13 deprecates jit.load; silero ships only TorchScript
-                warnings.simplefilter("ignore", DeprecationWarning)
-                model = torch.jit.load(str(_model_path()), map_location="cpu")
-            model.eval()
-            _model = model
-        return _model
+    """The TorchScript silero-vad model, loaded once per process (runtime/registry.py)."""
+    with warnings.catch_warnings():  # torch 2.13 deprecates jit.load; silero ships only TorchScript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = torch.jit.load(str(_model_path()), map_location="cpu")
+    model.eval()
+    return model
 
 
 def resample(wave: np.ndarray, rate: int, target: int = VAD_RATE, taps: int = 16) -> np.ndarray:

@@ -40,3 +40,4 @@ def classify(batch: list[PreparedFile], classifier: Classifier, class_names: lis
             p.result.clips[owner.clip].classified(owner.person, named)
             row += 1
         p.result.timings["model"] = round(share * len(p.rows), 4)
+        p.result.precision = classifier.precision

@@ -30,24 +30,24 @@ from dfer_cli.runtime.pool import bounded_map, clamp_workers, worker_count
 
 
 def prepare_file(path: str, config: PredictConfig, size: int, detector: detect.FaceDetector,
-                 part: FilePart | None = None) -> PreparedFile:
+                 part: FilePart | None = None, device: str = "cpu") -> PreparedFile:
     """A file's stages before the model: media (probe, plans), clips (frames, faces, crops, fbank),
-    people (who is there, who speaks, who is analysed with which voice), and the model's rows."""
+    people (who is there, who speaks, who is analysed with which voice), and the model's rows. The
+    front end's networks run on `device` (runtime.device.frontend_device)."""
     opened = open_file(path, config, part)
     every = people.every_face(config.people)
     clips = list(load_clips(path, opened.info, opened.plans, config.face, size, detector, opened.audio_errors,
                             lap=opened.clock.lap, every_face=every, channels=VOICE,
-                            shots=Shots(config.cuts, config.clips, config.people.device,
-                                        people.identified(config.people))))
-    seen = people.before_model(path, opened.info, clips, config.people)
+                            shots=Shots(config.cuts, config.clips, device, people.identified(config.people))))
+    seen = people.before_model(path, opened.info, clips, config.people, device)
     opened.clock.lap("speakers")
     return model_inputs(opened, clips, seen, people=every)
 
 
-def guarded_prepare(part: FilePart, config: PredictConfig, size: int) -> PreparedFile:
+def guarded_prepare(part: FilePart, config: PredictConfig, size: int, device: str = "cpu") -> PreparedFile:
     """`prepare_file` in a worker: one bad file never sinks the batch; its record carries the reason."""
     try:
-        return prepare_file(part.path, config, size, detect.process_detector(config.face), part)
+        return prepare_file(part.path, config, size, detect.process_detector(config.face), part, device)
     except Exception as e:
         return failed(part.path, e, part)
 
@@ -72,9 +72,9 @@ def iter_predict(paths: list[str], classifier: Classifier, class_names: list[str
     # A timeline goes in parts, unless it is explained: an explanation needs all of a file's clips.
     tasks = file_tasks(paths, config.clips, None if config.explain else config.window)
     limit = config.time_limit or None
-    config = replace(config, people=replace(config.people, device=str(frontend_device(classifier.device, workers))))
-    for prepared in bounded_map(partial(guarded_prepare, config=config, size=size), tasks, workers,
-                                limit=limit, late=partial(timed_out, limit=limit), lost=lost):
+    device = str(frontend_device(classifier.device, workers))
+    prepare = partial(guarded_prepare, config=config, size=size, device=device)
+    for prepared in bounded_map(prepare, tasks, workers, limit=limit, late=partial(timed_out, limit=limit), lost=lost):
         if prepared.part.index == 0:
             prepared.picture = next(names, None)
         waiting.append(prepared)

@@ -22,7 +22,7 @@ def untrained(record: dict) -> bool:
     return str(record.get("weights") or "").startswith("untrained")
 
 
-def page_html(record: dict, video_href: str | None, faces: dict[int, str], precision: str | None,
+def page_html(record: dict, video_href: str | None, faces: dict[int, str],
               version: str, index_href: str | None = None) -> str:
     """The page of one analysed record (status ok or no_face); `video_href` relative to the page."""
     spans = file_spans(record)
@@ -35,7 +35,7 @@ def page_html(record: dict, video_href: str | None, faces: dict[int, str], preci
     if untrained(record):
         parts.append(f'<div class="banner" role="alert"><strong>{escape(UNTRAINED_BANNER)}</strong></div>')
     parts.append(f'<p class="caveat">{escape(CAVEAT)}</p>')
-    parts.append('<div class="top">' + _summary(record, spans, precision, version) + _player(video_href) + "</div>")
+    parts.append('<div class="top">' + _summary(record, spans, version) + _player(video_href) + "</div>")
     parts.append('<section class="over-time"><h2>Over time</h2>' + _legend(class_names) + _source_note(spans)
                  + timeline_svg(spans, class_names, "cuts" in record)
                  + '<p class="readout" aria-live="off">at <span id="now">0.00 s</span></p></section>')
@@ -52,7 +52,7 @@ def _first_probabilities(record: dict) -> dict | None:
     return next((p["probabilities"] for p in record.get("people") or [] if p.get("probabilities")), None)
 
 
-def _summary(record: dict, spans: FileSpans, precision: str | None, version: str) -> str:
+def _summary(record: dict, spans: FileSpans, version: str) -> str:
     people = record.get("people")
     speaker = record.get("speaker")
     rows = [
@@ -63,7 +63,7 @@ def _summary(record: dict, spans: FileSpans, precision: str | None, version: str
         ("persons", str(len(people)) if people is not None else "the main face only (--people main)"),
         ("duration", f"{spans.duration:.2f} s" + _size(record.get("media") or {})),
         ("weights", str(record.get("weights") or "not recorded")),
-        ("precision", precision or "not recorded"),
+        ("precision", record.get("precision") or "not recorded"),
         ("dfer", version),
     ]
     flags = [k for k, v in (record.get("flags") or {}).items() if v is True]

@@ -27,15 +27,14 @@ def as_records(records: Iterable) -> list[dict]:
     return [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in records]
 
 
-def write_report(records: Iterable, path: str | os.PathLike[str], *, precision: str | None = None,
-                 copy_video: bool = False, folder: bool | None = None) -> list[Path]:
+def write_report(records: Iterable, path: str | os.PathLike[str], *, copy_video: bool = False,
+                 folder: bool | None = None) -> list[Path]:
     """Write the HTML report of `records` to `path` and return the pages written (the index last).
 
     One record: the page at `path`; several, or `folder=True`, or an existing folder: `path` is a folder
     with `index.html` and a page per file. Each page plays its video by a path relative to the page, so
     the page keeps working moved together with its video; `copy_video` copies each video beside its
-    page first. `precision` (`Model.precision`) is shown, as records do not carry it. A path that exists
-    is replaced only when it is a page dfer wrote."""
+    page first. A path that exists is replaced only when it is a page dfer wrote."""
     from dfer_cli import __version__
 
     records = as_records(records)
@@ -63,7 +62,7 @@ def write_report(records: Iterable, path: str | os.PathLike[str], *, precision: 
             video = copy
         faces = thumbnails(str(record["path"]), file_spans(record))
         href = quote(Path(os.path.relpath(video, page.absolute().parent)).as_posix())
-        atomic_write_text(page, page_html(record, href, faces, precision, __version__,
+        atomic_write_text(page, page_html(record, href, faces, __version__,
                                           index_href=INDEX if index else None))
         written.append(page)
     if index is not None:

@@ -116,6 +116,7 @@ class FileResult:
     media: dict[str, object] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     weights: str | None = None  # which weights classified it, so a record never hides random ones
+    precision: str | None = None  # the precision the model ran in (fp32, bf16, int8): its numbers depend on it
     explanation: dict | None = None  # with --explain (explain/): why the label, in voice, face, time
     cuts: list[float] = field(default_factory=list)  # the cuts found in what was read: new shots' first frames (s)
     # With people (people/persons.py): one record per person, the one who speaks most (None: nobody

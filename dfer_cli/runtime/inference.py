@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from dfer_cli.errors import DferError
 from dfer_cli.runtime.device import autocast
+from dfer_cli.runtime.probe import check_model_time
 from dfer_cli.runtime.quantize import int8_copy
 
 
@@ -22,17 +24,22 @@ def softmax_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor
     the host tensors are pinned so that the copy overlaps the previous batch.
     """
     model.eval()
+    dims = getattr(model, "dims", None)
     if precision == "int8":  # the int8 copy, made once per model (runtime/quantize.py)
         model = int8_copy(model)
     cuda = device.type == "cuda"
-    out = []
+    out, wall, cpu = [], 0.0, 0.0
     with torch.inference_mode():
         for video, audio in batches:
             if cuda:
                 video, audio = video.pin_memory(), audio.pin_memory()
             video, audio = video.to(device, non_blocking=True), audio.to(device, non_blocking=True)
+            started = time.perf_counter(), time.process_time()
             with autocast(device, precision):
                 out.append(model(video, audio).float().softmax(-1))
+            wall, cpu = wall + time.perf_counter() - started[0], cpu + time.process_time() - started[1]
     if not out:
         raise DferError("no clips to classify")
+    if dims is not None and not cuda:  # a pick of --precision auto that this run contradicts is measured again
+        check_model_time(dims, precision, sum(len(p) for p in out), wall, cpu)
     return torch.cat(out).cpu().numpy()

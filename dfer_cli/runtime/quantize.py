@@ -9,30 +9,42 @@ import contextlib
 import copy
 import threading
 import warnings
-import weakref
 from collections.abc import Callable
 
 import torch
 
 from dfer_cli.errors import UsageError
+from dfer_cli.runtime import registry
+
+# torch 2.13 marks torch.ao.quantization and its quantized tensors deprecated (for torchao, which dfer does
+# not depend on); they are still its CPU path for int8 Linear layers, and where they are gone int8 is refused
+# and auto never picks it. Filters by where the warning is raised (torch.ao, or this module for the ones
+# torch raises from C++), set once: a catch_warnings() in the thread that makes the int8 copy would swap the
+# whole process's filters meanwhile (warnings are not thread-local) and hide dfer's own.
+for _category in (UserWarning, DeprecationWarning):
+    warnings.filterwarnings("ignore", category=_category, module=rf"torch\.ao(\.|$)|{__name__}$")
 
 # The submodules whose Linear layers go int8 (MMADFER's names).
 QUANTIZED = ("image", "audio", "fusion")
-
-_copies: weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module] = weakref.WeakKeyDictionary()
-_making = threading.Lock()  # one conversion at a time: a caller waits for the one under way
 
 
 def int8_copy(model: torch.nn.Module) -> PerClip:
     """The model with those Linear layers dynamically quantized, run one clip at a time: made once per
     model and kept while it lives (the model itself stays fp32, for explanations and anything that
-    needs gradients)."""
-    with _making:
-        if model not in _copies:
-            names = {name for name, m in model.named_modules()
-                     if isinstance(m, torch.nn.Linear) and name.split(".")[0] in QUANTIZED}
-            _copies[model] = PerClip(quantize_linears(model, names))
-        return _copies[model]
+    needs gradients); made again where its weights changed since, in place or replaced. A caller waits
+    for a conversion under way."""
+    names = {name for name, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and name.split(".")[0] in QUANTIZED}
+    return registry.get("int8 copy", None, lambda: PerClip(quantize_linears(model, names)), owner=model,
+                        version=_weights_version(model, names))
+
+
+def _weights_version(model: torch.nn.Module, names: set[str]) -> tuple:
+    """Which tensors those layers hold, and how often each was changed in place (torch counts it, but
+    not for tensors made under inference mode, which cannot be changed outside it)."""
+    layers = dict(model.named_modules())
+    return tuple((id(p), p.data_ptr(), 0 if p.is_inference() else p._version)
+                 for name in sorted(names) for p in layers[name].parameters(recurse=False))
 
 
 def int8_copy_soon(model: torch.nn.Module) -> None:
@@ -91,24 +103,18 @@ class PerClip(torch.nn.Module):
 def quantize_linears(model: torch.nn.Module, names: set[str] | None = None) -> torch.nn.Module:
     """A copy with the Linear layers `names` (None: all of them) as Int8Linear; every other tensor is
     shared with `model`, not copied (quantize_dynamic's deep copy took 4x as long on ViT-B)."""
-    with warnings.catch_warnings():
-        # torch 2.13 marks torch.ao.quantization and its quantized tensors deprecated (for torchao, which
-        # dfer does not depend on); they are still its CPU path for int8 Linear layers, and where they
-        # are gone int8 is refused and auto never picks it.
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            from torch.ao.quantization import default_dynamic_qconfig
-        except ImportError:
-            raise UsageError(f"--precision int8: torch {torch.__version__} has no dynamic quantization") from None
+    try:
+        from torch.ao.quantization import default_dynamic_qconfig
+    except ImportError:
+        raise UsageError(f"--precision int8: torch {torch.__version__} has no dynamic quantization") from None
 
-        def swap(module: torch.nn.Module, name: str) -> torch.nn.Module:
-            if isinstance(module, torch.nn.Linear) and (names is None or name in names):
-                return Int8Linear(module, default_dynamic_qconfig.weight)
-            clone = copy.copy(module)
-            clone._parameters, clone._buffers = dict(module._parameters), dict(module._buffers)
-            clone._modules = {key: swap(child, f"{name}.{key}" if name else key)
-                              for key, child in module._modules.items()}
-            return clone
+    def swap(module: torch.nn.Module, name: str) -> torch.nn.Module:
+        if isinstance(module, torch.nn.Linear) and (names is None or name in names):
+            return Int8Linear(module, default_dynamic_qconfig.weight)
+        clone = copy.copy(module)
+        clone._parameters, clone._buffers = dict(module._parameters), dict(module._buffers)
+        clone._modules = {key: swap(child, f"{name}.{key}" if name else key)
+                          for key, child in module._modules.items()}
+        return clone
 
-        return swap(model, "").eval()
+    return swap(model, "").eval()

@@ -8,13 +8,14 @@ the probability that a transition (a cut, or the middle of a dissolve) is at tha
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dfer_cli.runtime import registry
 
 WIDTH, HEIGHT = 48, 27  # the frames the network was trained on: (27, 48, 3) uint8 RGB
 WINDOW = 100  # frames per forward pass
@@ -106,11 +107,6 @@ class TransNetV2(nn.Module):
         return self.head(x)[..., 0]
 
 
-@functools.cache
-def _cached(device: str) -> TransNetV2:
-    return load_transnet(torch.device(device))
-
-
 def load_transnet(device: torch.device | str = "cpu") -> TransNetV2:
     """The network with dfer's converted weights (stored fp16, run in fp32), in eval mode on `device`."""
     from safetensors.torch import load_file
@@ -122,7 +118,8 @@ def load_transnet(device: torch.device | str = "cpu") -> TransNetV2:
 
 def transnet(device: torch.device | str = "cpu") -> TransNetV2:
     """The loaded network for `device`, made once per process."""
-    return _cached(str(torch.device(device)))
+    device = torch.device(device)
+    return registry.get("shot detector", str(device), lambda: load_transnet(device))
 
 
 def windows(frames: np.ndarray) -> np.ndarray:
