@@ -97,7 +97,7 @@ def speech_probabilities(wave16: np.ndarray) -> np.ndarray:
     if x.shape[-1] < _WINDOW:
         return np.zeros((x.shape[0], 0), dtype=np.float32)
     model = vad_model()
-    # One thread: measured 15 ms per second of audio, against 46 ms with two on this 2-core machine.
+    # One thread: measured 15 ms per second of audio, against 46 ms with two on 2 cores.
     with _lock, torch.inference_mode(), single_thread(torch.device("cpu")):
         # The model keeps its recurrent state between calls: one caller at a time, batch = channels.
         return model.audio_forward(x, VAD_RATE).numpy()
