@@ -5,38 +5,20 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from matplotlib import colormaps, font_manager, rc_context
+from matplotlib import font_manager, rc_context
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from dfer_cli.atomic import atomic_path
+from dfer_cli.colours import class_colour
 
 DPI = 100
 
 
-# Conventional emotion colours make a timeline readable at a glance; unknown names fall back to tab20.
-EMOTION_COLOURS = {
-    "happy": "#f2c318", "happiness": "#f2c318",
-    "sad": "#3b6fb6", "sadness": "#3b6fb6",
-    "neutral": "#a0a0a0",
-    "angry": "#d62728", "anger": "#d62728",
-    "surprise": "#ff7f0e",
-    "disgust": "#2ca02c",
-    "fear": "#8c4fbf",
-    "contempt": "#8c564b",
-    "anxiety": "#17becf",
-    "helplessness": "#7f7f7f",
-    "disappointment": "#1f3a5f",
-}
-
-
 def class_colours(names: Sequence[str]) -> list[tuple[float, float, float, float]]:
-    fallback = colormaps["tab20"]
-    return [
-        to_rgba(EMOTION_COLOURS[name.lower()]) if name.lower() in EMOTION_COLOURS else fallback(i % 20)
-        for i, name in enumerate(names)
-    ]
+    """The classes' colours as matplotlib RGBA."""
+    return [to_rgba(class_colour(name, i)) for i, name in enumerate(names)]
 
 
 # Fonts that draw CJK and other scripts DejaVu Sans lacks, where the system has one of them.
