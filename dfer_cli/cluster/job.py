@@ -10,7 +10,10 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+
+import numpy as np
 
 from dfer_cli.cluster.config import RayConfig
 from dfer_cli.cluster.inputs import list_inputs
@@ -109,35 +112,59 @@ class _Stages:
 
 
 def _rows(ray_lib, todo: list, s: _Stages) -> Iterator[dict]:
-    """The finished rows as the pipeline gives them (in no set order)."""
-    from ray.data import ActorPoolStrategy
-
-    from dfer_cli.cluster.stages import DferPredictor, PartJoiner, prepare
+    """The finished rows as the pipeline gives them (in no set order): a Ray task per file (the CPU
+    stage) and model actors fed batches of prepared files. Plain tasks and actors rather than a Ray Data
+    job: Ray Data starts three helper actors of its own first, seconds of a short job (docs/benchmarks.md)."""
+    from dfer_cli.cluster.stages import DferPredictor, PartJoiner
 
     config = s.setup.config
     pictures = s.setup.pictures([i.source for i in todo]) or [None] * len(todo)
     items = [{"input": i.key, "source": i.source, "picture": None if pic is None else str(pic)}
              for i, pic in zip(todo, pictures, strict=True)]
-    actors = s.ray.actors or max(1, s.gpus)
     files_per_call = s.ray.files_per_call or max(1, config.batch_size // max(1, config.clips.clips))
-    ds = ray_lib.data.from_items(items, override_num_blocks=len(items))  # a task per file
-    ds = ds.flat_map(prepare, fn_kwargs={"config": config, "size": s.image_size, "parts": True},
-                     num_cpus=s.ray.cpus_per_task)
     nodes = max(1, sum(1 for n in ray_lib.nodes() if n.get("Alive")))
-    shared = {"weights": s.weights, "config": config, "device": s.device, "precision": s.precision,
-              "actors_per_node": -(-actors // nodes)}
-    ds = ds.map_batches(DferPredictor, fn_constructor_kwargs=shared,
-                        batch_size=files_per_call, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
-                        num_gpus=1 if s.gpus and s.device != "cpu" else 0, num_cpus=1)
+    count = s.ray.actors or max(1, s.gpus)
+    # A killed actor is started again and its calls rerun; a task whose worker died runs again (Ray's default).
+    actor = ray_lib.remote(num_cpus=1, num_gpus=1 if s.gpus and s.device != "cpu" else 0, max_restarts=-1,
+                           max_task_retries=-1)(DferPredictor)
+    actors = [actor.remote(s.weights, config, s.device, s.precision, -(-count // nodes)) for _ in range(count)]
+    task = ray_lib.remote(num_cpus=s.ray.cpus_per_task, scheduling_strategy="SPREAD")(_prepare)
+    # Files decoded ahead of the model are bounded, as the object store's room is.
+    ahead = max(2, 2 * int(ray_lib.cluster_resources().get("CPU", 1)))
+    waiting, preparing, calls, ready = iter(items), [], {}, []
     joiner = PartJoiner(s.class_names, s.setup)
     try:
-        for row in ds.iter_rows():
-            finished = joiner.add(row)
-            if finished is not None:
-                yield finished
+        while True:
+            preparing += [task.remote(item, config, s.image_size) for item in islice(waiting, ahead - len(preparing))]
+            idle = [a for a in actors if sum(1 for b in calls.values() if b is a) < 2]
+            while idle and (len(ready) >= files_per_call or (ready and not preparing)):
+                batch, ready = ready[:files_per_call], ready[files_per_call:]
+                columns = {k: np.array([r[k] for r in batch], dtype=object) for k in batch[0]}
+                chosen = idle.pop(0)
+                calls[chosen.__call__.remote(columns)] = chosen
+            if not preparing and not calls:
+                return
+            done, _ = ray_lib.wait([*preparing, *calls], num_returns=1)
+            for ref in done:
+                if ref in calls:
+                    del calls[ref]
+                    for row in ray_lib.get(ref).to_pylist():
+                        finished = joiner.add(row)
+                        if finished is not None:
+                            yield finished
+                else:
+                    preparing.remove(ref)
+                    ready += ray_lib.get(ref)
     except Exception as e:  # Ray's own (a task that kept failing, a lost cluster): what is written stays
         raise DferError(f"the Ray job stopped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         "rerun the same command to resume") from None
+
+
+def _prepare(row: dict, config: PredictConfig, size: int) -> list[dict]:
+    """The CPU stage of one file, as a Ray task: its prepared rows (several for a timeline in parts)."""
+    from dfer_cli.cluster.stages import prepare
+
+    return list(prepare(row, config, size, parts=True))
 
 
 def _run_key(weights: str, config: PredictConfig) -> dict:
@@ -149,10 +176,10 @@ def _run_key(weights: str, config: PredictConfig) -> dict:
 
 def _import_ray():
     try:
+        import pyarrow.parquet  # noqa: F401  (the rows' format)
         import ray
-        import ray.data
     except ImportError:
-        raise UsageError(f"--ray needs Ray Data, which dfer does not install by default: {INSTALL}") from None
+        raise UsageError(f"--ray needs Ray and pyarrow, which dfer does not install by default: {INSTALL}") from None
     return ray
 
 
@@ -173,10 +200,6 @@ def _start(ray_lib, address: str) -> Callable[[], None] | None:
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise DferError(f"--ray {address}: cannot connect ({str(e).splitlines()[0]})") from None
     reaper = start_reaper(spared) if address == "local" else None
-    context = ray_lib.data.DataContext.get_current()
-    context.enable_progress_bars = False  # dfer draws its own
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     def stop() -> None:
         ray_lib.shutdown()
