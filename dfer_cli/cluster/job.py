@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -18,7 +20,7 @@ import numpy as np
 from dfer_cli.cluster.config import RayConfig
 from dfer_cli.cluster.inputs import list_inputs
 from dfer_cli.cluster.reaper import descendants, start_reaper, stop_reaper
-from dfer_cli.cluster.sink import RowSink, finished_rows
+from dfer_cli.cluster.sink import RowSink, finished_rows, holds_rows
 from dfer_cli.errors import DferError, UsageError
 from dfer_cli.predict.config import PredictConfig
 from dfer_cli.predict.setup import RunSetup
@@ -52,24 +54,29 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
     config = config or PredictConfig()
     output = Path(output)
     todo = list_inputs(inputs, config.recursive, config.extensions, config.from_list)
-    from dfer_cli.api import load_model
-
-    # Loaded once here, then shared by every actor through Ray's object store: all of them hold the
-    # same weights (random ones included) without a shared file system.
-    model = load_model(weights, "cpu", "fp32", warn=False)
-    setup = model.setup(config)
-    config = setup.config
-    run = _run_key(model.weights, config)
-    done = finished_rows(output, run)
-    keys = {i.key for i in todo}
-    todo_now = [i for i in todo if i.key not in done]
-    if on_start is not None:
-        on_start(len(todo_now), len(todo) - len(todo_now))
-    failed = sum(1 for key, status in done.items() if key in keys and status == "error")
-    if not todo_now:  # all done before: no cluster to start
-        return RaySummary(output, 0, len(todo), failed, "", "")
-    stop = _start(ray_lib, ray.address)
+    # Ray's start (seconds of its own processes starting) overlaps the loading of the weights; not where
+    # the output holds rows already, as a rerun with nothing left to do starts no cluster.
+    starting = None if holds_rows(output) else _Starting(ray_lib, ray.address)
+    stop = None
     try:
+        from dfer_cli.api import load_model
+
+        # Loaded once here, then shared by every actor through Ray's object store: all of them hold the
+        # same weights (random ones included) without a shared file system.
+        model = load_model(weights, "cpu", "fp32", warn=False)
+        setup = model.setup(config)
+        config = setup.config
+        run = _run_key(model.weights, config)
+        done = finished_rows(output, run)
+        keys = {i.key for i in todo}
+        todo_now = [i for i in todo if i.key not in done]
+        if on_start is not None:
+            on_start(len(todo_now), len(todo) - len(todo_now))
+        failed = sum(1 for key, status in done.items() if key in keys and status == "error")
+        if not todo_now:  # all done before: no cluster needed
+            return RaySummary(output, 0, len(todo), failed, "", "")
+        stop = _start(ray_lib, ray.address) if starting is None else starting.result()
+        starting = None
         gpus = int(ray_lib.cluster_resources().get("GPU", 0))
         actor_device = ("cuda" if gpus else "cpu") if device == "auto" else device
         import torch
@@ -92,6 +99,8 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
         finally:
             sink.close()
     finally:
+        if starting is not None:  # started early, then not needed (all done, or an error before the job)
+            stop = starting.result()
         if stop is not None:
             stop()
     return RaySummary(output, sink.written, len(todo) - len(todo_now), failed, settled, actor_device)
@@ -181,6 +190,38 @@ def _import_ray():
     except ImportError:
         raise UsageError(f"--ray needs Ray and pyarrow, which dfer does not install by default: {INSTALL}") from None
     return ray
+
+
+class _Starting:
+    """`_start` in a thread of its own, which lives until the returned stop has run: Ray's head
+    processes end with the thread that started them (Linux's parent-death signal is per thread)."""
+
+    def __init__(self, ray_lib, address: str) -> None:
+        self._ready: Future = Future()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ray_lib, address), name="ray-start", daemon=True)
+        self._thread.start()
+
+    def _run(self, ray_lib, address: str) -> None:
+        try:
+            stop = _start(ray_lib, address)
+        except BaseException as e:  # raised in the driver's thread by `result`
+            self._ready.set_exception(e)
+            return
+        self._ready.set_result(stop)
+        self._done.wait()
+        if stop is not None:
+            stop()
+
+    def result(self) -> Callable[[], None]:
+        """Once Ray is there (its start's error raised here): what stops it and ends the thread."""
+        self._ready.result()
+
+        def stop() -> None:
+            self._done.set()
+            self._thread.join()
+
+        return stop
 
 
 def _start(ray_lib, address: str) -> Callable[[], None] | None:
