@@ -138,13 +138,15 @@ def _rows(ray_lib, todo: list, s: _Stages) -> Iterator[dict]:
                            max_task_retries=-1)(DferPredictor)
     actors = [actor.remote(s.weights, config, s.device, s.precision, -(-count // nodes)) for _ in range(count)]
     task = ray_lib.remote(num_cpus=s.ray.cpus_per_task, scheduling_strategy="SPREAD")(_prepare)
-    # Files decoded ahead of the model are bounded, as the object store's room is.
-    ahead = max(2, 2 * int(ray_lib.cluster_resources().get("CPU", 1)))
+    # Files decoding or decoded ahead of the model are bounded (the driver holds the decoded ones): two
+    # per CPU, and a model call's worth.
+    ahead = 2 * max(1, int(ray_lib.cluster_resources().get("CPU", 1))) + files_per_call
     waiting, preparing, calls, ready = iter(items), [], {}, []
     joiner = PartJoiner(s.class_names, s.setup)
     try:
         while True:
-            preparing += [task.remote(item, config, s.image_size) for item in islice(waiting, ahead - len(preparing))]
+            room = max(0, ahead - len(preparing) - len(ready))
+            preparing += [task.remote(item, config, s.image_size) for item in islice(waiting, room)]
             idle = [a for a in actors if sum(1 for b in calls.values() if b is a) < 2]
             while idle and (len(ready) >= files_per_call or (ready and not preparing)):
                 batch, ready = ready[:files_per_call], ready[files_per_call:]
