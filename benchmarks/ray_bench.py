@@ -1,15 +1,19 @@
 """`dfer predict --ray local` against plain `dfer predict` on the same folder, in one run: wall time (Ray's
-start and stop included) and the peak memory of each command's whole process tree.
+start and stop included) and the peak memory of each command's whole process tree; with `--repeat`, the
+two commands alternate (a shared machine's load falls on both); with `--phases`, the Ray run's wall time
+split into its phases (measured in a process of its own, as the command runs it).
 
     python benchmarks/ray_bench.py --files 100                    # ViT-B, untrained weights (same cost)
-    python benchmarks/ray_bench.py --files 24 --arch tiny         # a quick check: tiny random weights
+    python benchmarks/ray_bench.py --files 27 --arch tiny --repeat 3 --phases   # short files: fixed costs
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,25 +88,90 @@ def timed(command: list[str]) -> tuple[float, int, int]:
     return time.perf_counter() - start, peak[0], process.returncode
 
 
+# Run as `ray_bench.py --phases-of FOLDER WEIGHTS OUT PRECISION`: predict_on_ray with a stamp at each phase.
+_PHASES = """
+import json, sys, time
+start = time.perf_counter()
+stamps = {}
+def stamp(name):
+    stamps.setdefault(name, time.perf_counter() - start)
+from dfer_cli.cluster import job
+from dfer_cli.predict.config import PredictConfig
+stamp("imports")
+ray_start, rows = job._start, job._rows
+def timed_start(ray_lib, address):
+    stamp("driver")
+    stop = ray_start(ray_lib, address)
+    stamp("ray.init")
+    def timed_stop():
+        stamp("last row")
+        stop()
+        stamp("shutdown")
+    return timed_stop
+def timed_rows(*args):
+    for row in rows(*args):
+        stamp("first row")
+        yield row
+job._start, job._rows = timed_start, timed_rows
+folder, weights, out, precision = sys.argv[1:]
+job.predict_on_ray([folder], out, weights, PredictConfig(), precision=precision)
+print(json.dumps(stamps))
+"""
+
+
+def phases(folder: Path, weights: str, out: Path, precision: str) -> dict[str, float]:
+    """The Ray run's phases, in seconds: its interpreter and imports, the driver's own work (listing, the
+    weights), Ray's start, from the first task to the first finished row (workers' imports, the actor's
+    start and the first model call), the rest of the rows, Ray's shutdown; and the whole."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PHASES, str(folder), weights, str(out), precision],
+                          capture_output=True, text=True, check=True)
+    total = time.perf_counter() - start
+    stamps = json.loads(done.stdout.splitlines()[-1])
+    names = ["imports", "driver", "ray.init", "first row", "last row", "shutdown"]
+    marks = [0.0, *(stamps[n] for n in names)]
+    split = {n: b - a for n, a, b in zip(names, marks[:-1], marks[1:], strict=True)}
+    return {"interpreter and imports": split["imports"] + total - stamps["shutdown"], "driver": split["driver"],
+            "ray.init": split["ray.init"], "to the first row": split["first row"],
+            "the other rows": split["last row"], "shutdown": split["shutdown"], "total": total}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--weights", default="untrained", help="what --weights takes (ignored with --arch tiny)")
     parser.add_argument("--arch", choices=("vit-b", "tiny"), default="vit-b")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--repeat", type=int, default=1, help="plain and Ray runs, alternating")
+    parser.add_argument("--phases", action="store_true", help="then the Ray run's phases, alternating with plain")
     args = parser.parse_args()
+    pairs, split = [], []
     with tempfile.TemporaryDirectory() as tmp:
         if args.arch == "tiny":
             args.weights = str(tiny_weights(Path(tmp) / "tiny"))
         dfer = [sys.executable, "-m", "dfer_cli", "predict", "--weights", args.weights, "--precision", args.precision]
         folder = folder_of(args.files, Path(tmp))
-        plain = timed([*dfer, "--jsonl", str(folder)])
-        ray = timed([*dfer, "--ray", "local", "--output", str(Path(tmp) / "rows"), str(folder)])
+        for i in range(args.repeat):
+            plain = timed([*dfer, "--jsonl", str(folder)])
+            ray = timed([*dfer, "--ray", "local", "--output", str(Path(tmp) / f"rows{i}"), str(folder)])
+            pairs.append((plain, ray))
+        for i in range(args.repeat if args.phases else 0):
+            plain = timed([*dfer, "--jsonl", str(folder)])[0]
+            split.append((plain, phases(folder, args.weights, Path(tmp) / f"phases{i}", args.precision)))
     print(f"| {args.files} files, {args.arch} weights | wall s | files/s | peak memory (process tree, PSS) |")
     print("|---|---|---|---|")
-    for name, (seconds, peak, _) in (("plain `dfer predict --jsonl`", plain), ("`--ray local`", ray)):
-        print(f"| {name} | {seconds:.1f} | {args.files / seconds:.2f} | {peak / 2**30:.2f} GiB |")
-    print(f"\n--ray local / plain: {ray[0] / plain[0]:.2f}x the time (goal: at most 1.2x), cores: {os.cpu_count()}")
+    for plain, ray in pairs:
+        for name, (seconds, peak, _) in (("plain `dfer predict --jsonl`", plain), ("`--ray local`", ray)):
+            print(f"| {name} | {seconds:.1f} | {args.files / seconds:.2f} | {peak / 2**30:.2f} GiB |")
+    ratios = [ray[0] / plain[0] for plain, ray in pairs]
+    print(f"\n--ray local / plain: {', '.join(f'{r:.2f}x' for r in ratios)} (median {statistics.median(ratios):.2f}x; "
+          f"goal: at most 1.2x), cores: {os.cpu_count()}")
+    if split:
+        print("\n| phase of the Ray run (s) | " + " | ".join(f"run {i + 1}" for i in range(len(split))) + " |")
+        print("|---|" + "---|" * len(split))
+        for name in split[0][1]:
+            print(f"| {name} | " + " | ".join(f"{p[name]:.1f}" for _, p in split) + " |")
+        print("| plain predict, just before | " + " | ".join(f"{plain:.1f}" for plain, _ in split) + " |")
 
 
 if __name__ == "__main__":

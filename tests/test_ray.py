@@ -120,6 +120,25 @@ def test_usage_errors_and_the_missing_extra(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+def test_an_error_found_while_ray_starts_stops_it_and_leaves_nothing_running(tmp_path):
+    """Ray starts in a thread beside the driver's own checks: an error there still stops it."""
+    import ray
+
+    from dfer_cli import PredictConfig, predict_on_ray
+    from dfer_cli.cluster.reaper import descendants
+    from dfer_cli.errors import UsageError
+
+    weights = save_tiny_weights(tmp_path / "tiny")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UsageError, match="not a folder"):
+        predict_on_ray([str(_folder(tmp_path, 1))], tmp_path / "a-file", str(weights), PredictConfig())
+    assert not ray.is_initialized()
+    assert "ray-start" not in [t.name for t in threading.enumerate()]
+    running = [pid for pid, _ in descendants() if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+               not in "ZX"]
+    assert not running, [_command(pid) for pid in running]
+
+
 _DRIVER = """
 import sys
 from dfer_cli import PredictConfig, RayConfig, predict_on_ray

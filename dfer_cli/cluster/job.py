@@ -7,15 +7,20 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+
+import numpy as np
 
 from dfer_cli.cluster.config import RayConfig
 from dfer_cli.cluster.inputs import list_inputs
 from dfer_cli.cluster.reaper import descendants, start_reaper, stop_reaper
-from dfer_cli.cluster.sink import RowSink, finished_rows
+from dfer_cli.cluster.sink import RowSink, finished_rows, holds_rows
 from dfer_cli.errors import DferError, UsageError
 from dfer_cli.predict.config import PredictConfig
 from dfer_cli.predict.setup import RunSetup
@@ -49,24 +54,29 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
     config = config or PredictConfig()
     output = Path(output)
     todo = list_inputs(inputs, config.recursive, config.extensions, config.from_list)
-    from dfer_cli.api import load_model
-
-    # Loaded once here, then shared by every actor through Ray's object store: all of them hold the
-    # same weights (random ones included) without a shared file system.
-    model = load_model(weights, "cpu", "fp32", warn=False)
-    setup = model.setup(config)
-    config = setup.config
-    run = _run_key(model.weights, config)
-    done = finished_rows(output, run)
-    keys = {i.key for i in todo}
-    todo_now = [i for i in todo if i.key not in done]
-    if on_start is not None:
-        on_start(len(todo_now), len(todo) - len(todo_now))
-    failed = sum(1 for key, status in done.items() if key in keys and status == "error")
-    if not todo_now:  # all done before: no cluster to start
-        return RaySummary(output, 0, len(todo), failed, "", "")
-    stop = _start(ray_lib, ray.address)
+    # Ray's start (seconds of its own processes starting) overlaps the loading of the weights; not where
+    # the output holds rows already, as a rerun with nothing left to do starts no cluster.
+    starting = None if holds_rows(output) else _Starting(ray_lib, ray.address)
+    stop = None
     try:
+        from dfer_cli.api import load_model
+
+        # Loaded once here, then shared by every actor through Ray's object store: all of them hold the
+        # same weights (random ones included) without a shared file system.
+        model = load_model(weights, "cpu", "fp32", warn=False)
+        setup = model.setup(config)
+        config = setup.config
+        run = _run_key(model.weights, config)
+        done = finished_rows(output, run)
+        keys = {i.key for i in todo}
+        todo_now = [i for i in todo if i.key not in done]
+        if on_start is not None:
+            on_start(len(todo_now), len(todo) - len(todo_now))
+        failed = sum(1 for key, status in done.items() if key in keys and status == "error")
+        if not todo_now:  # all done before: no cluster needed
+            return RaySummary(output, 0, len(todo), failed, "", "")
+        stop = _start(ray_lib, ray.address) if starting is None else starting.result()
+        starting = None
         gpus = int(ray_lib.cluster_resources().get("GPU", 0))
         actor_device = ("cuda" if gpus else "cpu") if device == "auto" else device
         import torch
@@ -89,6 +99,8 @@ def predict_on_ray(inputs: Sequence[str], output: str | os.PathLike, weights: st
         finally:
             sink.close()
     finally:
+        if starting is not None:  # started early, then not needed (all done, or an error before the job)
+            stop = starting.result()
         if stop is not None:
             stop()
     return RaySummary(output, sink.written, len(todo) - len(todo_now), failed, settled, actor_device)
@@ -109,35 +121,61 @@ class _Stages:
 
 
 def _rows(ray_lib, todo: list, s: _Stages) -> Iterator[dict]:
-    """The finished rows as the pipeline gives them (in no set order)."""
-    from ray.data import ActorPoolStrategy
-
-    from dfer_cli.cluster.stages import DferPredictor, PartJoiner, prepare
+    """The finished rows as the pipeline gives them (in no set order): a Ray task per file (the CPU
+    stage) and model actors fed batches of prepared files. Plain tasks and actors rather than a Ray Data
+    job: Ray Data starts three helper actors of its own first, seconds of a short job (docs/benchmarks.md)."""
+    from dfer_cli.cluster.stages import DferPredictor, PartJoiner
 
     config = s.setup.config
     pictures = s.setup.pictures([i.source for i in todo]) or [None] * len(todo)
     items = [{"input": i.key, "source": i.source, "picture": None if pic is None else str(pic)}
              for i, pic in zip(todo, pictures, strict=True)]
-    actors = s.ray.actors or max(1, s.gpus)
     files_per_call = s.ray.files_per_call or max(1, config.batch_size // max(1, config.clips.clips))
-    ds = ray_lib.data.from_items(items, override_num_blocks=len(items))  # a task per file
-    ds = ds.flat_map(prepare, fn_kwargs={"config": config, "size": s.image_size, "parts": True},
-                     num_cpus=s.ray.cpus_per_task)
     nodes = max(1, sum(1 for n in ray_lib.nodes() if n.get("Alive")))
-    shared = {"weights": s.weights, "config": config, "device": s.device, "precision": s.precision,
-              "actors_per_node": -(-actors // nodes)}
-    ds = ds.map_batches(DferPredictor, fn_constructor_kwargs=shared,
-                        batch_size=files_per_call, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
-                        num_gpus=1 if s.gpus and s.device != "cpu" else 0, num_cpus=1)
+    count = s.ray.actors or max(1, s.gpus)
+    # A killed actor is started again and its calls rerun; a task whose worker died runs again (Ray's default).
+    actor = ray_lib.remote(num_cpus=1, num_gpus=1 if s.gpus and s.device != "cpu" else 0, max_restarts=-1,
+                           max_task_retries=-1)(DferPredictor)
+    actors = [actor.remote(s.weights, config, s.device, s.precision, -(-count // nodes)) for _ in range(count)]
+    task = ray_lib.remote(num_cpus=s.ray.cpus_per_task, scheduling_strategy="SPREAD")(_prepare)
+    # Files decoding or decoded ahead of the model are bounded (the driver holds the decoded ones): two
+    # per CPU, and a model call's worth.
+    ahead = 2 * max(1, int(ray_lib.cluster_resources().get("CPU", 1))) + files_per_call
+    waiting, preparing, calls, ready = iter(items), [], {}, []
     joiner = PartJoiner(s.class_names, s.setup)
     try:
-        for row in ds.iter_rows():
-            finished = joiner.add(row)
-            if finished is not None:
-                yield finished
+        while True:
+            room = max(0, ahead - len(preparing) - len(ready))
+            preparing += [task.remote(item, config, s.image_size) for item in islice(waiting, room)]
+            idle = [a for a in actors if sum(1 for b in calls.values() if b is a) < 2]
+            while idle and (len(ready) >= files_per_call or (ready and not preparing)):
+                batch, ready = ready[:files_per_call], ready[files_per_call:]
+                columns = {k: np.array([r[k] for r in batch], dtype=object) for k in batch[0]}
+                chosen = idle.pop(0)
+                calls[chosen.__call__.remote(columns)] = chosen
+            if not preparing and not calls:
+                return
+            done, _ = ray_lib.wait([*preparing, *calls], num_returns=1)
+            for ref in done:
+                if ref in calls:
+                    del calls[ref]
+                    for row in ray_lib.get(ref).to_pylist():
+                        finished = joiner.add(row)
+                        if finished is not None:
+                            yield finished
+                else:
+                    preparing.remove(ref)
+                    ready += ray_lib.get(ref)
     except Exception as e:  # Ray's own (a task that kept failing, a lost cluster): what is written stays
         raise DferError(f"the Ray job stopped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         "rerun the same command to resume") from None
+
+
+def _prepare(row: dict, config: PredictConfig, size: int) -> list[dict]:
+    """The CPU stage of one file, as a Ray task: its prepared rows (several for a timeline in parts)."""
+    from dfer_cli.cluster.stages import prepare
+
+    return list(prepare(row, config, size, parts=True))
 
 
 def _run_key(weights: str, config: PredictConfig) -> dict:
@@ -149,11 +187,43 @@ def _run_key(weights: str, config: PredictConfig) -> dict:
 
 def _import_ray():
     try:
+        import pyarrow.parquet  # noqa: F401  (the rows' format)
         import ray
-        import ray.data
     except ImportError:
-        raise UsageError(f"--ray needs Ray Data, which dfer does not install by default: {INSTALL}") from None
+        raise UsageError(f"--ray needs Ray and pyarrow, which dfer does not install by default: {INSTALL}") from None
     return ray
+
+
+class _Starting:
+    """`_start` in a thread of its own, which lives until the returned stop has run: Ray's head
+    processes end with the thread that started them (Linux's parent-death signal is per thread)."""
+
+    def __init__(self, ray_lib, address: str) -> None:
+        self._ready: Future = Future()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ray_lib, address), name="ray-start", daemon=True)
+        self._thread.start()
+
+    def _run(self, ray_lib, address: str) -> None:
+        try:
+            stop = _start(ray_lib, address)
+        except BaseException as e:  # raised in the driver's thread by `result`
+            self._ready.set_exception(e)
+            return
+        self._ready.set_result(stop)
+        self._done.wait()
+        if stop is not None:
+            stop()
+
+    def result(self) -> Callable[[], None]:
+        """Once Ray is there (its start's error raised here): what stops it and ends the thread."""
+        self._ready.result()
+
+        def stop() -> None:
+            self._done.set()
+            self._thread.join()
+
+        return stop
 
 
 def _start(ray_lib, address: str) -> Callable[[], None] | None:
@@ -173,10 +243,6 @@ def _start(ray_lib, address: str) -> Callable[[], None] | None:
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise DferError(f"--ray {address}: cannot connect ({str(e).splitlines()[0]})") from None
     reaper = start_reaper(spared) if address == "local" else None
-    context = ray_lib.data.DataContext.get_current()
-    context.enable_progress_bars = False  # dfer draws its own
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     def stop() -> None:
         ray_lib.shutdown()

@@ -21,6 +21,12 @@ from dfer_cli.locks import FileLock
 
 _LOCK = ".dfer-lock"
 _STAGING = ".dfer-part-"
+_ROWS = "part-*.parquet"
+
+
+def holds_rows(folder: Path) -> bool:
+    """Whether `folder` is a folder that holds row files (of any run)."""
+    return folder.is_dir() and any(folder.glob(_ROWS))
 
 
 def finished_rows(folder: Path, run: dict) -> dict[str, str]:
