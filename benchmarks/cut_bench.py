@@ -83,7 +83,7 @@ def main() -> None:
         items = composites(Path(folder), args.seeds)
         inputs = [small_frames(c.path) for c in items]
     totals: dict[tuple[str, str], list[int]] = {}
-    detectors = {"transnet": CutConfig(), "transnet-raw": CutConfig(confirm=0.0),
+    detectors = {"transnet": CutConfig(method="transnet"), "transnet-raw": CutConfig(method="transnet", confirm=0.0),
                  "histogram": CutConfig(method="histogram")}
     speed = {name: [0.0, 0.0, 0] for name in detectors}
     for c, (frames, times) in zip(items, inputs, strict=True):
