@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
-from dfer_cli.report.palette import OFF_SCREEN, SPEECH, class_colour, text_colour
+from dfer_cli.colours import class_colour
+from dfer_cli.report.palette import OFF_SCREEN, SPEECH, text_colour
 from dfer_cli.report.spans import FileSpans, mood_at, visible
 from dfer_cli.report.timeline import blend, person_name, strength
 

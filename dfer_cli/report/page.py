@@ -5,8 +5,8 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
+from dfer_cli.colours import class_colour
 from dfer_cli.report.document import document, json_block, static
-from dfer_cli.report.palette import class_colour
 from dfer_cli.report.spans import FileSpans, PersonSpans, file_spans
 from dfer_cli.report.timeline import person_name, timeline_svg
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from html import escape
 
-from dfer_cli.report.palette import OFF_SCREEN, SPEECH, class_colour, text_colour
+from dfer_cli.colours import class_colour
+from dfer_cli.report.palette import OFF_SCREEN, SPEECH, text_colour
 from dfer_cli.report.spans import FileSpans, PersonSpans, visible
 
 WIDTH, LABEL_W, RIGHT = 1200, 150, 16
