@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import os
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = ROOT.parent / "shared" / "media" / "grid"
+GRID = Path(os.environ.get("DFER_SHARED", ROOT.parent / "shared")) / "media" / "grid"
 sys.path[:0] = [str(ROOT)]
 
 from dfer_cli.people import attribution as attribute  # noqa: E402
@@ -222,17 +223,44 @@ def central(times: np.ndarray, segments: list[tuple[float, float]], limit: int |
     return np.unique(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
 
 
-def attribute_on(times, lips, loud, segments, config, limit: int | None):
+def read_every(times: np.ndarray, step: int) -> np.ndarray:
+    """Indices of every ``step``-th frame of each run of ``times``, and of each run's last frame."""
+    runs = attribute.frame_runs(times)
+    keep = np.zeros(len(runs), dtype=bool)
+    for run in np.unique(runs):
+        cols = np.flatnonzero(runs == run)
+        keep[cols[::step]] = True
+        keep[cols[-1]] = True
+    return np.flatnonzero(keep)
+
+
+def sparse_lips(times: np.ndarray, lips: np.ndarray, step: int) -> np.ndarray:
+    """``lips`` (faces, frames) as if the mesh had read every ``step``-th frame only: the frames between linear
+    between those read, within each run; NaN stays NaN."""
+    read, runs = read_every(times, step), attribute.frame_runs(times)
+    out = np.full(lips.shape, np.nan)
+    for run in np.unique(runs):
+        cols, mine = np.flatnonzero(runs == run), read[runs[read] == run]
+        for face in range(lips.shape[0]):
+            ok = mine[np.isfinite(lips[face, mine])]
+            if len(ok) >= 2:
+                out[face, cols] = np.interp(times[cols], times[ok], lips[face, ok])
+    return np.where(np.isfinite(lips), out, np.nan)
+
+
+def attribute_on(times, lips, loud, segments, config, limit: int | None, step: int = 1):
     keep = central(times, segments, limit)
-    return attribute.attribute_segments(times[keep], lips[:, keep], loud[keep], segments, config)
+    lips = lips[:, keep] if step == 1 else sparse_lips(times[keep], lips[:, keep], step)
+    return attribute.attribute_segments(times[keep], lips, loud[keep], segments, config)
 
 
 def figures(data: Data, config: attribute.AttributionConfig, thirds: int = 9, limit: int | None = None,
-            ) -> dict[str, float]:
-    """The attribution's figures; ``limit``: lips read on at most that many frames of each segment."""
+            step: int = 1) -> dict[str, float]:
+    """The attribution's figures; ``limit``: lips read on at most that many frames of each segment; ``step``:
+    on every step-th of them."""
     times = np.arange(75) / FPS
     run = lambda lips, voice: attribute_on(  # noqa: E731
-        times[: lips.shape[1]], lips, data.loud[voice], data.segments[voice], config, limit
+        times[: lips.shape[1]], lips, data.loud[voice], data.segments[voice], config, limit, step
     )
     right = total = 0
     for left, rightname in data.pairs:
@@ -256,7 +284,7 @@ def figures(data: Data, config: attribute.AttributionConfig, thirds: int = 9, li
         for p in data.pairs:
             lips = data.lips[kind, p]
             t = np.arange(lips.shape[1]) / FPS
-            for a in attribute_on(t, lips, data.turn_loud[p], data.turn_segments[p], config, limit):
+            for a in attribute_on(t, lips, data.turn_loud[p], data.turn_segments[p], config, limit, step):
                 truth = 0 if (a.start + a.end) / 2 < TURN_AT else 1
                 good += (a.end - a.start) * (a.person == truth)
                 seconds += a.end - a.start
@@ -285,6 +313,10 @@ def evaluate(args: argparse.Namespace, names: list[str], pairs: list[tuple[str, 
     print(f"a voice on the left channel only: {speech.speech_segments(one_channel, RATE)} "
           f"(both channels: {data.segments[names[0]]})")
     print(line("default", figures(data, default)))
+    # A lower rate for the mesh, the frames between interpolated: what reading fewer frames would cost.
+    print(line("lips on 75 frames of a segment", figures(data, default, limit=75)))
+    for step in (2, 3):
+        print(line(f"the same, mesh on every {step}. frame", figures(data, default, limit=75, step=step)))
     print(line("one decision per file", figures(data, replace(default, pool_frames=10**9))))
     print(line("lags (0, 1): GRID's own offset", figures(data, replace(default, lags=(0, 1)))))
     data.set_lips((attribute.INNER_LIP,))
