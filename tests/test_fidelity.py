@@ -189,7 +189,7 @@ def test_predict_feeds_frames_in_the_weights_order(tmp_path, monkeypatch):
     asked = []
     iter_frames = decode.iter_frames
     monkeypatch.setattr(decode, "iter_frames",
-                        lambda path, times: asked.append(list(times)) or iter_frames(path, times))
+                        lambda path, times, **options: asked.append(list(times)) or iter_frames(path, times, **options))
     times = decode.probe(SINGLE, list_frames_up_to=5.12).frame_times
     assert len(times) == 72
 

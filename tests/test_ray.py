@@ -130,12 +130,13 @@ def test_an_error_found_while_ray_starts_stops_it_and_leaves_nothing_running(tmp
 
     weights = save_tiny_weights(tmp_path / "tiny")
     (tmp_path / "a-file").write_text("")
+    before = {pid for pid, _ in descendants()}  # earlier tests' own (multiprocessing's resource tracker)
     with pytest.raises(UsageError, match="not a folder"):
         predict_on_ray([str(_folder(tmp_path, 1))], tmp_path / "a-file", str(weights), PredictConfig())
     assert not ray.is_initialized()
     assert "ray-start" not in [t.name for t in threading.enumerate()]
-    running = [pid for pid, _ in descendants() if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-               not in "ZX"]
+    running = [pid for pid, _ in descendants() if pid not in before
+               and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"]
     assert not running, [_command(pid) for pid in running]
 
 
