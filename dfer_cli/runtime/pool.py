@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -103,7 +104,12 @@ class _Workers:
     def submit(self, fn: Callable, item: object, deaths: int = 0) -> _Task:
         key = next(self._keys)
         self._drain()
-        return _Task(item, self._pool.submit(_run, fn, key, item), key, deaths)
+        try:
+            future = self._pool.submit(_run, fn, key, item)
+        except BrokenProcessPool as e:  # broken before its failed futures were seen: recover() sees this one
+            future = Future()
+            future.set_exception(e)
+        return _Task(item, future, key, deaths)
 
     def _drain(self) -> None:
         while not self._begun.empty():  # read as it goes: a full pipe would block the workers
@@ -117,6 +123,11 @@ class _Workers:
         processes = list(self._pool._processes.values())  # the executor exposes them no other way
         for process in processes:
             process.join()  # the executor is ending the others (SIGTERM)
+        # The executor's own thread may reap a worker first: its exit status then shows a moment later.
+        for _ in range(200):
+            if all(p.exitcode is not None for p in processes):
+                break
+            time.sleep(0.005)
         self._drain()
         exits = {p.pid: p.exitcode for p in processes}
         if not any(pid in self._running for pid in exits):
