@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import struct
 import sys
 import tarfile
 from pathlib import Path
@@ -29,6 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from safetensors_file import serialize  # noqa: E402
 
 from dfer_cli.atomic import atomic_write_bytes  # noqa: E402
 from dfer_cli.faces import embedding  # noqa: E402
@@ -117,18 +118,6 @@ def convert(files: dict[str, bytes]) -> dict:
         if tuple(expected[name].shape) != value.shape:
             raise SystemExit(f"{MANIFEST}: {name} is {value.shape}, the network's is {tuple(expected[name].shape)}")
     return {name: torch.from_numpy(np.ascontiguousarray(value, np.float16)) for name, value in sorted(state.items())}
-
-
-def serialize(state: dict, metadata: dict[str, str]) -> bytes:
-    """The safetensors file, its header's keys sorted: safetensors writes the metadata in a hash map's
-    order, which changes from run to run, and a rerun should give the same bytes."""
-    from safetensors.torch import save
-
-    data = save(state, metadata)
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.dumps(json.loads(data[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)  # the tensors' data stays 8-byte aligned, as safetensors pads it
-    return struct.pack("<Q", len(header)) + header + data[8 + length:]
 
 
 def main() -> None:

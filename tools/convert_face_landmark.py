@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import struct
 import subprocess
 import sys
 import zipfile
@@ -28,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from safetensors_file import serialize  # noqa: E402
 from tflite_graph import Graph  # noqa: E402
 
 from dfer_cli.atomic import atomic_write_bytes  # noqa: E402
@@ -129,19 +128,6 @@ def convert(data: bytes) -> dict:
                 raise SystemExit(f"{SOURCE}: {name}.{suffix} is {tuple(target.shape)}, the graph has {value.shape}")
             state[f"{name}.{suffix}"] = torch.from_numpy(np.array(value, order="C"))
     return state
-
-
-def serialize(state: dict, metadata: dict[str, str]) -> bytes:
-    """The safetensors file, its header's keys sorted: safetensors writes the metadata in a hash map's
-    order, which changes from run to run, and a rerun should give the same bytes, not only the same
-    tensors."""
-    from safetensors.torch import save
-
-    data = save(state, metadata)
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.dumps(json.loads(data[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)  # the tensors' data stays 8-byte aligned, as safetensors pads it
-    return struct.pack("<Q", len(header)) + header + data[8 + length:]
 
 
 def main() -> None:
